@@ -1,0 +1,23 @@
+"""The validator-gated escalation cascade."""
+
+from __future__ import annotations
+
+from tierwise.cascade.result import AttemptRecord, CascadeResult, Verdict
+from tierwise.cascade.runner import (
+    Cascade,
+    Failure,
+    RequestBuilder,
+    Scorer,
+    default_request_builder,
+)
+
+__all__ = [
+    "AttemptRecord",
+    "Cascade",
+    "CascadeResult",
+    "Failure",
+    "RequestBuilder",
+    "Scorer",
+    "Verdict",
+    "default_request_builder",
+]

@@ -1,0 +1,46 @@
+"""The ``tierwise`` command line. One module per command group; each exposes ``register(app)``.
+
+Command modules import heavy dependencies (SDKs, SQLAlchemy, scikit-learn) inside the command
+functions, so ``tierwise --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+_COMMAND_MODULES = (
+    "demo",
+    "init",
+    "policy",
+    "route",
+    "cost",
+    "prices",
+    "run",
+    "ledger",
+    "serve",
+    "keys",
+    "eval",
+)
+
+
+def build_app() -> typer.Typer:
+    """Build the Typer application with every command group registered."""
+    app = typer.Typer(
+        name="tierwise",
+        help="Route each LLM task to the cheapest tier that does it well; prove it, count cents.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="rich",
+    )
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"tierwise.cli.{name}")
+        module.register(app)
+    return app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    build_app()()

@@ -1,0 +1,56 @@
+"""Helpers shared by the command modules: policy resolution, output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from tierwise.policy import Policy
+
+EXIT_OK = 0
+EXIT_WARNINGS = 1
+EXIT_INVALID = 2
+
+POLICY_HELP = (
+    "Policy file. Default: $TIERWISE_POLICY, else ./tierwise.toml, else the embedded default."
+)
+PolicyOption = typer.Option(None, "--policy", "-p", help=POLICY_HELP, show_default=False)
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def resolve_policy_path(path: Path | None) -> Path | None:
+    """The policy file to use, by precedence: flag, $TIERWISE_POLICY, ./tierwise.toml, none."""
+    if path is not None:
+        return path
+    env = os.environ.get("TIERWISE_POLICY")
+    if env:
+        return Path(env)
+    local = Path("tierwise.toml")
+    return local if local.exists() else None
+
+
+def load_policy_or_exit(path: Path | None) -> Policy:
+    """Load the policy, or print its errors (never a traceback) and exit 2."""
+    from tierwise.errors import PolicyError
+    from tierwise.policy import default_policy, load_policy
+
+    resolved = resolve_policy_path(path)
+    try:
+        return load_policy(resolved) if resolved is not None else default_policy()
+    except PolicyError as exc:
+        fail(str(exc), code=EXIT_INVALID)
+
+
+def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -1,0 +1,180 @@
+"""Domain values: the task to route and the decision about it.
+
+Frozen dataclasses with slots; wire and configuration shapes live in pydantic models elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Literal
+
+Scope = Literal["single-file", "multi-file", "cross-service"]
+Domain = Literal["docs", "config", "tests", "feature", "security", "schema", "refactor"]
+Ambiguity = Literal["low", "medium", "high"]
+
+SCOPES: tuple[str, ...] = ("single-file", "multi-file", "cross-service")
+DOMAINS: tuple[str, ...] = ("docs", "config", "tests", "feature", "security", "schema", "refactor")
+AMBIGUITIES: tuple[str, ...] = ("low", "medium", "high")
+
+#: Task attributes a routing condition may name, besides ``kind``.
+ATTRIBUTES: tuple[str, ...] = (
+    "input_tokens",
+    "input_chars",
+    "files",
+    "severity",
+    "requires_code",
+    "scope",
+    "domain",
+    "ambiguity",
+)
+
+_ANNOTATION = re.compile(r"\[\s*(scope|domain|ambiguity)\s*:\s*([A-Za-z-]+)\s*\]", re.IGNORECASE)
+
+
+def parse_annotations(text: str) -> dict[str, str]:
+    """Read ``[scope: single-file] [domain: docs] [ambiguity: low]`` annotations from text.
+
+    Only the first line that carries annotations is read (the articles' one-line form). Values
+    are lower-cased; values outside the known vocabulary are dropped, so a typo never silently
+    routes a task somewhere else — it simply does not carry that annotation.
+    """
+    allowed = {"scope": SCOPES, "domain": DOMAINS, "ambiguity": AMBIGUITIES}
+    for line in text.splitlines():
+        found = _ANNOTATION.findall(line)
+        if found:
+            out: dict[str, str] = {}
+            for key, value in found:
+                k, v = key.lower(), value.lower()
+                if v in allowed[k]:
+                    out[k] = v
+            return out
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One conversation turn. ``content`` is plain text; richer content stays in the gateway."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A unit of work to route: its kind, its text and what is known about it.
+
+    An attribute left at ``None`` is one the task does not carry; a routing condition on it does
+    not match. Build tasks with :meth:`Task.create` to derive ``input_chars`` and read
+    annotations from the text.
+    """
+
+    kind: str
+    prompt: str = ""
+    system: str | None = None
+    history: tuple[Message, ...] = ()
+    input_tokens: int | None = None
+    input_chars: int | None = None
+    files: int | None = None
+    severity: int | None = None
+    requires_code: bool | None = None
+    scope: str | None = None
+    domain: str | None = None
+    ambiguity: str | None = None
+    session: str | None = None
+    validators: tuple[str, ...] | None = None
+    budget_usd: Decimal | None = None
+    max_tokens: int = 1024
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        kind: str,
+        prompt: str = "",
+        *,
+        annotate: str | None = None,
+        **attrs: object,
+    ) -> Task:
+        """Build a task, reading annotations from ``annotate`` (or the prompt) when not given.
+
+        Explicit attributes win over annotations found in text.
+        """
+        found = parse_annotations(annotate if annotate is not None else prompt)
+        for key, value in found.items():
+            attrs.setdefault(key, value)
+        if "input_chars" not in attrs and prompt:
+            attrs["input_chars"] = len(prompt)
+        return cls(kind=kind, prompt=prompt, **attrs)  # type: ignore[arg-type]
+
+    def attribute(self, name: str) -> object | None:
+        """The value of a routable attribute (``kind`` included), ``None`` when not carried."""
+        return getattr(self, name, None) if name == "kind" or name in ATTRIBUTES else None
+
+    def with_(self, **changes: object) -> Task:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+Step = Literal["frontier", "rule", "doubt", "start"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a task goes and why, as structured data.
+
+    ``step`` says which stage decided the base tier: a must-stay-frontier constraint, a rule,
+    the doubt direction (no rule matched), or an explicit start tier. ``floor`` is set when the
+    kind's floor raised the tier; ``doubt`` names the doubt direction taken when it applied.
+    """
+
+    tier: str
+    tier_index: int
+    step: Step
+    kind: str
+    rule_index: int | None = None
+    rule_name: str | None = None
+    constraint_index: int | None = None
+    constraint_name: str | None = None
+    floor: str | None = None
+    floor_source: str | None = None  # "policy" | "learned"
+    doubt: str | None = None
+    kind_known: bool = True
+
+    def explain(self) -> str:
+        """A one-sentence account of the decision for people."""
+        if self.step == "frontier":
+            what = f"must-stay-frontier constraint {self.constraint_name or self.constraint_index}"
+        elif self.step == "rule":
+            label = f" ({self.rule_name})" if self.rule_name else ""
+            what = f"rule {self.rule_index}{label}"
+        elif self.step == "doubt":
+            what = f"no rule matched; doubt direction {self.doubt!r}"
+        else:
+            what = "explicit start tier"
+        parts = [f"{self.tier}: {what}"]
+        if self.floor:
+            parts.append(f"raised to the {self.floor_source or 'policy'} floor {self.floor!r}")
+        if not self.kind_known:
+            parts.append(f"kind {self.kind!r} is not in the policy; [defaults] applied")
+        return "; ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "tier": self.tier,
+            "tier_index": self.tier_index,
+            "step": self.step,
+            "kind": self.kind,
+            "kind_known": self.kind_known,
+            "rule_index": self.rule_index,
+            "rule_name": self.rule_name,
+            "constraint_index": self.constraint_index,
+            "constraint_name": self.constraint_name,
+            "floor": self.floor,
+            "floor_source": self.floor_source,
+            "doubt": self.doubt,
+            "explanation": self.explain(),
+        }
