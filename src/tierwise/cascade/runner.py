@@ -253,7 +253,9 @@ class Cascade:
             from tierwise.cascade.validators import build_validator
 
             base = self.policy.base_dir
-            built = [build_validator(s, base_dir=base) for s in self.policy.kind(task.kind).validators]
+            built = [
+                build_validator(s, base_dir=base) for s in self.policy.kind(task.kind).validators
+            ]
             for name in extra:
                 spec = self.policy.model.validators[name]  # names are checked by the caller
                 built.append(build_validator(spec, base_dir=base, name=name))
@@ -303,9 +305,7 @@ class Cascade:
                     except ProviderError as exc:
                         value = exc
                 else:
-                    value = await arun_validators(
-                        effect.validators, effect.output, effect.context
-                    )
+                    value = await arun_validators(effect.validators, effect.output, effect.context)
         except StopIteration as stop:
             return stop.value
 
@@ -325,7 +325,10 @@ class Cascade:
         store = self.policy.model.store_content
         if self.ledger is not None:
             self.ledger.begin_task(
-                task, decision, policy_revision=self.policy.revision, role=self.role,
+                task,
+                decision,
+                policy_revision=self.policy.revision,
+                role=self.role,
                 store_content=store,
             )
         validators = self.validators_for(task)
@@ -355,7 +358,9 @@ class Cascade:
                 attempt_no = self._record_attempt_outcome(run, verdicts, failed)
                 if failed is None:
                     return self._finish_ok(run, tier_name, completion, tuple(escalations))
-                failure = Failure(tier_name, f"{failed.validator}: {failed.reason}", completion.text)
+                failure = Failure(
+                    tier_name, f"{failed.validator}: {failed.reason}", completion.text
+                )
                 previous = attempt_no
                 self._escalated(task.kind, tier_name, failed.validator)
                 escalations.append((tier_name, failure.reason))
@@ -401,11 +406,22 @@ class Cascade:
                 self._append(
                     run,
                     AttemptRecord(
-                        task_id=run.task.id, attempt_no=run.next_no(), kind=run.task.kind,
-                        tier=tier.name, tier_index=index, model=model, provider=provider.name,
-                        usage=Usage(), cost_usd=Decimal(0), latency_s=latency, outcome="error",
-                        started_at=started_at, role=self.role, failure=str(result),
-                        error_class=type(result).__name__, escalated_from=previous,
+                        task_id=run.task.id,
+                        attempt_no=run.next_no(),
+                        kind=run.task.kind,
+                        tier=tier.name,
+                        tier_index=index,
+                        model=model,
+                        provider=provider.name,
+                        usage=Usage(),
+                        cost_usd=Decimal(0),
+                        latency_s=latency,
+                        outcome="error",
+                        started_at=started_at,
+                        role=self.role,
+                        failure=str(result),
+                        error_class=type(result).__name__,
+                        escalated_from=previous,
                         session=run.task.session,
                     ),
                 )
@@ -416,12 +432,23 @@ class Cascade:
             # Recorded with its outcome once validated; kept pending on the run meanwhile.
             run.attempts.append(
                 AttemptRecord(
-                    task_id=run.task.id, attempt_no=run.next_no(), kind=run.task.kind,
-                    tier=tier.name, tier_index=index, model=result.model or model,
-                    provider=provider.name, usage=result.usage, cost_usd=cost,
-                    latency_s=latency, outcome="accepted", started_at=started_at,
-                    role=self.role, escalated_from=previous, stop_reason=result.stop_reason,
-                    output=result.text, session=run.task.session,
+                    task_id=run.task.id,
+                    attempt_no=run.next_no(),
+                    kind=run.task.kind,
+                    tier=tier.name,
+                    tier_index=index,
+                    model=result.model or model,
+                    provider=provider.name,
+                    usage=result.usage,
+                    cost_usd=cost,
+                    latency_s=latency,
+                    outcome="accepted",
+                    started_at=started_at,
+                    role=self.role,
+                    escalated_from=previous,
+                    stop_reason=result.stop_reason,
+                    output=result.text,
+                    session=run.task.session,
                 )
             )
             return result
@@ -439,17 +466,28 @@ class Cascade:
         result = yield _Call(provider, request)
         latency = self._clock() - t0
         common: dict[str, Any] = dict(
-            task_id=run.task.id, kind=run.task.kind, tier=tier_name,
-            tier_index=self.policy.tier_index(tier_name), model=model, provider=provider.name,
-            latency_s=latency, started_at=started_at, role="validator", session=run.task.session,
+            task_id=run.task.id,
+            kind=run.task.kind,
+            tier=tier_name,
+            tier_index=self.policy.tier_index(tier_name),
+            model=model,
+            provider=provider.name,
+            latency_s=latency,
+            started_at=started_at,
+            role="validator",
+            session=run.task.session,
         )
         if isinstance(result, ProviderError):
             self._budgets.release(reservation)  # type: ignore[arg-type]
             self._append(
                 run,
                 AttemptRecord(
-                    attempt_no=run.next_no(), usage=Usage(), cost_usd=Decimal(0),
-                    outcome="error", failure=str(result), error_class=type(result).__name__,
+                    attempt_no=run.next_no(),
+                    usage=Usage(),
+                    cost_usd=Decimal(0),
+                    outcome="error",
+                    failure=str(result),
+                    error_class=type(result).__name__,
                     **common,
                 ),
             )
@@ -459,8 +497,13 @@ class Cascade:
         self._append(
             run,
             AttemptRecord(
-                attempt_no=run.next_no(), usage=result.usage, cost_usd=cost, outcome="accepted",
-                stop_reason=result.stop_reason, output=result.text, **common,
+                attempt_no=run.next_no(),
+                usage=result.usage,
+                cost_usd=cost,
+                outcome="accepted",
+                stop_reason=result.stop_reason,
+                output=result.text,
+                **common,
             ),
         )
         return result
@@ -548,8 +591,13 @@ class Cascade:
         latency = self._clock() - run.started
         if self.ledger is not None:
             self.ledger.finish_task(
-                run.task.id, outcome=outcome, final_tier=tier, cost_usd=cost, latency_s=latency,
-                attempts=len(run.attempts), output=output,
+                run.task.id,
+                outcome=outcome,
+                final_tier=tier,
+                cost_usd=cost,
+                latency_s=latency,
+                attempts=len(run.attempts),
+                output=output,
                 store_content=self.policy.model.store_content,
             )
         return cost, latency
