@@ -181,6 +181,7 @@ class Cascade:
         from tierwise.providers.retry import CooldownTracker, RetryPolicy
         from tierwise.routing import Router
 
+        self._owns_providers = providers is None
         if providers is None:
             from tierwise.providers.factory import ProviderPool
 
@@ -208,6 +209,19 @@ class Cascade:
             )
 
     # -- public API ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the provider clients the cascade created itself (not ones passed in)."""
+        if self._owns_providers:
+            close = getattr(self.providers, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> Cascade:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(
         self,
