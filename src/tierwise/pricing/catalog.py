@@ -106,10 +106,10 @@ class ModelPrices:
         """The dearest price any input token can be billed at (for worst-case reservations)."""
         return max(self.input, self.cache_write_5m, self.cache_write_1h)
 
-    def as_dict(self) -> dict[str, str]:
-        """The prices as exact decimal strings (JSON-safe)."""
+    def as_dict(self) -> dict[str, str | None]:
+        """The prices as exact decimal strings (JSON-safe); ``model`` is None when unnamed."""
         return {
-            "model": self.model,
+            "model": self.model or None,
             "input": _plain(self.input),
             "output": _plain(self.output),
             "cache_read": _plain(self.cache_read),

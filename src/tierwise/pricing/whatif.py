@@ -202,6 +202,8 @@ def project(
 def parse_price(text: str) -> tuple[str, ModelPrices]:
     """Parse ``TIER=INPUT:OUTPUT[:CACHE_READ]`` (USD per million tokens), e.g. ``cheap=0.80:4``.
 
+    Returns the tier name and its prices (``model=""``, ``source="explicit"``).
+
     Raises:
         ValueError: the text does not have that form; the message shows the expected one.
     """
@@ -218,7 +220,7 @@ def parse_price(text: str) -> tuple[str, ModelPrices]:
     except ValueError:
         raise ValueError(f"bad price {text!r}: {expected}") from None
     cache_read = values[2] if len(values) == 3 else None
-    return name, ModelPrices.of(name, values[0], values[1], cache_read=cache_read)
+    return name, ModelPrices.of("", values[0], values[1], cache_read=cache_read)
 
 
 def parse_mix(text: str) -> dict[str, Decimal]:
