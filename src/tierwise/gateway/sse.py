@@ -76,10 +76,14 @@ class SSEDecoder:
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._cr = b""
 
     def feed(self, chunk: bytes) -> list[Event]:
-        self._buffer += chunk
+        self._buffer += self._cr + chunk
+        self._cr = b""
         if b"\r" in self._buffer:
+            if self._buffer.endswith(b"\r"):  # may be the first half of a split \r\n
+                self._buffer, self._cr = self._buffer[:-1], b"\r"
             self._buffer = self._buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[Event] = []
         while True:
@@ -93,7 +97,8 @@ class SSEDecoder:
 
     def flush(self) -> list[Event]:
         """Whatever complete event remains when the stream ends without a final blank line."""
-        rest, self._buffer = self._buffer, b""
+        rest, self._buffer = self._buffer + self._cr.replace(b"\r", b"\n"), b""
+        self._cr = b""
         if not rest.strip():
             return []
         parsed = _parse_block(rest.rstrip(b"\n") + b"\n\n")
