@@ -1,1 +1,27 @@
-"""tierwise.ledger."""
+"""The ledger: a durable record of every task and attempt, budgets and gateway keys.
+
+SQLite (WAL, one file) through SQLAlchemy Core with Alembic migrations; the schema is written so
+Postgres can follow. Money is stored as integer pico-USD (exact sums in SQL on every backend)
+and read back as :class:`~decimal.Decimal` USD.
+
+>>> from tierwise.ledger import open_ledger, default_ledger_url
+>>> with open_ledger(default_ledger_url()) as ledger:  # doctest: +SKIP
+...     ledger.stats(kind="extract")
+"""
+
+from tierwise.ledger.budgets import BudgetState, Reservation
+from tierwise.ledger.engine import HEAD_REVISION, default_ledger_url, ledger_url
+from tierwise.ledger.keys import ApiKey
+from tierwise.ledger.store import TASK_OUTCOMES, Ledger, open_ledger
+
+__all__ = [
+    "HEAD_REVISION",
+    "TASK_OUTCOMES",
+    "ApiKey",
+    "BudgetState",
+    "Ledger",
+    "Reservation",
+    "default_ledger_url",
+    "ledger_url",
+    "open_ledger",
+]

@@ -1,0 +1,440 @@
+"""Read queries over the ledger: recent attempts, aggregates, integrity.
+
+Aggregates run in SQL where SQL is portable (sums and counts in integer pico-USD, exact on every
+backend); latency percentiles are computed in Python because SQLite has no percentile function.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from tierwise.ledger.schema import (
+    attempts,
+    budget_counters,
+    from_pico,
+    reservations,
+    tasks,
+)
+
+_WASTED = ("rejected", "error")
+_USAGE = (
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+)
+
+
+# -- rows as dicts ------------------------------------------------------------------------------
+
+
+def attempt_dict(row: sa.Row[Any]) -> dict[str, Any]:
+    """An attempts row as a plain dict (cost in USD, usage grouped, verdicts parsed)."""
+    m = row._mapping
+    return {
+        "id": int(m["id"]),
+        "task_id": m["task_id"],
+        "attempt_no": m["attempt_no"],
+        "kind": m["kind"],
+        "session": m["session_id"],
+        "role": m["role"],
+        "tier": m["tier"],
+        "tier_index": m["tier_index"],
+        "model": m["model"],
+        "provider": m["provider"],
+        "outcome": m["outcome"],
+        "usage": {k: int(m[k]) for k in _USAGE},
+        "cost_usd": from_pico(m["cost_pusd"]),
+        "latency_s": m["latency_s"],
+        "verdicts": json.loads(m["verdicts_json"]),
+        "failure": m["failure"],
+        "error_class": m["error_class"],
+        "escalated_from": m["escalated_from"],
+        "stop_reason": m["stop_reason"],
+        "output_sha256": m["output_sha256"],
+        "output_chars": m["output_chars"],
+        "output": m["output_text"],
+        "started_at": m["started_at"],
+        "recorded_at": m["recorded_at"],
+    }
+
+
+def task_dict(row: sa.Row[Any]) -> dict[str, Any]:
+    """A tasks row as a plain dict (cost in USD, decision parsed)."""
+    m = dict(row._mapping)
+    m["cost_usd"] = from_pico(m.pop("cost_pusd"))
+    m["decision"] = json.loads(m.pop("decision_json"))
+    m["session"] = m.pop("session_id")
+    m["prompt"] = m.pop("prompt_text")
+    m["output"] = m.pop("output_text")
+    return m
+
+
+def _attempt_filters(
+    since: datetime | None, until: datetime | None, kind: str | None
+) -> list[sa.ColumnElement[bool]]:
+    a = attempts.c
+    where: list[sa.ColumnElement[bool]] = []
+    if since is not None:
+        where.append(a.started_at >= since)
+    if until is not None:
+        where.append(a.started_at < until)
+    if kind is not None:
+        where.append(a.kind == kind)
+    return where
+
+
+def tail(
+    conn: sa.Connection, n: int, *, kind: str | None, since: datetime | None
+) -> list[dict[str, Any]]:
+    """The latest *n* attempts, oldest first."""
+    stmt = (
+        sa.select(attempts)
+        .where(*_attempt_filters(since, None, kind))
+        .order_by(attempts.c.id.desc())
+        .limit(max(n, 0))
+    )
+    return [attempt_dict(r) for r in reversed(conn.execute(stmt).all())]
+
+
+def attempts_after(
+    conn: sa.Connection,
+    after_id: int,
+    limit: int,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    kind: str | None,
+    role: str | None,
+) -> list[dict[str, Any]]:
+    """Up to *limit* attempts with id > *after_id*, by id (keyset pagination)."""
+    where = [attempts.c.id > after_id, *_attempt_filters(since, until, kind)]
+    if role is not None:
+        where.append(attempts.c.role == role)
+    stmt = sa.select(attempts).where(*where).order_by(attempts.c.id).limit(limit)
+    return [attempt_dict(r) for r in conn.execute(stmt).all()]
+
+
+def task(conn: sa.Connection, task_id: str) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
+    return None if row is None else task_dict(row)
+
+
+def attempts_of(conn: sa.Connection, task_id: str) -> list[dict[str, Any]]:
+    stmt = sa.select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.attempt_no)
+    return [attempt_dict(r) for r in conn.execute(stmt).all()]
+
+
+# -- stats -------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The *q*-th percentile (0-100) by linear interpolation; ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def stats(
+    conn: sa.Connection,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    kind: str | None,
+    role: str | None,
+) -> dict[str, Any]:
+    """Aggregates over tasks created and attempts started in [since, until).
+
+    Returns a dict with overall ``tasks``, ``attempts``, ``spend_usd``, ``wasted_usd`` (cost of
+    rejected and error attempts), ``escalated_tasks``, ``escalation_rate`` (share of tasks with
+    attempts on more than one tier), ``outcomes`` and task ``latency_p50_s``/``latency_p95_s``;
+    the same per kind under ``by_kind``; and per (kind, tier) under ``by_kind_tier`` and per
+    tier under ``by_tier``, where ``tasks`` counts tasks that tried the tier, ``escalated`` those
+    that went on to a higher tier, and ``escalation_rate`` their ratio.
+    ``role`` filters by the task's role (``live``, ``probe``, ``replay``; ``None`` for all);
+    validator calls count with the task they were made for.
+    """
+    a, t = attempts.c, tasks.c
+    joined = attempts.join(tasks, a.task_id == t.id)
+    where = _attempt_filters(since, until, kind)
+    if role is not None:
+        where.append(t.role == role)
+    wasted = sa.func.sum(sa.case((a.outcome.in_(_WASTED), a.cost_pusd), else_=0))
+
+    # attempts, spend and waste per (kind, tier)
+    per_tier_rows = conn.execute(
+        sa.select(
+            a.kind,
+            a.tier,
+            sa.func.min(a.tier_index),
+            sa.func.count(),
+            sa.func.sum(a.cost_pusd),
+            wasted,
+            sa.func.sum(sa.case((a.outcome == "accepted", 1), else_=0)),
+            sa.func.sum(sa.case((a.outcome == "rejected", 1), else_=0)),
+            sa.func.sum(sa.case((a.outcome == "error", 1), else_=0)),
+        )
+        .select_from(joined)
+        .where(*where)
+        .group_by(a.kind, a.tier)
+    ).all()
+
+    # escalation per (kind, tier): tasks that tried the tier and later a higher one
+    main = [*where, a.role != "validator"]
+    pairs = (
+        sa.select(a.task_id, a.kind, a.tier, a.tier_index)
+        .select_from(joined)
+        .where(*main)
+        .group_by(a.task_id, a.kind, a.tier, a.tier_index)
+        .subquery()
+    )
+    tops = (
+        sa.select(
+            a.task_id,
+            sa.func.max(a.tier_index).label("top"),
+            sa.func.min(a.tier_index).label("bottom"),
+        )
+        .select_from(joined)
+        .where(*main)
+        .group_by(a.task_id)
+        .subquery()
+    )
+    esc_rows = conn.execute(
+        sa.select(
+            pairs.c.kind,
+            pairs.c.tier,
+            sa.func.count(),
+            sa.func.sum(sa.case((pairs.c.tier_index < tops.c.top, 1), else_=0)),
+        )
+        .select_from(pairs.join(tops, pairs.c.task_id == tops.c.task_id))
+        .group_by(pairs.c.kind, pairs.c.tier)
+    ).all()
+    escalation = {(r[0], r[1]): (int(r[2]), int(r[3] or 0)) for r in esc_rows}
+
+    # per kind: tasks that tried more than one tier
+    kind_esc_rows = conn.execute(
+        sa.select(
+            a.kind,
+            sa.func.count(sa.distinct(tops.c.task_id)),
+            sa.func.sum(sa.case((tops.c.top > tops.c.bottom, 1), else_=0)),
+        )
+        .select_from(tops.join(attempts, sa.and_(a.task_id == tops.c.task_id, a.attempt_no == 0)))
+        .group_by(a.kind)
+    ).all()
+    kind_escalation = {r[0]: (int(r[1]), int(r[2] or 0)) for r in kind_esc_rows}
+
+    # tasks per kind: counts, outcomes and latencies
+    task_where: list[sa.ColumnElement[bool]] = []
+    if since is not None:
+        task_where.append(t.created_at >= since)
+    if until is not None:
+        task_where.append(t.created_at < until)
+    if kind is not None:
+        task_where.append(t.kind == kind)
+    if role is not None:
+        task_where.append(t.role == role)
+    task_rows = conn.execute(sa.select(t.kind, t.outcome, t.latency_s).where(*task_where)).all()
+
+    by_kind: dict[str, dict[str, Any]] = {}
+    outcomes: dict[str, int] = defaultdict(int)
+    latencies: dict[str, list[float]] = defaultdict(list)
+
+    def kind_entry(k: str) -> dict[str, Any]:
+        return by_kind.setdefault(
+            k,
+            {
+                "tasks": 0,
+                "attempts": 0,
+                "spend_usd": Decimal(0),
+                "wasted_usd": Decimal(0),
+                "outcomes": defaultdict(int),
+                "escalated_tasks": 0,
+                "escalation_rate": None,
+                "latency_p50_s": None,
+                "latency_p95_s": None,
+            },
+        )
+
+    for k, outcome, latency in task_rows:
+        entry = kind_entry(k)
+        entry["tasks"] += 1
+        entry["outcomes"][outcome] += 1
+        outcomes[outcome] += 1
+        if latency is not None and outcome != "running":
+            latencies[k].append(float(latency))
+
+    by_kind_tier: list[dict[str, Any]] = []
+    by_tier: dict[str, dict[str, Any]] = {}
+    for k, tier, tier_index, n, spend, waste, acc, rej, err in per_tier_rows:
+        tried, escalated = escalation.get((k, tier), (0, 0))
+        row = {
+            "kind": k,
+            "tier": tier,
+            "tier_index": int(tier_index),
+            "tasks": tried,
+            "attempts": int(n),
+            "accepted": int(acc or 0),
+            "rejected": int(rej or 0),
+            "errors": int(err or 0),
+            "escalated": escalated,
+            "escalation_rate": _rate(escalated, tried),
+            "spend_usd": from_pico(spend),
+            "wasted_usd": from_pico(waste),
+        }
+        by_kind_tier.append(row)
+        entry = kind_entry(k)
+        entry["attempts"] += row["attempts"]
+        entry["spend_usd"] += row["spend_usd"]
+        entry["wasted_usd"] += row["wasted_usd"]
+        agg = by_tier.setdefault(
+            tier,
+            {
+                "tier_index": int(tier_index),
+                "tasks": 0,
+                "attempts": 0,
+                "accepted": 0,
+                "rejected": 0,
+                "errors": 0,
+                "escalated": 0,
+                "spend_usd": Decimal(0),
+                "wasted_usd": Decimal(0),
+            },
+        )
+        for key in ("tasks", "attempts", "accepted", "rejected", "errors", "escalated"):
+            agg[key] += row[key]
+        agg["spend_usd"] += row["spend_usd"]
+        agg["wasted_usd"] += row["wasted_usd"]
+    for agg in by_tier.values():
+        agg["escalation_rate"] = _rate(agg["escalated"], agg["tasks"])
+    by_kind_tier.sort(key=lambda r: (r["kind"], r["tier_index"], r["tier"]))
+
+    all_latencies: list[float] = []
+    escalated_total = tried_total = 0
+    for k, entry in by_kind.items():
+        tried, escalated = kind_escalation.get(k, (0, 0))
+        entry["escalated_tasks"] = escalated
+        entry["escalation_rate"] = _rate(escalated, tried)
+        entry["latency_p50_s"] = percentile(latencies[k], 50)
+        entry["latency_p95_s"] = percentile(latencies[k], 95)
+        entry["outcomes"] = dict(entry["outcomes"])
+        all_latencies.extend(latencies[k])
+        escalated_total += escalated
+        tried_total += tried
+
+    return {
+        "since": since,
+        "until": until,
+        "kind": kind,
+        "role": role,
+        "tasks": sum(e["tasks"] for e in by_kind.values()),
+        "attempts": sum(e["attempts"] for e in by_kind.values()),
+        "spend_usd": sum((e["spend_usd"] for e in by_kind.values()), Decimal(0)),
+        "wasted_usd": sum((e["wasted_usd"] for e in by_kind.values()), Decimal(0)),
+        "escalated_tasks": escalated_total,
+        "escalation_rate": _rate(escalated_total, tried_total),
+        "outcomes": dict(outcomes),
+        "latency_p50_s": percentile(all_latencies, 50),
+        "latency_p95_s": percentile(all_latencies, 95),
+        "by_kind": dict(sorted(by_kind.items())),
+        "by_tier": dict(sorted(by_tier.items(), key=lambda kv: (kv[1]["tier_index"], kv[0]))),
+        "by_kind_tier": by_kind_tier,
+    }
+
+
+# -- integrity ---------------------------------------------------------------------------------
+
+
+def integrity_problems(conn: sa.Connection) -> list[str]:
+    """Everything wrong with the ledger, one line each; empty when it is sound.
+
+    Checks storage integrity and foreign keys (SQLite), that each finished task's cost equals
+    the sum of its attempts' costs (within one pico-dollar of rounding per attempt) and its
+    attempt count the number of attempt rows, that ``escalated_from`` names an attempt of the
+    same task, and that every budget counter's held amount equals its open reservations.
+    """
+    problems: list[str] = []
+    if conn.dialect.name == "sqlite":
+        report = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA integrity_check").all()]
+        if report != ["ok"]:
+            problems.extend(f"storage: {line}" for line in report)
+        for table, rowid, parent, _fk in conn.exec_driver_sql("PRAGMA foreign_key_check").all():
+            problems.append(f"foreign key: {table} row {rowid} points to a missing {parent} row")
+    a, t = attempts.c, tasks.c
+    sums = (
+        sa.select(
+            a.task_id,
+            sa.func.count().label("n"),
+            sa.func.sum(a.cost_pusd).label("cost"),
+        )
+        .group_by(a.task_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(t.id, t.cost_pusd, t.attempts, sums.c.n, sums.c.cost)
+        .select_from(tasks.outerjoin(sums, sums.c.task_id == t.id))
+        .where(t.outcome != "running")
+    ).all()
+    for task_id, task_cost, n_recorded, n_found, found_cost in rows:
+        n_rows = int(n_found or 0)
+        rows_cost = int(found_cost or 0)
+        if int(n_recorded) != n_rows:
+            problems.append(
+                f"task {task_id}: {n_recorded} attempt(s) recorded on the task, "
+                f"{n_rows} attempt row(s) found"
+            )
+        if abs(int(task_cost) - rows_cost) > max(n_rows, 1):
+            problems.append(
+                f"task {task_id}: cost ${from_pico(int(task_cost))} recorded, "
+                f"its attempts sum to ${from_pico(rows_cost)}"
+            )
+    prev = attempts.alias("prev")
+    orphans = conn.execute(
+        sa.select(a.task_id, a.attempt_no, a.escalated_from)
+        .select_from(
+            attempts.outerjoin(
+                prev,
+                sa.and_(prev.c.task_id == a.task_id, prev.c.attempt_no == a.escalated_from),
+            )
+        )
+        .where(a.escalated_from.is_not(None), prev.c.id.is_(None))
+    ).all()
+    for task_id, attempt_no, escalated_from in orphans:
+        problems.append(
+            f"task {task_id}: attempt {attempt_no} escalated from attempt {escalated_from}, "
+            "which is not recorded"
+        )
+    held: dict[str, int] = defaultdict(int)
+    r = reservations.c
+    for scopes_json, amount in conn.execute(
+        sa.select(r.scopes_json, r.amount_pusd).where(r.state == "held")
+    ).all():
+        for scope in json.loads(scopes_json):
+            held[scope] += int(amount)
+    b = budget_counters.c
+    for scope, spent, counter_held in conn.execute(
+        sa.select(b.scope, b.spent_pusd, b.held_pusd)
+    ).all():
+        if int(counter_held) != held.get(scope, 0):
+            problems.append(
+                f"budget {scope}: ${from_pico(counter_held)} held on the counter, open "
+                f"reservations hold ${from_pico(held.get(scope, 0))}"
+            )
+        if int(spent) < 0 or int(counter_held) < 0:
+            problems.append(f"budget {scope}: negative counter")
+    return problems

@@ -1,0 +1,230 @@
+"""The ledger's tables, as one SQLAlchemy Core ``MetaData``, and the column types they share.
+
+Money is stored as ``BigInteger`` **pico-USD** (1 USD = 10**12). Integers sum exactly in SQL on
+every backend (SQLite has no exact decimal type: its NUMERIC affinity turns values into floats),
+so ``SUM(cost_pusd)`` is the exact total. Costs computed from per-million-token prices with up to
+six decimal places are exact at this resolution; anything finer is rounded half-even to the
+pico-dollar. A 64-bit column holds up to about 9.2 million USD per value.
+
+Times are stored as naive UTC and come back as aware UTC datetimes. Nothing here is
+SQLite-specific: the same metadata targets Postgres.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+PICO = Decimal(10) ** 12
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+def to_pico(amount: Decimal | int | str) -> int:
+    """USD as a Decimal (or anything Decimal accepts) to integer pico-USD, rounded half-even."""
+    value = Decimal(amount)
+    if not value.is_finite():
+        raise ValueError(f"amount must be a finite number of USD, got {amount!r}")
+    return int((value * PICO).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def from_pico(pico: int | None) -> Decimal:
+    """Integer pico-USD to USD as an exact Decimal (``None`` reads as zero)."""
+    if pico is None:
+        return Decimal(0)
+    value = Decimal(int(pico)).scaleb(-12).normalize()
+    # normalize() turns 10 into 1E+1; keep whole amounts whole
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC, read back as an aware UTC datetime."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"ledger timestamps must be timezone-aware, got {value!r}")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # a raw SQLite value read without type processing
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _pk(name: str = "id") -> sa.Column[Any]:
+    return sa.Column(name, sa.Integer, primary_key=True, autoincrement=True)
+
+
+def _ts(name: str, nullable: bool = False) -> sa.Column[Any]:
+    return sa.Column(name, UTCDateTime(), nullable=nullable)
+
+
+def _money(name: str, nullable: bool = False) -> sa.Column[Any]:
+    return sa.Column(
+        name, sa.BigInteger, nullable=nullable, server_default=None if nullable else "0"
+    )
+
+
+policy_revisions = sa.Table(
+    "policy_revisions",
+    metadata,
+    sa.Column("revision", sa.String(64), primary_key=True),
+    sa.Column("policy_json", sa.Text, nullable=True),
+    sa.Column("source", sa.Text, nullable=True),
+    _ts("created_at"),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    _ts("created_at"),
+    _ts("last_seen_at"),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(128), nullable=False),
+    sa.Column("session_id", sa.String(255), sa.ForeignKey("sessions.id"), nullable=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("policy_revision", sa.String(64), sa.ForeignKey("policy_revisions.revision")),
+    # the routing decision
+    sa.Column("decision_tier", sa.String(64), nullable=False),
+    sa.Column("decision_tier_index", sa.Integer, nullable=False),
+    sa.Column("decision_step", sa.String(16), nullable=False),
+    sa.Column("decision_rule", sa.String(255), nullable=True),
+    sa.Column("decision_floor", sa.String(64), nullable=True),
+    sa.Column("decision_json", sa.Text, nullable=False),
+    # the prompt: hash and size always, text only when the policy says store_content
+    sa.Column("prompt_sha256", sa.String(64), nullable=False),
+    sa.Column("prompt_chars", sa.Integer, nullable=False),
+    sa.Column("prompt_text", sa.Text, nullable=True),
+    # the outcome, filled by finish_task
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("final_tier", sa.String(64), nullable=True),
+    _money("cost_pusd"),
+    sa.Column("latency_s", sa.Float, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("output_sha256", sa.String(64), nullable=True),
+    sa.Column("output_chars", sa.Integer, nullable=True),
+    sa.Column("output_text", sa.Text, nullable=True),
+    _ts("created_at"),
+    _ts("finished_at", nullable=True),
+    sa.Index(None, "kind", "created_at"),
+    sa.Index(None, "created_at"),
+    sa.Index(None, "session_id"),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    _pk(),
+    sa.Column("task_id", sa.String(64), sa.ForeignKey("tasks.id"), nullable=False),
+    sa.Column("attempt_no", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(128), nullable=False),
+    sa.Column("session_id", sa.String(255), nullable=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("tier_index", sa.Integer, nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_write_5m_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_write_1h_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_read_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    _money("cost_pusd"),
+    sa.Column("latency_s", sa.Float, nullable=False),
+    sa.Column("verdicts_json", sa.Text, nullable=False),
+    sa.Column("failure", sa.Text, nullable=True),
+    sa.Column("error_class", sa.String(128), nullable=True),
+    sa.Column("escalated_from", sa.Integer, nullable=True),
+    sa.Column("stop_reason", sa.String(32), nullable=True),
+    sa.Column("output_sha256", sa.String(64), nullable=True),
+    sa.Column("output_chars", sa.Integer, nullable=True),
+    sa.Column("output_text", sa.Text, nullable=True),
+    _ts("started_at"),
+    _ts("recorded_at"),
+    sa.UniqueConstraint("task_id", "attempt_no"),
+    sa.Index(None, "kind", "started_at"),
+    sa.Index(None, "started_at"),
+)
+
+budget_counters = sa.Table(
+    "budget_counters",
+    metadata,
+    sa.Column("scope", sa.String(255), primary_key=True),
+    _money("spent_pusd"),
+    _money("held_pusd"),
+    _money("limit_pusd", nullable=True),  # the last limit a reservation was checked against
+    _ts("updated_at"),
+)
+
+reservations = sa.Table(
+    "reservations",
+    metadata,
+    _pk(),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("scopes_json", sa.Text, nullable=False),
+    _money("amount_pusd"),
+    _money("actual_pusd", nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),  # held | settled | released
+    _ts("created_at"),
+    _ts("closed_at", nullable=True),
+    sa.Index(None, "state", "created_at"),
+    sa.Index(None, "task_id"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    _pk(),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    _money("budget_pusd_day", nullable=True),
+    _ts("created_at"),
+    _ts("revoked_at", nullable=True),
+    sa.Index(None, "prefix"),
+)
+
+policy_changes = sa.Table(
+    "policy_changes",
+    metadata,
+    _pk(),
+    _ts("created_at"),
+    sa.Column("kind", sa.String(128), nullable=True),
+    sa.Column("change_json", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # proposed | applied | rejected | reverted
+    sa.Column("actor", sa.String(255), nullable=True),
+    sa.Column("policy_revision_before", sa.String(64), nullable=True),
+    sa.Column("policy_revision_after", sa.String(64), nullable=True),
+    _ts("decided_at", nullable=True),
+    sa.Index(None, "created_at"),
+)

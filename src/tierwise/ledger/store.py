@@ -1,0 +1,487 @@
+"""The ledger: every task and attempt with its exact cost, budgets, and gateway keys.
+
+Each public write is one transaction, committed before the method returns, so an attempt is
+on disk before the cascade takes its next hop and before the caller sees a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from tierwise.errors import LedgerError
+from tierwise.ledger import budgets as _budgets
+from tierwise.ledger import keys as _keys
+from tierwise.ledger import queries as _queries
+from tierwise.ledger.budgets import BudgetState, Reservation
+from tierwise.ledger.engine import (
+    READ_OPTION,
+    create_ledger_engine,
+    display_url,
+    ledger_url,
+    migrate,
+)
+from tierwise.ledger.keys import ApiKey
+from tierwise.ledger.redact import Redactor, secret_values
+from tierwise.ledger.schema import attempts, policy_revisions, sessions, tasks, to_pico
+from tierwise.ledger.sql import insert_ignore, upsert
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from tierwise.cascade.result import AttemptRecord
+    from tierwise.task import Decision, Task
+
+TASK_OUTCOMES = ("running", "accepted", "exhausted", "budget", "error")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def open_ledger(
+    url: str | Path,
+    *,
+    create: bool = True,
+    now: Callable[[], datetime] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Ledger:
+    """Open (and create and migrate, when needed) the ledger at *url*.
+
+    Args:
+        url: a file path or a SQLAlchemy URL (``sqlite:///path/ledger.db``).
+        create: create a missing SQLite file; with ``False`` a missing file is an error.
+        now: the clock for timestamps (aware UTC datetimes); tests inject one.
+        env: environment whose secret-looking values are masked out of stored text
+            (default ``os.environ`` at opening time).
+
+    Raises:
+        LedgerError: the ledger cannot be opened or migrated.
+    """
+    engine = create_ledger_engine(ledger_url(url), create=create)
+    try:
+        migrate(engine)
+    except LedgerError:
+        engine.dispose()
+        raise
+    except sa.exc.SQLAlchemyError as exc:
+        engine.dispose()
+        where = display_url(engine.url)
+        raise LedgerError(f"cannot open the ledger {where}: {_reason(exc)}") from None
+    redactor = Redactor(secret_values(os.environ if env is None else env))
+    return Ledger(engine, now=now or _utcnow, redactor=redactor)
+
+
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    # The DBAPI's own message only: SQLAlchemy's str() appends the bound parameters, which may
+    # hold prompt or output text.
+    orig = getattr(exc, "orig", None)
+    return f"{type(orig).__name__}: {orig}" if orig is not None else type(exc).__name__
+
+
+class Ledger:
+    """A durable record of tasks and attempts, budget counters and gateway keys.
+
+    Build it with :func:`open_ledger`. Thread-safe (each call takes its own pooled
+    connection); several processes may share one SQLite file. Close it, or use it as a
+    context manager.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        now: Callable[[], datetime] = _utcnow,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self._engine = engine
+        self._now = now
+        self._redact = redactor or Redactor()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The ledger's URL, password masked."""
+        return display_url(self._engine.url)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for reports that run their own read queries)."""
+        return self._engine
+
+    def close(self) -> None:
+        """Close every pooled connection. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.url!r})"
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit."""
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"ledger write failed: {_reason(exc)}") from None
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        """One read transaction (a deferred ``BEGIN``: it never waits for writers)."""
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        try:
+            with self._engine.connect() as raw:
+                conn = raw.execution_options(**{READ_OPTION: True})
+                with conn.begin():
+                    yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"ledger read failed: {_reason(exc)}") from None
+
+    # -- policy revisions, tasks, attempts -------------------------------------------------------
+
+    def record_policy_revision(self, revision: str, policy_json: str, source: str | None) -> None:
+        """Record the effective policy in force under *revision* (idempotent)."""
+        with self._write() as conn:
+            self._ensure_revision(conn, revision)
+            c = policy_revisions.c
+            conn.execute(
+                sa.update(policy_revisions)
+                .where(c.revision == revision, c.policy_json.is_(None))
+                .values(policy_json=policy_json, source=source)
+            )
+
+    def _ensure_revision(self, conn: sa.Connection, revision: str) -> None:
+        conn.execute(
+            insert_ignore(conn, policy_revisions, ["revision"]).values(
+                revision=revision, created_at=self._now()
+            )
+        )
+
+    def begin_task(
+        self,
+        task: Task,
+        decision: Decision,
+        *,
+        policy_revision: str,
+        role: str,
+        store_content: bool,
+    ) -> None:
+        """Record that *task* starts, with the routing decision and the policy in force.
+
+        The prompt is kept as a SHA-256 and a size; its text only with *store_content*.
+
+        Raises:
+            LedgerError: a task with this id is already in the ledger (give each run its own
+                ``Task.id``), or the write failed.
+        """
+        now = self._now()
+        with self._write() as conn:
+            exists = conn.execute(sa.select(tasks.c.id).where(tasks.c.id == task.id)).first()
+            if exists is not None:
+                raise LedgerError(
+                    f"task {task.id} is already in the ledger; each run needs its own task id"
+                )
+            self._ensure_revision(conn, policy_revision)
+            if task.session:
+                conn.execute(
+                    upsert(
+                        conn,
+                        sessions,
+                        ["id"],
+                        {"id": task.session, "created_at": now, "last_seen_at": now},
+                        ["last_seen_at"],
+                    )
+                )
+            rule = decision.rule_name or (
+                None if decision.rule_index is None else f"#{decision.rule_index}"
+            )
+            if decision.step == "frontier":
+                rule = decision.constraint_name or f"frontier#{decision.constraint_index}"
+            conn.execute(
+                sa.insert(tasks).values(
+                    id=task.id,
+                    kind=task.kind,
+                    session_id=task.session,
+                    role=role,
+                    policy_revision=policy_revision,
+                    decision_tier=decision.tier,
+                    decision_tier_index=decision.tier_index,
+                    decision_step=decision.step,
+                    decision_rule=rule,
+                    decision_floor=decision.floor,
+                    decision_json=json.dumps(decision.as_dict()),
+                    prompt_sha256=_sha256(task.prompt),
+                    prompt_chars=len(task.prompt),
+                    prompt_text=self._redact(task.prompt) if store_content else None,
+                    outcome="running",
+                    created_at=now,
+                )
+            )
+
+    def record_attempt(self, attempt: AttemptRecord, *, store_content: bool) -> int:
+        """Write one attempt, replacing any earlier row for (task_id, attempt_no); return its id.
+
+        Usage buckets, cost, verdicts and failure go in every row; the output as a SHA-256 and a
+        size, its text only with *store_content*. Committed before returning.
+        """
+        output = attempt.output
+        verdicts = [
+            {
+                "validator": v.validator,
+                "ok": v.ok,
+                "reason": self._redact(v.reason),
+                "score": v.score,
+            }
+            for v in attempt.verdicts
+        ]
+        values: dict[str, Any] = {
+            "task_id": attempt.task_id,
+            "attempt_no": attempt.attempt_no,
+            "kind": attempt.kind,
+            "session_id": attempt.session,
+            "role": attempt.role,
+            "tier": attempt.tier,
+            "tier_index": attempt.tier_index,
+            "model": attempt.model,
+            "provider": attempt.provider,
+            "outcome": attempt.outcome,
+            **attempt.usage.as_dict(),
+            "cost_pusd": to_pico(attempt.cost_usd),
+            "latency_s": float(attempt.latency_s),
+            "verdicts_json": json.dumps(verdicts),
+            "failure": self._redact(attempt.failure),
+            "error_class": attempt.error_class,
+            "escalated_from": attempt.escalated_from,
+            "stop_reason": attempt.stop_reason,
+            "output_sha256": None if output is None else _sha256(output),
+            "output_chars": None if output is None else len(output),
+            "output_text": self._redact(output) if store_content else None,
+            "started_at": attempt.started_at,
+            "recorded_at": self._now(),
+        }
+        update = [k for k in values if k not in ("task_id", "attempt_no")]
+        with self._write() as conn:
+            stmt = upsert(conn, attempts, ["task_id", "attempt_no"], values, update)
+            return int(conn.execute(stmt.returning(attempts.c.id)).scalar_one())
+
+    def finish_task(
+        self,
+        task_id: str,
+        *,
+        outcome: str,
+        final_tier: str | None,
+        cost_usd: Decimal,
+        latency_s: float,
+        attempts: int,
+        output: str | None,
+        store_content: bool,
+    ) -> None:
+        """Record how a task ended: ``accepted``, ``exhausted``, ``budget`` or ``error``.
+
+        Raises:
+            LedgerError: the task was never begun, or the write failed.
+        """
+        if outcome not in TASK_OUTCOMES:
+            raise ValueError(f"task outcome must be one of {TASK_OUTCOMES}, got {outcome!r}")
+        with self._write() as conn:
+            result = conn.execute(
+                sa.update(tasks)
+                .where(tasks.c.id == task_id)
+                .values(
+                    outcome=outcome,
+                    final_tier=final_tier,
+                    cost_pusd=to_pico(cost_usd),
+                    latency_s=float(latency_s),
+                    attempts=attempts,
+                    output_sha256=None if output is None else _sha256(output),
+                    output_chars=None if output is None else len(output),
+                    output_text=self._redact(output) if store_content and output else None,
+                    finished_at=self._now(),
+                )
+            )
+            if result.rowcount != 1:
+                raise LedgerError(f"task {task_id} is not in the ledger; call begin_task first")
+
+    # -- budgets -------------------------------------------------------------------------------
+
+    def reserve(
+        self, task_id: str, limits: Mapping[str, Decimal], amount_usd: Decimal
+    ) -> Reservation:
+        """Hold *amount_usd* against every scope in *limits*, atomically across processes.
+
+        For each scope, spent + held + amount must stay within its limit; otherwise nothing
+        changes.
+
+        Raises:
+            BudgetExceededError: some scope would overrun (the first one, in scope order).
+        """
+        with self._write() as conn:
+            return _budgets.reserve(conn, task_id, limits, amount_usd, self._now())
+
+    def settle(self, reservation: Reservation, actual_usd: Decimal) -> None:
+        """Replace a held reservation by the actual cost of the attempt.
+
+        Raises:
+            LedgerError: the reservation was already settled or released.
+        """
+        with self._write() as conn:
+            _budgets.close(conn, reservation, actual_usd, "settled", self._now())
+
+    def release(self, reservation: Reservation) -> None:
+        """Drop a held reservation without spending (the attempt cost nothing)."""
+        with self._write() as conn:
+            _budgets.close(conn, reservation, Decimal(0), "released", self._now())
+
+    def spent(self, scope: str) -> Decimal:
+        """Spent plus held in *scope* (what the next reservation is checked against)."""
+        state = self.budget(scope)
+        return Decimal(0) if state is None else state.used_usd
+
+    def budget(self, scope: str) -> BudgetState | None:
+        """The counters of *scope*, ``None`` when nothing was reserved against it."""
+        with self._read() as conn:
+            return _budgets.state(conn, scope)
+
+    def release_stale(self, older_than: timedelta) -> int:
+        """Release reservations held longer than *older_than* (left by crashed processes).
+
+        Returns the number released. Run it from maintenance jobs, not on the request path.
+        """
+        with self._read() as conn:
+            ids = _budgets.stale_ids(conn, self._now() - older_than)
+        released = 0
+        for rid in ids:
+            with self._write() as conn:
+                res = _budgets.load(conn, rid)
+                try:
+                    _budgets.close(conn, res, Decimal(0), "released", self._now())
+                except LedgerError:  # settled meanwhile by its owner
+                    continue
+                released += 1
+        return released
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def tail(
+        self, n: int = 20, *, kind: str | None = None, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The latest *n* attempts (optionally of one kind, since a time), oldest first."""
+        with self._read() as conn:
+            return _queries.tail(conn, n, kind=kind, since=since)
+
+    def iter_attempts(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kind: str | None = None,
+        role: str | None = None,
+        batch_size: int = 500,
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching attempt in write order, fetched in batches (no long transaction)."""
+        after = 0
+        while True:
+            with self._read() as conn:
+                batch = _queries.attempts_after(
+                    conn, after, batch_size, since=since, until=until, kind=kind, role=role
+                )
+            yield from batch
+            if len(batch) < batch_size:
+                return
+            after = int(batch[-1]["id"])
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        """One task's row as a dict, ``None`` when unknown."""
+        with self._read() as conn:
+            return _queries.task(conn, task_id)
+
+    def attempts_of(self, task_id: str) -> list[dict[str, Any]]:
+        """One task's attempts in order."""
+        with self._read() as conn:
+            return _queries.attempts_of(conn, task_id)
+
+    def stats(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kind: str | None = None,
+        role: str | None = "live",
+    ) -> dict[str, Any]:
+        """Tasks, attempts, spend, wasted spend, escalation rates and latency percentiles.
+
+        See :func:`tierwise.ledger.queries.stats` for the shape of the result.
+        """
+        with self._read() as conn:
+            return _queries.stats(conn, since=since, until=until, kind=kind, role=role)
+
+    def integrity_check(self) -> list[str]:
+        """Problems found (empty when sound): storage integrity, foreign keys, costs, budgets."""
+        with self._read() as conn:
+            return _queries.integrity_problems(conn)
+
+    # -- gateway keys --------------------------------------------------------------------------
+
+    def create_api_key(
+        self, name: str, role: str = "client", budget_usd_day: Decimal | None = None
+    ) -> str:
+        """Create a gateway key and return its secret (``tw_…``), shown this once only.
+
+        Raises:
+            LedgerError: a key with this name exists.
+            ValueError: the name, role or budget is invalid.
+        """
+        with self._write() as conn:
+            return _keys.create(conn, name, role, budget_usd_day, self._now())
+
+    def verify_api_key(self, secret: str) -> ApiKey | None:
+        """The active key this secret belongs to, else ``None``."""
+        with self._read() as conn:
+            return _keys.verify(conn, secret)
+
+    def has_api_keys(self) -> bool:
+        """Whether any active key exists (the gateway requires keys once one does)."""
+        with self._read() as conn:
+            return bool(_keys.listing(conn, include_revoked=False))
+
+    def list_api_keys(self, *, include_revoked: bool = False) -> list[ApiKey]:
+        """Keys, oldest first, without secrets."""
+        with self._read() as conn:
+            return _keys.listing(conn, include_revoked)
+
+    def revoke_api_key(self, name: str) -> bool:
+        """Revoke the active key called *name*; ``False`` when there is none."""
+        with self._write() as conn:
+            return _keys.revoke(conn, name, self._now())
