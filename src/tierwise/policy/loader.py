@@ -1,0 +1,475 @@
+"""Read a policy file: TOML syntax, strict shape, cross-references — every problem with its place.
+
+Errors are collected, not raised one at a time: a :class:`~tierwise.errors.PolicyError` lists
+each :class:`~tierwise.errors.PolicyIssue` with the key path (``rules[2].when.knd``), the line
+where the key was found, and a message that says what was expected, what was found and, for a
+misspelt key or value, what was probably meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from tierwise.errors import PolicyError, PolicyIssue, UnknownModelError
+from tierwise.policy.core import Policy
+from tierwise.policy.locate import KeyPath, format_path, key_lines, line_of
+from tierwise.policy.schema import (
+    AgreementValidatorSpec,
+    PolicyModel,
+    ValidatorRef,
+)
+
+_DEFAULT_RESOURCE = "default.toml"
+_DOUBT_WORDS = ("cheap", "up")
+
+
+# -- public API -----------------------------------------------------------------------------------
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate the policy file at *path*.
+
+    Raises:
+        PolicyError: the file cannot be read, is not TOML, or is not a valid policy; every issue
+            found is listed with its key path and line.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        issue = PolicyIssue("", f"cannot read the policy file: {reason}")
+        raise PolicyError([issue], str(file)) from None
+    return loads_policy(text, source=file, base_dir=file.resolve().parent)
+
+
+def loads_policy(
+    text: str, *, source: str | Path | None = None, base_dir: str | Path | None = None
+) -> Policy:
+    """Validate policy TOML given as text.
+
+    Args:
+        text: the TOML document.
+        source: the file it came from (for messages and ``Policy.source``).
+        base_dir: where relative paths in the policy resolve; default: the source's directory,
+            else the current directory.
+
+    Raises:
+        PolicyError: the text is not TOML or not a valid policy.
+    """
+    src = Path(source) if source is not None else None
+    file = str(src) if src is not None else None
+    data = _parse_toml(text, file)
+    lines = key_lines(text)
+    model = _validate(data, lines, file)
+    issues = reference_issues(model, lines)
+    if any(i.severity == "error" for i in issues):
+        raise PolicyError([i for i in issues if i.severity == "error"], file)
+    if base_dir is not None:
+        base = Path(base_dir)
+    elif src is not None:
+        base = src.resolve().parent
+    else:
+        base = Path.cwd()
+    return Policy(model, source=src, base_dir=base, text=text)
+
+
+def default_policy_text() -> str:
+    """The packaged default policy (what ``tierwise init`` writes), comments included."""
+    return resources.files("tierwise.policy").joinpath(_DEFAULT_RESOURCE).read_text("utf-8")
+
+
+def default_policy() -> Policy:
+    """The embedded default policy; relative paths resolve against the current directory."""
+    model, text = _default_model()
+    return Policy(model, source=None, base_dir=Path.cwd(), text=text)
+
+
+@functools.cache
+def _default_model() -> tuple[PolicyModel, str]:
+    text = default_policy_text()
+    return loads_policy(text).model, text
+
+
+# -- TOML -----------------------------------------------------------------------------------------
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_TOML_END = re.compile(r"\s*\(at end of document\)\s*$")
+
+
+def _parse_toml(text: str, file: str | None) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        line: int | None = None
+        match = _TOML_POSITION.search(message)
+        if match:
+            line = int(match.group(1))
+            message = f"{message[: match.start()]} (column {match.group(2)})"
+        elif _TOML_END.search(message):
+            line = text.count("\n") + 1
+            message = _TOML_END.sub(" (at end of file)", message)
+        issue = PolicyIssue("", f"invalid TOML: {message}", line)
+        raise PolicyError([issue], file) from None
+
+
+# -- shape (pydantic) -----------------------------------------------------------------------------
+
+# Errors that only say "this input is not of that type"; inside a union they are noise when
+# another branch explains the real problem, and are merged into one message otherwise.
+_TYPE_NOUNS = {
+    "string_type": "a string",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "decimal_type": "a number",
+    "decimal_parsing": "a number",
+    "is_instance_of": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "dict_type": "a table",
+}
+
+
+def _validate(data: dict[str, Any], lines: dict[KeyPath, int], file: str | None) -> PolicyModel:
+    try:
+        return PolicyModel.model_validate(data)
+    except ValidationError as exc:
+        issues = validation_issues(exc, data, lines)
+        raise PolicyError(issues, file) from None
+
+
+def validation_issues(
+    exc: ValidationError, data: Any, lines: dict[KeyPath, int] | None = None
+) -> list[PolicyIssue]:
+    """Turn a pydantic ``ValidationError`` into issues with key paths, suggestions and lines."""
+    lines = lines or {}
+    raw: list[tuple[KeyPath, bool, dict[str, Any]]] = []
+    for detail in exc.errors(include_url=False):
+        path, via_union = _clean_loc(detail["loc"], data, missing=detail["type"] == "missing")
+        raw.append((path, via_union, {**detail}))
+
+    def explained_deeper(path: KeyPath) -> bool:
+        return any(p[: len(path)] == path and e["type"] not in _TYPE_NOUNS for p, _, e in raw)
+
+    issues: list[PolicyIssue] = []
+    merged: dict[KeyPath, list[dict[str, Any]]] = {}
+    for path, via_union, err in raw:
+        if via_union and err["type"] in _TYPE_NOUNS:
+            if not explained_deeper(path):
+                merged.setdefault(path, []).append(err)
+            continue
+        issues.append(_issue(path, err, lines))
+    for path, errs in merged.items():
+        nouns = list(dict.fromkeys(_TYPE_NOUNS[e["type"]] for e in errs))
+        message = f"expected {' or '.join(nouns)}, found {_show(errs[0]['input'])}"
+        issues.append(PolicyIssue(format_path(path), message, line_of(lines, path)))
+    unique = {(i.path, i.message): i for i in issues}
+    return sorted(unique.values(), key=lambda i: (i.line or 0, i.path))
+
+
+def _clean_loc(loc: Sequence[str | int], data: Any, *, missing: bool) -> tuple[KeyPath, bool]:
+    """Drop pydantic's union-branch labels from *loc* by walking the input data alongside it.
+
+    A segment that is not in the data is a branch label or discriminator tag — except the last
+    one of a "missing" error, which is the missing key. Returns the path and whether a label was
+    skipped (the error came from one branch of a union).
+    """
+    path: list[str | int] = []
+    node = data
+    via_union = False
+    for i, seg in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict):
+            if seg in node:
+                path.append(seg)
+                node = node[seg]
+            elif last and missing:
+                path.append(seg)
+            else:
+                via_union = True  # a branch label or discriminator tag
+        elif isinstance(node, list):
+            if isinstance(seg, int) and 0 <= seg < len(node):
+                path.append(seg)
+                node = node[seg]
+            else:
+                via_union = True
+        else:
+            via_union = True  # labels after a scalar: which union branches rejected it
+            break
+    return tuple(path), via_union
+
+
+def _issue(path: KeyPath, err: dict[str, Any], lines: dict[KeyPath, int]) -> PolicyIssue:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    found = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else ""
+        fields = _field_names(err["loc"][:-1])
+        message = "unknown field" + _suggest(key, fields, listing=True)
+    elif kind == "missing":
+        message = "required field is missing"
+    elif kind == "union_tag_invalid":
+        tag = str(ctx.get("tag", found))
+        expected = _tags(str(ctx.get("expected_tags", "")))
+        field = str(ctx.get("discriminator", "type")).strip("'\"")
+        path = (*path, field)
+        message = f"unknown {field} {tag!r}; expected one of {', '.join(expected)}"
+        message += _suggest(tag, expected)
+    elif kind == "union_tag_not_found":
+        field = str(ctx.get("discriminator", "type")).strip("'\"")
+        path = (*path, field)
+        message = "required field is missing"
+    elif kind == "literal_error":
+        expected_text = str(ctx.get("expected", ""))
+        message = f"expected {expected_text}, found {_show(found)}"
+        if isinstance(found, str):
+            message += _suggest(found, _tags(expected_text))
+    elif kind == "value_error":
+        message = str(err["msg"]).removeprefix("Value error, ")
+    elif kind in _TYPE_NOUNS:
+        message = f"expected {_TYPE_NOUNS[kind]}, found {_show(found)}"
+    else:
+        msg = str(err["msg"])
+        message = (
+            "expected " + msg.removeprefix("Input should be ") if msg.startswith("Input") else msg
+        )
+        if not isinstance(found, dict | list):
+            message += f", found {_show(found)}"
+    return PolicyIssue(format_path(path), message, line_of(lines, path))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return str(value)
+    return repr(value)
+
+
+def _tags(text: str) -> list[str]:
+    return re.findall(r"'([^']*)'", text)
+
+
+def _suggest(word: str, choices: Sequence[str], *, listing: bool = False) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    if listing and choices:
+        return f"; expected one of {', '.join(choices)}"
+    return ""
+
+
+def _field_names(loc: Sequence[str | int]) -> list[str]:
+    """Field names (aliases where set) of the model found by walking *loc* from PolicyModel."""
+    tp = _walk(PolicyModel, loc)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or name for name, f in tp.model_fields.items()]
+    return []
+
+
+def _walk(tp: Any, loc: Sequence[str | int]) -> Any:
+    for seg in loc:
+        tp = _strip(tp)
+        members = _union_members(tp)
+        if members:
+            chosen = _pick_member(members, seg)
+            if chosen is None:
+                return None
+            tp, consumed = chosen
+            if consumed:
+                continue
+            tp = _strip(tp)
+        tp = _step(tp, seg)
+        if tp is None:
+            return None
+    return _strip(tp)
+
+
+def _strip(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _union_members(tp: Any) -> tuple[Any, ...]:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return tuple(_strip(m) for m in typing.get_args(tp) if m is not type(None))
+    return ()
+
+
+def _pick_member(members: Sequence[Any], seg: str | int) -> tuple[Any, bool] | None:
+    """The union member a loc segment selects: by branch label or tag, else by what fits."""
+    for m in members:
+        if seg in (getattr(m, "__name__", None), str(m)):
+            return m, True
+        if (
+            isinstance(m, type)
+            and issubclass(m, BaseModel)
+            and "type" in m.model_fields
+            and seg in typing.get_args(m.model_fields["type"].annotation)
+        ):
+            return m, True
+    for m in members:
+        if _step(m, seg) is not None:
+            return m, False
+    return None
+
+
+def _step(tp: Any, seg: str | int) -> Any:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        for name, f in tp.model_fields.items():
+            if seg in (name, f.alias):
+                return f.annotation
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is list and isinstance(seg, int):
+        return args[0]
+    if origin is dict and isinstance(seg, str):
+        return args[1]
+    return None
+
+
+# -- cross-references -----------------------------------------------------------------------------
+
+
+def reference_issues(
+    model: PolicyModel, lines: dict[KeyPath, int] | None = None
+) -> list[PolicyIssue]:
+    """Check the names one part of a valid-shaped policy uses for another part.
+
+    Tier names (rules, frontier pins, floors, doubt, agreement validators), validator names,
+    duplicate tiers, and that every tier model has a price (catalog or ``[prices]``).
+    """
+    lines = lines or {}
+    issues: list[PolicyIssue] = []
+    ladder = [t.name for t in model.tiers]
+
+    def error(path: KeyPath, message: str) -> None:
+        issues.append(PolicyIssue(format_path(path), message, line_of(lines, path)))
+
+    def check_tier(path: KeyPath, name: str | None, *, doubt: bool = False) -> None:
+        if name is None or name in ladder or (doubt and name in _DOUBT_WORDS):
+            return
+        if doubt:
+            allowed = list(dict.fromkeys([*_DOUBT_WORDS, *ladder]))
+            expected = f"'cheap', 'up' or a tier name ({', '.join(ladder)})"
+            message = f"unknown doubt direction {name!r}; expected {expected}"
+        else:
+            allowed = ladder
+            message = f"unknown tier {name!r}; the ladder is {', '.join(ladder)}"
+        error(path, message + _suggest(name, allowed))
+
+    seen: dict[str, int] = {}
+    for i, tier in enumerate(model.tiers):
+        if tier.name in seen:
+            error(
+                ("tiers", i, "name"),
+                f"duplicate tier name {tier.name!r} (tiers[{seen[tier.name]}])",
+            )
+        else:
+            seen[tier.name] = i
+
+    check_tier(("frontier", "tier"), model.frontier.tier)
+    for i, frule in enumerate(model.frontier.rules):
+        check_tier(("frontier", "rules", i, "tier"), frule.tier)
+    for i, rule in enumerate(model.rules):
+        check_tier(("rules", i, "tier"), rule.tier)
+    check_tier(("defaults", "floor"), model.defaults.floor)
+    check_tier(("defaults", "doubt"), model.defaults.doubt, doubt=True)
+    _check_validator_refs(model, ("defaults", "validators"), model.defaults.validators, error)
+    for kind, settings in model.kinds.items():
+        check_tier(("kinds", kind, "floor"), settings.floor)
+        check_tier(("kinds", kind, "doubt"), settings.doubt, doubt=True)
+        if settings.validators is not None:
+            path = ("kinds", kind, "validators")
+            _check_validator_refs(model, path, settings.validators, error)
+    for name, spec in model.validators.items():
+        if isinstance(spec, AgreementValidatorSpec):
+            for j, tier_name in enumerate(spec.tiers):
+                check_tier(("validators", name, "tiers", j), tier_name)
+    issues.extend(_price_issues(model, lines))
+    return sorted(issues, key=lambda i: (i.line or 0, i.path))
+
+
+def _check_validator_refs(
+    model: PolicyModel,
+    path: KeyPath,
+    refs: Iterable[ValidatorRef],
+    error: typing.Callable[[KeyPath, str], None],
+) -> None:
+    ladder = [t.name for t in model.tiers]
+    defined = list(model.validators)
+    for j, ref in enumerate(refs):
+        if isinstance(ref, str):
+            if ref not in model.validators:
+                where = ", ".join(defined) if defined else "none are defined"
+                error(
+                    (*path, j),
+                    f"unknown validator {ref!r}; define it under [validators.{ref}] "
+                    f"(defined: {where})" + _suggest(ref, defined),
+                )
+        elif isinstance(ref, AgreementValidatorSpec):
+            for k, tier_name in enumerate(ref.tiers):
+                if tier_name not in ladder:
+                    error(
+                        (*path, j, "tiers", k),
+                        f"unknown tier {tier_name!r}; the ladder is {', '.join(ladder)}"
+                        + _suggest(tier_name, ladder),
+                    )
+
+
+def _price_issues(model: PolicyModel, lines: dict[KeyPath, int]) -> list[PolicyIssue]:
+    """Every tier model (alternates included) needs a catalog price or a ``[prices]`` entry."""
+    from tierwise.pricing import PriceCatalog
+
+    catalog = PriceCatalog(model.prices)
+    issues: list[PolicyIssue] = []
+    for i, tier in enumerate(model.tiers):
+        candidates: list[tuple[KeyPath, str, str]] = [
+            (("tiers", i, "model"), tier.model, tier.provider)
+        ]
+        for j, alt in enumerate(tier.alternate_specs()):
+            candidates.append(
+                (("tiers", i, "alternates", j), alt.model, alt.provider or tier.provider)
+            )
+        for path, model_id, provider in candidates:
+            try:
+                catalog.prices_for(model_id, provider)
+            except UnknownModelError:
+                issues.append(
+                    PolicyIssue(
+                        format_path(path),
+                        f"no price known for model {model_id!r}: the genai-prices catalog does "
+                        f'not list it; add [prices."{model_id}"] with input and output USD per '
+                        "million tokens",
+                        line_of(lines, path),
+                    )
+                )
+    return issues

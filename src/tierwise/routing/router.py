@@ -1,0 +1,247 @@
+"""The rules router: task in, :class:`~tierwise.task.Decision` out. Pure, deterministic, no I/O.
+
+Order of a decision:
+
+1. **Frontier.** Every must-stay-frontier constraint the task meets pins a minimum tier; the
+   highest pin holds (the first constraint among equals names it). Nothing below can lower it.
+2. **Rules.** The first rule whose conditions all hold gives the tier.
+3. **Floor.** The kind's floor (from the file, or learned) raises the tier; it never lowers it.
+4. **Doubt.** When no rule matched, the kind's doubt direction gives the tier: ``cheap`` the
+   bottom tier, ``up`` one above the kind's floor (or above the bottom tier), a tier name that tier.
+
+A condition on an attribute the task does not carry (``None``) does not match; a list means any
+of its values; a range is inclusive.
+
+The policy is compiled once into tuples of small predicates, indexed by task kind, so a decision
+only looks at the rules and constraints that can apply to the task's kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from tierwise.policy import Condition, Policy
+from tierwise.policy.schema import Range
+from tierwise.task import Decision, Task
+
+Check = Callable[[Task], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A rule or a frontier constraint, ready to test."""
+
+    index: int
+    name: str | None
+    tier: int
+    kinds: frozenset[str] | None  # None: any kind
+    checks: tuple[Check, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _KindPlan:
+    """Everything a decision needs for one kind, precomputed."""
+
+    kind_known: bool
+    constraints: tuple[_Compiled, ...]
+    rules: tuple[_Compiled, ...]
+    floor: int  # -1: none
+    floor_name: str | None
+    floor_source: str | None
+    doubt: str
+    doubt_tier: int
+
+
+class Router:
+    """Decide the tier of a task from a policy (and optional learned floors).
+
+    Args:
+        policy: the routing policy.
+        floors: learned floors, kind → tier; they replace the file's floors for those kinds
+            (the decision reports their source as ``learned``).
+    """
+
+    __slots__ = ("_default_plan", "_ladder", "_plans", "policy")
+
+    def __init__(self, policy: Policy, floors: Mapping[str, str] | None = None) -> None:
+        self.policy = policy.with_floors(floors) if floors else policy
+        self._ladder = self.policy.ladder
+        constraints = tuple(
+            _compile(c.index, c.name, self.policy.tier_index(c.tier), c.when)
+            for c in self.policy.frontier_constraints
+        )
+        rules = tuple(
+            _compile(i, r.name, self.policy.tier_index(r.tier), r.when)
+            for i, r in enumerate(self.policy.model.rules)
+        )
+        named = {k for c in (*constraints, *rules) if c.kinds is not None for k in c.kinds}
+        named |= set(self.policy.kinds)
+        self._plans = {k: self._plan(k, constraints, rules) for k in named}
+        self._default_plan = self._plan("\0unlisted", constraints, rules)
+
+    def _plan(
+        self, kind: str, constraints: tuple[_Compiled, ...], rules: tuple[_Compiled, ...]
+    ) -> _KindPlan:
+        config = self.policy.kind(kind)
+        floor = self.policy.tier_index(config.floor) if config.floor is not None else -1
+        doubt_tier = self.policy.tier_index(self.policy.doubt_tier(config.doubt, config.floor))
+        return _KindPlan(
+            kind_known=config.known,
+            constraints=tuple(c for c in constraints if c.kinds is None or kind in c.kinds),
+            rules=tuple(r for r in rules if r.kinds is None or kind in r.kinds),
+            floor=floor,
+            floor_name=config.floor,
+            floor_source=config.floor_source,
+            doubt=config.doubt,
+            doubt_tier=doubt_tier,
+        )
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def route(self, task: Task) -> Decision:
+        """Decide where *task* goes, with the structured reason."""
+        plan = self._plans.get(task.kind) or self._default_plan
+        pin = _pin(plan.constraints, task)
+
+        rule: _Compiled | None = None
+        for candidate in plan.rules:
+            for check in candidate.checks:
+                if not check(task):
+                    break
+            else:
+                rule = candidate
+                break
+
+        if rule is not None:
+            base, step, doubt = rule.tier, "rule", None
+        else:
+            base, step, doubt = plan.doubt_tier, "doubt", plan.doubt
+        floor: str | None = None
+        floor_source: str | None = None
+        if plan.floor > base:
+            base = plan.floor
+            floor, floor_source = plan.floor_name, plan.floor_source
+        if pin is not None and pin.tier >= base:
+            base, step = pin.tier, "frontier"
+            floor = floor_source = None
+
+        return Decision(
+            tier=self._ladder[base],
+            tier_index=base,
+            step=step,  # type: ignore[arg-type]
+            kind=task.kind,
+            rule_index=rule.index if rule is not None else None,
+            rule_name=rule.name if rule is not None else None,
+            constraint_index=pin.index if pin is not None else None,
+            constraint_name=pin.name if pin is not None else None,
+            floor=floor,
+            floor_source=floor_source,
+            doubt=doubt,
+            kind_known=plan.kind_known,
+        )
+
+    def start_at(self, task: Task, tier: str) -> Decision:
+        """Start *task* at an explicit *tier* — but never below a frontier pin.
+
+        The step is ``start``, or ``frontier`` when a must-stay-frontier constraint raised the
+        tier. Floors do not apply (an explicit start is how probes test a lower tier).
+
+        Raises:
+            UnknownTierError: *tier* is not on the ladder.
+        """
+        plan = self._plans.get(task.kind) or self._default_plan
+        index = self.policy.tier_index(tier)
+        pin = _pin(plan.constraints, task)
+        raised = pin is not None and pin.tier > index
+        if raised and pin is not None:
+            index = pin.tier
+        return Decision(
+            tier=self._ladder[index],
+            tier_index=index,
+            step="frontier" if raised else "start",
+            kind=task.kind,
+            constraint_index=pin.index if pin is not None else None,
+            constraint_name=pin.name if pin is not None else None,
+            kind_known=plan.kind_known,
+        )
+
+
+def _pin(constraints: tuple[_Compiled, ...], task: Task) -> _Compiled | None:
+    """The matching constraint with the highest pin (the first one among equals)."""
+    best: _Compiled | None = None
+    for c in constraints:
+        if best is not None and c.tier <= best.tier:
+            continue
+        for check in c.checks:
+            if not check(task):
+                break
+        else:
+            best = c
+    return best
+
+
+# -- compiling conditions -------------------------------------------------------------------------
+
+
+def _compile(index: int, name: str | None, tier: int, when: Condition) -> _Compiled:
+    kinds: frozenset[str] | None = None
+    checks: list[Check] = []
+    for attr, value in when.fields_set().items():
+        if attr == "kind":
+            kinds = frozenset([value] if isinstance(value, str) else value)
+            continue  # kinds are matched by indexing the plans, not per decision
+        checks.append(_check(attr, value))
+    return _Compiled(index, name, tier, kinds, tuple(checks))
+
+
+def _check(attr: str, value: object) -> Check:
+    """A predicate for one condition; ``None`` (attribute not carried) never matches."""
+    if isinstance(value, bool):
+        flag = value
+
+        def is_flag(task: Task) -> bool:
+            v = getattr(task, attr)
+            return v is not None and bool(v) is flag
+
+        return is_flag
+    if isinstance(value, str | list):
+        allowed = frozenset([value] if isinstance(value, str) else value)
+
+        def one_of(task: Task) -> bool:
+            return getattr(task, attr) in allowed
+
+        return one_of
+    if isinstance(value, int):
+        exact = value
+
+        def equals(task: Task) -> bool:
+            v = getattr(task, attr)
+            return v is not None and v == exact
+
+        return equals
+    assert isinstance(value, Range)
+    lo, hi = value.min, value.max
+    if lo is None:
+        top = hi
+
+        def at_most(task: Task) -> bool:
+            v = getattr(task, attr)
+            return v is not None and v <= top
+
+        return at_most
+    if hi is None:
+        bottom = lo
+
+        def at_least(task: Task) -> bool:
+            v = getattr(task, attr)
+            return v is not None and v >= bottom
+
+        return at_least
+    low, high = lo, hi
+
+    def between(task: Task) -> bool:
+        v = getattr(task, attr)
+        return v is not None and low <= v <= high
+
+    return between

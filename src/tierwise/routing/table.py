@@ -1,0 +1,75 @@
+"""A routing table: where each of a list of tasks goes under a policy, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tierwise.policy import Policy
+from tierwise.routing.router import Router
+from tierwise.task import ATTRIBUTES, Decision, Task
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRow:
+    """One task's routing: the decision and the model serving its tier."""
+
+    task: Task
+    decision: Decision
+    model: str
+    provider: str
+
+    @property
+    def attributes(self) -> dict[str, object]:
+        """The routable attributes the task carries."""
+        values = ((name, getattr(self.task, name)) for name in ATTRIBUTES)
+        return {name: value for name, value in values if value is not None}
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready: the task's kind, prompt and attributes, the decision, model and provider."""
+        return {
+            "task_id": self.task.id,
+            "kind": self.task.kind,
+            "prompt": self.task.prompt,
+            "attributes": self.attributes,
+            "model": self.model,
+            "provider": self.provider,
+            **self.decision.as_dict(),
+        }
+
+
+def routing_table(
+    policy: Policy, tasks: Iterable[Task] | None = None, *, router: Router | None = None
+) -> list[RouteRow]:
+    """Route each task (default: :data:`~tierwise.routing.examples.EXAMPLE_TASKS`)."""
+    if tasks is None:
+        from tierwise.routing.examples import EXAMPLE_TASKS
+
+        tasks = EXAMPLE_TASKS
+    router = router or Router(policy)
+    rows = []
+    for task in tasks:
+        decision = router.route(task)
+        tier = router.policy.tier(decision.tier)
+        rows.append(RouteRow(task, decision, tier.model, tier.provider))
+    return rows
+
+
+def render_routing_table(rows: Iterable[RouteRow], *, title: str | None = None) -> Table:
+    """A rich table of *rows*: task, kind, tier, model and the reason."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    table.add_column("task", overflow="fold", max_width=48)
+    table.add_column("kind")
+    table.add_column("tier")
+    table.add_column("model")
+    table.add_column("why", overflow="fold")
+    for row in rows:
+        reason = row.decision.explain().split(": ", 1)[-1]
+        table.add_row(row.task.prompt, row.task.kind, row.decision.tier, row.model, reason)
+    return table
