@@ -67,10 +67,17 @@ def reserve(
     c = budget_counters.c
     for scope in scopes:
         limit = to_pico(limits[scope])
-        conn.execute(
-            insert_ignore(conn, budget_counters, ["scope"]).values(
-                scope=scope, spent_pusd=0, held_pusd=0, limit_pusd=limit, updated_at=now
-            )
+        insert_ignore(
+            conn,
+            budget_counters,
+            ["scope"],
+            {
+                "scope": scope,
+                "spent_pusd": 0,
+                "held_pusd": 0,
+                "limit_pusd": limit,
+                "updated_at": now,
+            },
         )
         result = conn.execute(
             sa.update(budget_counters)

@@ -183,10 +183,8 @@ class Ledger:
             )
 
     def _ensure_revision(self, conn: sa.Connection, revision: str) -> None:
-        conn.execute(
-            insert_ignore(conn, policy_revisions, ["revision"]).values(
-                revision=revision, created_at=self._now()
-            )
+        insert_ignore(
+            conn, policy_revisions, ["revision"], {"revision": revision, "created_at": self._now()}
         )
 
     def begin_task(
@@ -215,14 +213,12 @@ class Ledger:
                 )
             self._ensure_revision(conn, policy_revision)
             if task.session:
-                conn.execute(
-                    upsert(
-                        conn,
-                        sessions,
-                        ["id"],
-                        {"id": task.session, "created_at": now, "last_seen_at": now},
-                        ["last_seen_at"],
-                    )
+                upsert(
+                    conn,
+                    sessions,
+                    ["id"],
+                    {"id": task.session, "created_at": now, "last_seen_at": now},
+                    ["last_seen_at"],
                 )
             rule = decision.rule_name or (
                 None if decision.rule_index is None else f"#{decision.rule_index}"
@@ -230,7 +226,8 @@ class Ledger:
             if decision.step == "frontier":
                 rule = decision.constraint_name or f"frontier#{decision.constraint_index}"
             conn.execute(
-                sa.insert(tasks).values(
+                tasks.insert(),
+                dict(
                     id=task.id,
                     kind=task.kind,
                     session_id=task.session,
@@ -247,7 +244,7 @@ class Ledger:
                     prompt_text=self._redact(task.prompt) if store_content else None,
                     outcome="running",
                     created_at=now,
-                )
+                ),
             )
 
     def record_attempt(self, attempt: AttemptRecord, *, store_content: bool) -> int:
@@ -293,8 +290,8 @@ class Ledger:
         }
         update = [k for k in values if k not in ("task_id", "attempt_no")]
         with self._write() as conn:
-            stmt = upsert(conn, attempts, ["task_id", "attempt_no"], values, update)
-            return int(conn.execute(stmt.returning(attempts.c.id)).scalar_one())
+            result = upsert(conn, attempts, ["task_id", "attempt_no"], values, update, "id")
+            return int(result.scalar_one())
 
     def finish_task(
         self,
