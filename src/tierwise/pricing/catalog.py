@@ -103,8 +103,12 @@ class ModelPrices:
 
     @property
     def max_input(self) -> Decimal:
-        """The dearest price any input token can be billed at (for worst-case reservations)."""
-        return max(self.input, self.cache_write_5m, self.cache_write_1h)
+        """The dearest price any input token can be billed at (for worst-case reservations).
+
+        Cache reads are included: they are cheaper than input in every real price list, but an
+        override may say otherwise and a reservation must never be smaller than the bill.
+        """
+        return max(self.input, self.cache_read, self.cache_write_5m, self.cache_write_1h)
 
     def as_dict(self) -> dict[str, str | None]:
         """The prices as exact decimal strings (JSON-safe); ``model`` is None when unnamed."""

@@ -70,8 +70,9 @@ def max_cost(prices: ModelPrices, *, input_tokens: int, max_tokens: int) -> Deci
     """The most one call can cost: a bound to reserve against budgets before it starts.
 
     Every input token is priced at the dearest input-side price (uncached input, 5-minute or
-    1-hour cache write) and ``max_tokens`` output tokens at the output price. No batch
-    discount: a reservation must never be smaller than the bill.
+    1-hour cache write, cache read: see :attr:`ModelPrices.max_input`) and ``max_tokens``
+    output tokens at the output price. No batch discount: a reservation must never be smaller
+    than the bill.
 
     Raises:
         ValueError: a token count is negative.
