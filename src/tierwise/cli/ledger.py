@@ -1,9 +1,255 @@
-"""`tierwise ledger`."""
+"""`tierwise ledger`: recent attempts, spend and escalation statistics, integrity check."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
 import typer
+
+from tierwise.cli._common import EXIT_INVALID, JsonOption, fail, print_json
+
+if TYPE_CHECKING:
+    from tierwise.ledger import Ledger
+
+LEDGER_HELP = "Ledger URL or path. Default: $TIERWISE_LEDGER, else ./tierwise-ledger.db."
+LedgerOption = typer.Option(None, "--ledger", "-l", help=LEDGER_HELP, show_default=False)
+SINCE_HELP = "Only what started at or after this: a date/time (2025-06-01) or an age (7d, 12h)."
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_ROLES = ("live", "probe", "replay", "all")
+
+
+def parse_when(text: str, *, now: datetime | None = None) -> datetime:
+    """An aware UTC datetime from an ISO date/time or an age like ``7d`` (``s m h d w``).
+
+    Raises:
+        ValueError: neither form matches.
+    """
+    match = _AGE.match(text)
+    if match:
+        amount, unit = float(match.group(1)), match.group(2).lower()
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"expected a date (2025-06-01), a date-time (2025-06-01T12:00) or an age "
+            f"(7d, 12h, 30m), got {text!r}"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _when_or_exit(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        fail(f"{flag}: {exc}", code=EXIT_INVALID)
+
+
+def _open_or_exit(url: str | None) -> Ledger:
+    """Open an existing ledger (never creates one for a read), or exit 2 with one line."""
+    from tierwise.errors import LedgerError
+    from tierwise.ledger import default_ledger_url, open_ledger
+
+    try:
+        return open_ledger(url or default_ledger_url(), create=False)
+    except LedgerError as exc:
+        fail(str(exc), code=EXIT_INVALID)
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value:.6f}" if abs(value) < 1000 else f"${value:,.2f}"
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _jsonable(value: Any) -> Any:
+    """Decimals as strings (exact), datetimes as ISO text, recursively."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to *app* (not implemented yet)."""
+    """Add ``tierwise ledger tail|stats|check`` to *app*."""
+    group = typer.Typer(
+        help="Inspect the ledger: recent attempts, spend and escalation, integrity.",
+        no_args_is_help=True,
+    )
+    app.add_typer(group, name="ledger")
+
+    @group.command("tail")
+    def tail(
+        n: int = typer.Option(20, "-n", "--lines", min=1, help="How many attempts to show."),
+        kind: str | None = typer.Option(None, "--kind", "-k", help="Only this task kind."),
+        since: str | None = typer.Option(None, "--since", help=SINCE_HELP),
+        ledger: str | None = LedgerOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Show the latest attempts, oldest first: tier, model, outcome, cost and why it failed.
+
+        Example: tierwise ledger tail -n 50 --kind extract --json
+        """
+        since_at = _when_or_exit(since, "--since")
+        with _open_or_exit(ledger) as book:
+            rows = book.tail(n, kind=kind, since=since_at)
+        if as_json:
+            print_json(_jsonable(rows))
+            return
+        if not rows:
+            typer.echo("no attempts recorded yet", err=True)
+            return
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for col in ("UTC", "task#", "kind", "tier"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("model", overflow="fold")
+        table.add_column("outcome", no_wrap=True)
+        table.add_column("cost", justify="right", no_wrap=True)
+        table.add_column("latency", justify="right", no_wrap=True)
+        reasons: list[str] = []
+        for r in rows:
+            tier = r["tier"] + (" (validator)" if r["role"] == "validator" else "")
+            table.add_row(
+                r["started_at"].strftime("%H:%M:%S"),
+                f"{r['task_id'][:6]}#{r['attempt_no']}",
+                r["kind"],
+                tier,
+                r["model"],
+                r["outcome"],
+                _usd(r["cost_usd"]),
+                _seconds(r["latency_s"]),
+            )
+            if r["failure"]:
+                reasons.append(f"{r['task_id'][:6]}#{r['attempt_no']}: {r['failure']}")
+        console = Console()
+        console.print(table)
+        for line in reasons:  # free text reads better below the table than squeezed into it
+            console.print(line, markup=False, highlight=False)
+
+    @group.command("stats")
+    def stats(
+        since: str | None = typer.Option(None, "--since", help=SINCE_HELP),
+        until: str | None = typer.Option(None, "--until", help="Only what started before this."),
+        kind: str | None = typer.Option(None, "--kind", "-k", help="Only this task kind."),
+        role: str = typer.Option(
+            "live", "--role", help="Which traffic: live, probe, replay, or all."
+        ),
+        ledger: str | None = LedgerOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Tasks, attempts, escalation rate, spend and wasted spend per kind and tier.
+
+        Wasted spend is the cost of attempts that were rejected or errored.
+        A tier's escalation rate is the share of tasks that tried it and then climbed higher.
+
+        Example: tierwise ledger stats --since 7d --kind extract
+        """
+        if role not in _ROLES:
+            fail(f"--role: expected one of {', '.join(_ROLES)}, got {role!r}")
+        since_at = _when_or_exit(since, "--since")
+        until_at = _when_or_exit(until, "--until")
+        with _open_or_exit(ledger) as book:
+            data = book.stats(
+                since=since_at, until=until_at, kind=kind, role=None if role == "all" else role
+            )
+        if as_json:
+            print_json(_jsonable(data))
+            return
+        if not data["tasks"] and not data["attempts"]:
+            typer.echo("no tasks in this window", err=True)
+            return
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_footer=True)
+        table.add_column("kind", footer="all", min_width=7, overflow="fold")
+        table.add_column("tier", footer="", overflow="fold")
+        table.add_column("tasks", justify="right", footer=str(data["tasks"]))
+        table.add_column("attempts", justify="right", footer=str(data["attempts"]))
+        table.add_column("escal.", justify="right", footer=_pct(data["escalation_rate"]))
+        for col, key in (("spend", "spend_usd"), ("wasted", "wasted_usd")):
+            table.add_column(col, justify="right", no_wrap=True, footer=_usd(data[key]))
+        table.add_column(
+            "p50", justify="right", no_wrap=True, footer=_seconds(data["latency_p50_s"])
+        )
+        table.add_column(
+            "p95", justify="right", no_wrap=True, footer=_seconds(data["latency_p95_s"])
+        )
+        for name, entry in data["by_kind"].items():
+            table.add_row(
+                f"[bold]{name}[/bold]",
+                "",
+                str(entry["tasks"]),
+                str(entry["attempts"]),
+                _pct(entry["escalation_rate"]),
+                _usd(entry["spend_usd"]),
+                _usd(entry["wasted_usd"]),
+                _seconds(entry["latency_p50_s"]),
+                _seconds(entry["latency_p95_s"]),
+            )
+            for row in (r for r in data["by_kind_tier"] if r["kind"] == name):
+                table.add_row(
+                    "",
+                    row["tier"],
+                    str(row["tasks"]),
+                    str(row["attempts"]),
+                    _pct(row["escalation_rate"]),
+                    _usd(row["spend_usd"]),
+                    _usd(row["wasted_usd"]),
+                    "",
+                    "",
+                )
+        console = Console()
+        console.print(table)
+        tiers = ", ".join(
+            f"{tier} {_pct(entry['escalation_rate'])}" for tier, entry in data["by_tier"].items()
+        )
+        if tiers:
+            console.print(f"escalation rate per tier: {tiers}")
+
+    @group.command("check")
+    def check(ledger: str | None = LedgerOption, as_json: bool = JsonOption) -> None:
+        """Check the ledger: storage integrity, foreign keys, costs adding up, budget counters.
+
+        Exits 0 when sound, 2 when any problem is found (each printed on its own line).
+
+        Example: tierwise ledger check --ledger ./tierwise-ledger.db
+        """
+        with _open_or_exit(ledger) as book:
+            problems = book.integrity_check()
+            url = book.url
+        if as_json:
+            print_json({"ledger": url, "ok": not problems, "problems": problems})
+        else:
+            for line in problems:
+                typer.echo(line)
+            if not problems:
+                typer.echo(f"ledger OK: {url}")
+        if problems:
+            typer.echo(f"ledger {url}: {len(problems)} problem(s) found", err=True)
+            raise typer.Exit(EXIT_INVALID)
