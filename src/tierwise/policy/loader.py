@@ -106,6 +106,7 @@ def _default_model() -> tuple[PolicyModel, str]:
 # -- TOML -----------------------------------------------------------------------------------------
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_VOCAB_MESSAGE = re.compile(r"unknown \w+ '([^']*)'; expected one of (.*)$")
 _TOML_END = re.compile(r"\s*\(at end of document\)\s*$")
 
 
@@ -247,6 +248,9 @@ def _issue(path: KeyPath, err: dict[str, Any], lines: dict[KeyPath, int]) -> Pol
             message += _suggest(found, _tags(expected_text))
     elif kind == "value_error":
         message = str(err["msg"]).removeprefix("Value error, ")
+        vocab = _VOCAB_MESSAGE.match(message)
+        if vocab:
+            message += _suggest(vocab.group(1), vocab.group(2).split(", "))
     elif kind in _TYPE_NOUNS:
         message = f"expected {_TYPE_NOUNS[kind]}, found {_show(found)}"
     else:

@@ -14,6 +14,6 @@ from __future__ import annotations
 
 from tierwise.routing.examples import EXAMPLE_TASKS
 from tierwise.routing.router import Router
-from tierwise.routing.table import RouteRow, render_routing_table, routing_table
+from tierwise.routing.table import RouteRow, reason, render_routing_table, routing_table
 
-__all__ = ["EXAMPLE_TASKS", "RouteRow", "Router", "render_routing_table", "routing_table"]
+__all__ = ["EXAMPLE_TASKS", "RouteRow", "Router", "reason", "render_routing_table", "routing_table"]

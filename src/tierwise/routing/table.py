@@ -64,12 +64,29 @@ def render_routing_table(rows: Iterable[RouteRow], *, title: str | None = None) 
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
-    table.add_column("task", overflow="fold", max_width=48)
-    table.add_column("kind")
-    table.add_column("tier")
-    table.add_column("model")
-    table.add_column("why", overflow="fold")
+    table.add_column("task", overflow="fold", ratio=3)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("tier", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("why", overflow="fold", ratio=2)
     for row in rows:
-        reason = row.decision.explain().split(": ", 1)[-1]
-        table.add_row(row.task.prompt, row.task.kind, row.decision.tier, row.model, reason)
+        table.add_row(
+            row.task.prompt, row.task.kind, row.decision.tier, row.model, reason(row.decision)
+        )
     return table
+
+
+def reason(decision: Decision) -> str:
+    """A short account of what decided: ``rule 2: intent, routing, spam``, ``frontier: …``."""
+    d = decision
+    if d.step == "frontier":
+        text = f"frontier: {d.constraint_name}"
+    elif d.step == "rule":
+        text = f"rule {d.rule_index}" + (f": {d.rule_name}" if d.rule_name else "")
+    elif d.step == "doubt":
+        text = f"no rule; doubt {d.doubt}"
+    else:
+        text = "explicit start"
+    if d.floor:
+        text += f"; {d.floor_source or 'policy'} floor {d.floor}"
+    return text
