@@ -401,6 +401,12 @@ def test_not_refusal_is_conservative(output: str) -> None:
     assert check({"type": "not_refusal"}, output).ok
 
 
+def test_not_refusal_catches_the_fake_upstreams_refusal_sentence() -> None:
+    from tierwise.testing import REFUSAL_TEXT
+
+    assert not check({"type": "not_refusal"}, REFUSAL_TEXT).ok
+
+
 def test_not_refusal_reads_the_stop_reason_and_empty_output() -> None:
     refused = check({"type": "not_refusal"}, "Here you go", context=ctx("Here", "refusal"))
     assert refused == Verdict("not_refusal", False, "the model refused (stop reason 'refusal')")
