@@ -1,0 +1,646 @@
+"""Raw upstream providers: the gateway's request path to Anthropic and OpenAI-compatible APIs.
+
+The gateway already holds the request as JSON in the right dialect, so it forwards it with one
+pooled ``httpx2.AsyncClient`` instead of rebuilding it through an SDK (which would parse and
+re-serialise every field and add a few hundred microseconds). Usage is still parsed exactly with
+:mod:`tierwise.pricing`'s functions, errors are mapped into tierwise's error tree (status codes
+as the SDKs map them, transport failures, cut bodies, malformed JSON), and messages never
+contain the upstream key.
+
+:class:`RawProvider` implements the :class:`~tierwise.providers.base.Provider` protocol;
+:class:`UpstreamPool` is the :class:`~tierwise.cascade.runner.ProviderSource` the gateway's
+cascade uses. ``Completion.raw`` is an :class:`UpstreamReply` with the upstream's JSON (and its
+exact bytes for non-streamed calls) so a same-dialect answer can be returned verbatim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+
+from tierwise.errors import (
+    BadResponseError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitedError,
+)
+from tierwise.gateway.dialects import Dialect, neutral_stop_reason
+from tierwise.gateway.sse import AnthropicCollector, Event, OpenAICollector, SSEDecoder
+from tierwise.gateway.translate import text_of_anthropic_content, text_of_openai_content
+from tierwise.policy import Policy
+from tierwise.pricing import (
+    Usage,
+    merge_anthropic_stream_usage,
+    usage_from_anthropic,
+    usage_from_openai,
+)
+from tierwise.providers.base import Completion, CompletionRequest
+from tierwise.providers.errors_map import missing_key, parse_retry_after, redact, status_class
+
+__all__ = [
+    "DEFAULT_BASE_URLS",
+    "RawProvider",
+    "UpstreamPool",
+    "UpstreamReply",
+    "UpstreamStream",
+    "upstream_seconds",
+]
+
+log = logging.getLogger("tierwise.gateway")
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "anthropic": "https://api.anthropic.com",
+    "openai": "https://api.openai.com/v1",
+}
+ANTHROPIC_VERSION = "2023-06-01"
+_MAX_ERROR_TEXT = 400
+
+#: Seconds the current request spent waiting on upstreams (the gateway's overhead excludes it).
+_UPSTREAM_TIME: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
+    "tierwise_upstream_time", default=None
+)
+
+
+def upstream_seconds() -> list[float]:
+    """Start accounting upstream wait time for the current request; returns the accumulator."""
+    acc = [0.0]
+    _UPSTREAM_TIME.set(acc)
+    return acc
+
+
+def _add_upstream_time(seconds: float) -> None:
+    acc = _UPSTREAM_TIME.get()
+    if acc is not None:
+        acc[0] += seconds
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    """What the upstream said: its JSON (collected, for streams) and, when not streamed, bytes."""
+
+    data: dict[str, Any]
+    dialect: Dialect
+    body: bytes | None = None
+    streamed: bool = False
+
+
+def completion_from(
+    data: dict[str, Any],
+    dialect: Dialect,
+    *,
+    provider: str,
+    model: str,
+    usage: Usage,
+    latency_s: float,
+    body: bytes | None = None,
+    streamed: bool = False,
+    request_id: str | None = None,
+) -> Completion:
+    """A :class:`Completion` for an upstream reply in either dialect.
+
+    ``text`` is the answer's text; an answer made only of tool calls is represented by their
+    JSON (``[{"name": ..., "input": ...}]``) so validators still see what the model produced.
+    """
+    if dialect == "anthropic":
+        text = text_of_anthropic_content(
+            [
+                b
+                for b in data.get("content") or ()
+                if isinstance(b, dict) and b.get("type") == "text"
+            ]
+        )
+        calls = [
+            {"name": b.get("name"), "input": b.get("input")}
+            for b in data.get("content") or ()
+            if isinstance(b, dict) and b.get("type") == "tool_use"
+        ]
+        raw_stop = data.get("stop_reason")
+    else:
+        choice = (data.get("choices") or [{}])[0] or {}
+        message = choice.get("message") or {}
+        text = text_of_openai_content(message.get("content")) or str(message.get("refusal") or "")
+        calls = []
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            try:
+                args: Any = json.loads(function.get("arguments") or "{}")
+            except json.JSONDecodeError:
+                args = function.get("arguments")
+            calls.append({"name": function.get("name"), "input": args})
+        raw_stop = choice.get("finish_reason")
+    if not text and calls:
+        text = json.dumps(calls)
+    return Completion(
+        text=text,
+        model=str(data.get("model") or model),
+        provider=provider,
+        usage=usage,
+        stop_reason=neutral_stop_reason(dialect, raw_stop),
+        raw_stop_reason=raw_stop if isinstance(raw_stop, str) else None,
+        request_id=request_id,
+        latency_s=latency_s,
+        raw=UpstreamReply(data, dialect, body, streamed),
+    )
+
+
+class RawProvider:
+    """One upstream API (Anthropic Messages or OpenAI Chat Completions) over a shared client.
+
+    Expects ``request.extra["body"]``: the request JSON in this provider's dialect (the model
+    is set from ``request.model``); ``request.extra["headers"]`` may add headers (the caller's
+    ``anthropic-beta``, for instance). Without a body, one is built from the neutral request.
+    """
+
+    def __init__(
+        self,
+        provider: Dialect,
+        *,
+        client: httpx2.AsyncClient,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+    ) -> None:
+        self.name: str = provider
+        self.dialect: Dialect = provider
+        self._client = client
+        self._sync: httpx2.Client | None = None
+        base = (base_url or DEFAULT_BASE_URLS[provider]).rstrip("/")
+        self.url = f"{base}/v1/messages" if provider == "anthropic" else f"{base}/chat/completions"
+        self._api_key = api_key
+        self._api_key_env = api_key_env
+
+    def __repr__(self) -> str:  # never the key
+        return f"RawProvider({self.name!r}, url={self.url!r})"
+
+    # -- request building ------------------------------------------------------------------------
+
+    def _headers(self, request: CompletionRequest) -> dict[str, str]:
+        if not self._api_key:
+            raise missing_key(self.name, self._api_key_env)
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if self.dialect == "anthropic":
+            headers["x-api-key"] = self._api_key
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+        else:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        extra = request.extra.get("headers") if request.extra else None
+        if isinstance(extra, Mapping):
+            headers.update({str(k): str(v) for k, v in extra.items()})
+        return headers
+
+    def _body(self, request: CompletionRequest) -> dict[str, Any]:
+        body = request.extra.get("body") if request.extra else None
+        if isinstance(body, dict):
+            if body.get("model") == request.model:
+                return body
+            return {**body, "model": request.model}
+        return self._neutral_body(request)
+
+    def _neutral_body(self, request: CompletionRequest) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = [
+            {"role": m.role, "content": m.content} for m in request.messages
+        ]
+        if self.dialect == "anthropic":
+            out: dict[str, Any] = {
+                "model": request.model,
+                "max_tokens": request.max_tokens,
+                "messages": messages,
+            }
+            if request.system:
+                out["system"] = request.system
+        else:
+            if request.system:
+                messages.insert(0, {"role": "system", "content": request.system})
+            out = {
+                "model": request.model,
+                "max_completion_tokens": request.max_tokens,
+                "messages": messages,
+            }
+        if request.temperature is not None:
+            out["temperature"] = request.temperature
+        return out
+
+    def _timeout(self, request: CompletionRequest) -> httpx2.Timeout:
+        return httpx2.Timeout(request.timeout_s, connect=min(10.0, request.timeout_s))
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    def _fail(self, model: str, exc: BaseException) -> ProviderError:
+        where = f"{self.name} model {model!r}"
+        text = redact(f"{where}: {type(exc).__name__}: {exc}", (self._api_key,))
+        kw: dict[str, Any] = {"provider": self.name, "model": model}
+        if isinstance(exc, httpx2.TimeoutException):
+            return ProviderTimeoutError(text, **kw)
+        if isinstance(exc, httpx2.RemoteProtocolError):
+            return BadResponseError(f"{where}: the response was cut short ({exc})", **kw)
+        if isinstance(exc, httpx2.TransportError):
+            return ProviderConnectionError(text, **kw)
+        return BadResponseError(text, **kw)
+
+    def _status_error(
+        self, model: str, status: int, body: bytes, headers: Mapping[str, str]
+    ) -> ProviderError:
+        message = body.decode("utf-8", errors="replace")[:_MAX_ERROR_TEXT]
+        try:
+            data = json.loads(body)
+            err = data.get("error") if isinstance(data, dict) else None
+            if isinstance(err, dict):
+                etype, emsg = err.get("type") or err.get("code"), err.get("message")
+                message = f"{etype}: {emsg}" if etype and emsg else str(emsg or etype)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+        request_id = headers.get("request-id") or headers.get("x-request-id")
+        text = redact(f"{self.name} model {model!r}: HTTP {status}: {message}", (self._api_key,))
+        if request_id:
+            text += f" (request id {request_id})"
+        cls = status_class(status)
+        kw: dict[str, Any] = {
+            "provider": self.name,
+            "model": model,
+            "status": status,
+            "request_id": request_id,
+        }
+        if cls is RateLimitedError:
+            return RateLimitedError(text, retry_after=parse_retry_after(headers), **kw)
+        return cls(text, **kw)
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    async def acomplete(self, request: CompletionRequest) -> Completion:
+        """One call; a streamed request body is collected into the complete answer."""
+        body = self._body(request)
+        if body.get("stream"):
+            async with self.open_stream(request) as stream:
+                async for _ in stream.events():
+                    pass
+                return stream.completion()
+        headers = self._headers(request)
+        payload = json.dumps(body).encode()
+        started = time.perf_counter()
+        try:
+            response = await self._client.post(
+                self.url, content=payload, headers=headers, timeout=self._timeout(request)
+            )
+        except httpx2.HTTPError as exc:
+            raise self._fail(request.model, exc) from None
+        finally:
+            elapsed = time.perf_counter() - started
+            _add_upstream_time(elapsed)
+        return self._finish(
+            request.model, response.status_code, response.content, response.headers, elapsed
+        )
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        """Blocking twin of :meth:`acomplete` (non-streamed bodies only)."""
+        body = {
+            k: v for k, v in self._body(request).items() if k not in ("stream", "stream_options")
+        }
+        headers = self._headers(request)
+        if self._sync is None:
+            self._sync = httpx2.Client()
+        started = time.perf_counter()
+        try:
+            response = self._sync.post(
+                self.url,
+                content=json.dumps(body).encode(),
+                headers=headers,
+                timeout=self._timeout(request),
+            )
+        except httpx2.HTTPError as exc:
+            raise self._fail(request.model, exc) from None
+        elapsed = time.perf_counter() - started
+        return self._finish(
+            request.model, response.status_code, response.content, response.headers, elapsed
+        )
+
+    def _finish(
+        self, model: str, status: int, content: bytes, headers: Mapping[str, str], elapsed: float
+    ) -> Completion:
+        if status != 200:
+            raise self._status_error(model, status, content, headers)
+        try:
+            data = json.loads(content)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadResponseError(
+                f"{self.name} model {model!r}: the response body is not valid JSON ({exc})",
+                provider=self.name,
+                model=model,
+            ) from None
+        if not isinstance(data, dict):
+            raise BadResponseError(
+                f"{self.name} model {model!r}: the response is not a JSON object",
+                provider=self.name,
+                model=model,
+            )
+        try:
+            raw_usage = data.get("usage")
+            usage = (
+                usage_from_anthropic(raw_usage)
+                if self.dialect == "anthropic"
+                else usage_from_openai(raw_usage)
+            )
+        except (TypeError, ValueError) as exc:
+            raise BadResponseError(
+                f"{self.name} model {model!r}: unusable usage ({exc})",
+                provider=self.name,
+                model=model,
+            ) from None
+        request_id = headers.get("request-id") or headers.get("x-request-id")
+        return completion_from(
+            data,
+            self.dialect,
+            provider=self.name,
+            model=model,
+            usage=usage,
+            latency_s=elapsed,
+            body=content,
+            request_id=request_id,
+        )
+
+    def open_stream(self, request: CompletionRequest) -> UpstreamStream:
+        """A streamed call, used as ``async with provider.open_stream(req) as s:``.
+
+        Entering the context sends the request and raises the mapped error for a non-200 reply.
+        """
+        body = self._body(request)
+        if not body.get("stream"):
+            body = {**body, "stream": True}
+        if self.dialect == "openai":
+            options = body.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage")):
+                body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
+        return UpstreamStream(self, request, body)
+
+    async def aclose(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+
+class UpstreamStream:
+    """One streamed upstream call: relays events and folds them into the final answer."""
+
+    def __init__(
+        self, provider: RawProvider, request: CompletionRequest, body: dict[str, Any]
+    ) -> None:
+        self.provider = provider
+        self.request = request
+        self.body = body
+        self.model = request.model
+        self._response: httpx2.Response | None = None
+        self._cm: Any = None
+        self._decoder = SSEDecoder()
+        self._anthropic = AnthropicCollector() if provider.dialect == "anthropic" else None
+        self._openai = OpenAICollector() if provider.dialect == "openai" else None
+        self._usage = Usage()
+        self._done = False
+        self.started = time.perf_counter()
+        self.elapsed = 0.0
+        self.request_id: str | None = None
+
+    async def __aenter__(self) -> UpstreamStream:
+        provider = self.provider
+        headers = provider._headers(self.request)
+        headers["accept"] = "text/event-stream"
+        t0 = time.perf_counter()
+        try:
+            self._cm = provider._client.stream(
+                "POST",
+                provider.url,
+                content=json.dumps(self.body).encode(),
+                headers=headers,
+                timeout=provider._timeout(self.request),
+            )
+            response = await self._cm.__aenter__()
+            if response.status_code != 200:
+                content = await response.aread()
+                await self._cm.__aexit__(None, None, None)
+                self._cm = None
+                raise provider._status_error(
+                    self.model, response.status_code, content, response.headers
+                )
+        except httpx2.HTTPError as exc:
+            await self._close()
+            raise provider._fail(self.model, exc) from None
+        finally:
+            self._account(t0)
+        self._response = response
+        self.request_id = response.headers.get("request-id") or response.headers.get("x-request-id")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        cm, self._cm = self._cm, None
+        if cm is not None:
+            with contextlib.suppress(httpx2.HTTPError):
+                await cm.__aexit__(None, None, None)
+
+    def _account(self, t0: float) -> None:
+        spent = time.perf_counter() - t0
+        self.elapsed += spent
+        _add_upstream_time(spent)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """The upstream's events, each with its exact bytes; raises mapped errors on a break."""
+        assert self._response is not None, "use the stream as an async context manager"
+        iterator = self._response.aiter_raw().__aiter__()
+        while True:
+            t0 = time.perf_counter()
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                self._account(t0)
+                break
+            except httpx2.HTTPError as exc:
+                self._account(t0)
+                raise self.provider._fail(self.model, exc) from None
+            self._account(t0)
+            for event in self._decoder.feed(chunk):
+                self._fold(event)
+                yield event
+        for event in self._decoder.flush():
+            self._fold(event)
+            yield event
+        if not self._done:
+            raise BadResponseError(
+                f"{self.provider.name} model {self.model!r}: the stream ended before its last "
+                "event (cut short)",
+                provider=self.provider.name,
+                model=self.model,
+            )
+
+    def _fold(self, event: Event) -> None:
+        if self._anthropic is not None:
+            if event.event == "ping":
+                return
+            data = self._json(event)
+            self._anthropic.feed(data)
+            kind = data.get("type")
+            if kind == "message_start":
+                self._usage = usage_from_anthropic((data.get("message") or {}).get("usage"))
+            elif kind == "message_delta" and data.get("usage"):
+                self._usage = merge_anthropic_stream_usage(self._usage, data["usage"])
+            elif kind == "message_stop":
+                self._done = True
+            elif kind == "error":
+                raise self._stream_error(data)
+        else:
+            assert self._openai is not None
+            if event.data.strip() == "[DONE]":
+                self._done = True
+                return
+            data = self._json(event)
+            if "error" in data and not data.get("choices"):
+                raise self._stream_error(data)
+            self._openai.feed(data)
+            if data.get("usage"):
+                self._usage = usage_from_openai(data["usage"])
+
+    def _json(self, event: Event) -> dict[str, Any]:
+        try:
+            data = json.loads(event.data)
+        except json.JSONDecodeError as exc:
+            raise BadResponseError(
+                f"{self.provider.name} model {self.model!r}: a stream event is not valid JSON "
+                f"({exc})",
+                provider=self.provider.name,
+                model=self.model,
+            ) from None
+        if not isinstance(data, dict):
+            raise BadResponseError(
+                f"{self.provider.name} model {self.model!r}: a stream event is not an object",
+                provider=self.provider.name,
+                model=self.model,
+            )
+        return data
+
+    def _stream_error(self, data: dict[str, Any]) -> ProviderError:
+        err = data.get("error") or {}
+        etype = err.get("type") if isinstance(err, dict) else None
+        status = {"overloaded_error": 529, "rate_limit_error": 429}.get(str(etype), 500)
+        return self.provider._status_error(self.model, status, json.dumps(data).encode(), {})
+
+    @property
+    def usage(self) -> Usage:
+        """Usage so far (final once the stream has ended)."""
+        return self._usage
+
+    @property
+    def finished(self) -> bool:
+        """Whether the upstream's final event (``message_stop`` / ``[DONE]``) arrived."""
+        return self._done
+
+    def collected(self) -> dict[str, Any]:
+        """The answer folded so far, as the non-streamed response object."""
+        if self._anthropic is not None:
+            return self._anthropic.result()
+        assert self._openai is not None
+        return self._openai.result()
+
+    def completion(self) -> Completion:
+        """The whole answer as a :class:`Completion` (after the events are exhausted)."""
+        return completion_from(
+            self.collected(),
+            self.provider.dialect,
+            provider=self.provider.name,
+            model=self.model,
+            usage=self._usage,
+            latency_s=self.elapsed,
+            streamed=True,
+            request_id=self.request_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    tier: str
+    model: str
+    provider: RawProvider
+
+
+@dataclass(slots=True)
+class UpstreamPool:
+    """Raw providers for every tier of a policy (primary model first, then alternates).
+
+    Providers are shared by (provider, base URL, key variable). Keys are read from *env* once.
+    """
+
+    policy: Policy
+    client: httpx2.AsyncClient
+    env: Mapping[str, str]
+    _tiers: dict[str, list[tuple[str, RawProvider]]] = field(default_factory=dict)
+    _providers: dict[tuple[str, str | None, str | None], RawProvider] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for tier in self.policy.model.tiers:
+            entries = [(tier.model, self._provider(tier.provider, tier.base_url, tier.api_key_env))]
+            for alt in tier.alternate_specs():
+                entries.append(
+                    (
+                        alt.model,
+                        self._provider(
+                            alt.provider or tier.provider,
+                            alt.base_url if alt.base_url is not None else tier.base_url,
+                            alt.api_key_env or tier.api_key_env,
+                        ),
+                    )
+                )
+            self._tiers[tier.name] = entries
+
+    def _provider(self, kind: str, base_url: str | None, key_env: str | None) -> RawProvider:
+        key = (kind, base_url, key_env)
+        provider = self._providers.get(key)
+        if provider is None:
+            env_name = key_env or ("ANTHROPIC_API_KEY" if kind == "anthropic" else "OPENAI_API_KEY")
+            provider = RawProvider(
+                "anthropic" if kind == "anthropic" else "openai",
+                client=self.client,
+                base_url=base_url,
+                api_key=self.env.get(env_name) or None,
+                api_key_env=env_name,
+            )
+            self._providers[key] = provider
+        return provider
+
+    def for_tier(self, tier: str) -> Sequence[tuple[str, RawProvider]]:
+        """(model, provider) for a tier, primary first."""
+        return self._tiers[tier]
+
+    def owner_of(self, model: str) -> tuple[str, RawProvider] | None:
+        """The lowest tier serving *model* (as primary or alternate) and its provider."""
+        for name in self.policy.ladder:
+            for m, provider in self._tiers[name]:
+                if m == model:
+                    return name, provider
+        return None
+
+    def provider_for_dialect(self, dialect: Dialect) -> RawProvider | None:
+        """A configured provider speaking *dialect* (for models no tier lists)."""
+        for name in self.policy.ladder:
+            for _, provider in self._tiers[name]:
+                if provider.dialect == dialect:
+                    return provider
+        return None
+
+    def models(self) -> list[tuple[str, str]]:
+        """(model, tier) for every model of the pool, in ladder order, without duplicates."""
+        seen: dict[str, str] = {}
+        for name in self.policy.ladder:
+            for model, _ in self._tiers[name]:
+                seen.setdefault(model, name)
+        return list(seen.items())
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
