@@ -82,10 +82,8 @@ class Strategy:
     saving_monthly: Decimal
     #: Saving as a fraction of the baseline's cost (0 when the baseline costs nothing).
     saving_ratio: Decimal
-
-    @property
-    def is_mix(self) -> bool:
-        return len(self.shares) != 1
+    #: A mix given by the caller (even one that names a single tier), not a single-tier row.
+    is_mix: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -165,15 +163,15 @@ def project(
         # The dearest single tier; on a tie, the higher one on the ladder.
         baseline = max(reversed(list(single)), key=lambda t: single[t])
         base_daily = single[baseline] * workload.tasks_per_day
-        rows: list[tuple[str, tuple[tuple[str, Decimal], ...], Decimal]] = [
-            (tier, ((tier, Decimal(1)),), cost) for tier, cost in single.items()
+        rows: list[tuple[str, tuple[tuple[str, Decimal], ...], Decimal, bool]] = [
+            (tier, ((tier, Decimal(1)),), cost, False) for tier, cost in single.items()
         ]
         for mix in mixes:
             shares = tuple((t, Decimal(s)) for t, s in mix.items())
             per_task = sum((share * single[t] for t, share in shares), Decimal(0))
-            rows.append((format_mix(mix), shares, per_task))
+            rows.append((format_mix(mix), shares, per_task, True))
         strategies = []
-        for name, shares, per_task in rows:
+        for name, shares, per_task, is_mix in rows:
             daily = per_task * workload.tasks_per_day
             saving = base_daily - daily
             strategies.append(
@@ -186,6 +184,7 @@ def project(
                     saving_daily=saving,
                     saving_monthly=saving * workload.days_per_month,
                     saving_ratio=saving / base_daily if base_daily else Decimal(0),
+                    is_mix=is_mix,
                 )
             )
     return Projection(
