@@ -1,0 +1,159 @@
+"""The Anthropic provider: the Messages API through the official ``anthropic`` SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tierwise.providers._sdk import SDKProvider
+from tierwise.providers.base import Completion, CompletionRequest, StopReason
+from tierwise.providers.errors_map import bad_response
+
+if TYPE_CHECKING:
+    import anthropic
+
+#: Anthropic ``stop_reason`` → tierwise's neutral stop reason.
+STOP_REASONS: Mapping[str, StopReason] = {
+    "end_turn": "end",
+    "stop_sequence": "end",
+    "max_tokens": "max_tokens",
+    "model_context_window_exceeded": "max_tokens",
+    "tool_use": "tool_use",
+    "refusal": "refusal",
+    "pause_turn": "other",
+}
+
+
+class AnthropicProvider(SDKProvider["anthropic.Anthropic", "anthropic.AsyncAnthropic"]):
+    """Calls Anthropic's Messages API (or any server speaking it) with the official SDK.
+
+    Args:
+        base_url: the API root (``https://api.anthropic.com`` when ``None``, or
+            ``$ANTHROPIC_BASE_URL`` as the SDK reads it).
+        api_key: the key; when ``None`` every call raises :class:`AuthenticationError` naming
+            ``api_key_env``.
+        api_key_env: the environment variable the key came from (for messages only).
+        timeout_s: the client's default timeout; each request's ``timeout_s`` applies per call.
+        defaults: API body fields added to every request (e.g. ``{"metadata": {...}}``).
+        default_headers: headers added to every request (e.g. ``anthropic-beta``).
+
+    Request ``extra`` keys named in :attr:`body_keys` go into the body; ``extra["body"]`` (a
+    mapping) is merged into the body last and ``extra["headers"]`` adds headers. Other keys
+    (``prompt_id``, ``kind``, …) are tierwise's own and are not sent.
+    """
+
+    name: ClassVar[str] = "anthropic"
+    sdk: ClassVar[str] = "anthropic"
+    body_keys: ClassVar[frozenset[str]] = frozenset(
+        {
+            "cache_control",
+            "container",
+            "inference_geo",
+            "metadata",
+            "output_config",
+            "service_tier",
+            "speed",
+            "stop_sequences",
+            "temperature",
+            "thinking",
+            "tool_choice",
+            "tools",
+            "top_k",
+            "top_p",
+        }
+    )
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = "ANTHROPIC_API_KEY",
+        timeout_s: float = 60.0,
+        defaults: Mapping[str, Any] | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            base_url=base_url,
+            api_key=api_key,
+            api_key_env=api_key_env,
+            timeout_s=timeout_s,
+            defaults=defaults,
+            default_headers=default_headers,
+        )
+
+    def _new_sync(self, api_key: str) -> anthropic.Anthropic:
+        import anthropic
+
+        return anthropic.Anthropic(
+            api_key=api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=self.timeout_s,
+            default_headers=self.default_headers or None,
+        )
+
+    def _new_async(self, api_key: str) -> anthropic.AsyncAnthropic:
+        import anthropic
+
+        return anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=self.timeout_s,
+            default_headers=self.default_headers or None,
+        )
+
+    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+        body: dict[str, Any] = dict(self.defaults)
+        extra = request.extra or {}
+        body.update({k: v for k, v in extra.items() if k in self.body_keys})
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        raw_body = extra.get("body")
+        if isinstance(raw_body, Mapping):
+            body.update(raw_body)
+        params: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "timeout": request.timeout_s,
+        }
+        if request.system:
+            params["system"] = request.system
+        if body:
+            params["extra_body"] = body
+        headers = extra.get("headers")
+        if isinstance(headers, Mapping):
+            params["extra_headers"] = dict(headers)
+        return params
+
+    def _call(self, client: anthropic.Anthropic, params: dict[str, Any]) -> Any:
+        return client.messages.create(**params)
+
+    async def _acall(self, client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Any:
+        return await client.messages.create(**params)
+
+    def _read(self, response: Any, request: CompletionRequest, latency_s: float) -> Completion:
+        from anthropic.types import Message
+
+        from tierwise.pricing import usage_from_anthropic
+
+        if not isinstance(response, Message):
+            raise bad_response(
+                self.name, request.model, f"expected a Message, got {type(response).__name__}"
+            )
+        request_id = getattr(response, "_request_id", None)
+        text = "".join(b.text for b in response.content if b.type == "text")
+        raw_stop = response.stop_reason
+        return Completion(
+            text=text,
+            model=response.model or request.model,
+            provider=self.name,
+            usage=usage_from_anthropic(response.usage),
+            stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
+            raw_stop_reason=raw_stop,
+            request_id=request_id,
+            latency_s=latency_s,
+            raw=response.to_dict(),
+        )
