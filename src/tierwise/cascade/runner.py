@@ -267,8 +267,10 @@ class Cascade:
             from tierwise.cascade.validators import build_validator
 
             base = self.policy.base_dir
+            config = self.policy.kind(task.kind)
             built = [
-                build_validator(s, base_dir=base) for s in self.policy.kind(task.kind).validators
+                build_validator(s, base_dir=base, name=n)
+                for s, n in zip(config.validators, config.validator_names, strict=True)
             ]
             for name in extra:
                 spec = self.policy.model.validators[name]  # names are checked by the caller
