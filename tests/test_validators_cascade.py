@@ -176,3 +176,27 @@ async def test_command_validator_in_the_cascade(
     assert trail(result.attempts) == [("cheap", "live", "rejected"), ("mid", "live", "accepted")]
     assert (result.attempts[0].failure or "").startswith("has_answer: ")
     assert "exit 3" in (result.attempts[0].failure or "")
+
+
+def test_second_opinion_is_held_to_the_task_budget(
+    upstream: FakeUpstream, ledger: Ledger, tmp_path: Path
+) -> None:
+    from tierwise.errors import BudgetExceededError
+    from tierwise.pricing import PriceCatalog, max_cost
+
+    upstream.set_script(CHEAP, ModelScript(reply="(B)"))
+    upstream.set_script(MID, ModelScript(reply="(B)"))
+    # Enough for the cheap attempt's worst case, not for a mid-tier second opinion on top.
+    budget = max_cost(PriceCatalog().prices_for(CHEAP), input_tokens=200, max_tokens=64)
+    task = Task.create("quiz", "Pick one: A or B", max_tokens=64, budget_usd=budget)
+    with (
+        Cascade(make_policy(upstream.base_url, tmp_path), ledger=ledger, env=ENV) as cascade,
+        pytest.raises(BudgetExceededError) as caught,
+    ):
+        cascade.run(task)
+    assert upstream.requests_for(MID) == []  # no unbudgeted call was made
+    (cheap,) = caught.value.attempts
+    assert cheap.outcome == "rejected"
+    assert cheap.failure == (
+        f"second_opinion: could not ask tier mid: not allowed by budget task:{task.id}"
+    )
