@@ -4,8 +4,8 @@ Retries dispatch on the error class (:attr:`tierwise.errors.ProviderError.retrya
 limits, 5xx including 529, timeouts, connection failures, cut or malformed replies), never on
 message text. Waits use full-jitter exponential backoff: attempt *n* (from 0) waits a uniform
 random fraction of ``min(max_backoff_s, backoff_s * 2**n)``. A 429 that says ``retry-after``
-waits at least that long; when it asks for more than ``max_backoff_s`` the error is raised at once
-instead, so the caller can move to an alternate model rather than block.
+waits at least that long; when it asks for more than ``max_retry_after_s`` (default 60 s) the
+error is raised at once instead, so the caller moves to an alternate model rather than block.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ class RetryPolicy:
     """How often and how patiently one model is retried, and when it cools down.
 
     ``attempts`` counts every call including the first; ``cooldown_after`` consecutive failed
-    calls (each after its retries) cool a model down for ``cooldown_s``.
+    calls (each after its retries) cool a model down for ``cooldown_s``. A ``retry-after``
+    longer than ``max_retry_after_s`` is not waited for.
     """
 
     attempts: int = 3
@@ -37,12 +38,15 @@ class RetryPolicy:
     max_backoff_s: float = 20.0
     cooldown_s: float = 60.0
     cooldown_after: int = 3
+    max_retry_after_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {self.attempts}")
-        if self.backoff_s < 0 or self.max_backoff_s < 0 or self.cooldown_s < 0:
-            raise ValueError("backoff_s, max_backoff_s and cooldown_s must not be negative")
+        if min(self.backoff_s, self.max_backoff_s, self.cooldown_s, self.max_retry_after_s) < 0:
+            raise ValueError(
+                "backoff_s, max_backoff_s, cooldown_s and max_retry_after_s must not be negative"
+            )
         if self.cooldown_after < 1:
             raise ValueError(f"cooldown_after must be at least 1, got {self.cooldown_after}")
 
@@ -68,13 +72,13 @@ class RetryPolicy:
         """Seconds to wait before retrying after ``error`` on attempt ``attempt`` (0-based).
 
         ``None`` means do not retry: the error is not retryable, attempts are used up, or a
-        ``retry-after`` asks for longer than ``max_backoff_s``.
+        ``retry-after`` asks for longer than ``max_retry_after_s``.
         """
         if not error.retryable or attempt + 1 >= self.attempts:
             return None
         wait = self.backoff(attempt, rng)
         if isinstance(error, RateLimitedError) and error.retry_after is not None:
-            if error.retry_after > self.max_backoff_s:
+            if error.retry_after > self.max_retry_after_s:
                 return None
             wait = max(wait, error.retry_after)
         return wait
