@@ -12,21 +12,22 @@ priced check (``agreement``) only runs for outputs the free ones accept.
 
 Built-in types:
 
-============== ==================================================================================
-``json``       the output parses as JSON (one ```` ```json ```` fence around it allowed)
-``json_schema`` … and the schema (a file relative to the policy, or inline) accepts it; the
-               reason names the JSON path: ``$.total: 'abc' is not of type 'number'``
-``regex``      ``search`` (default) or ``fullmatch``, ``ignore_case``
-``python``     ``module:function`` called as ``fn(output)`` or ``fn(output, ctx)``; returns
-               ``bool``, ``(ok, reason[, score])`` or a Verdict; may be async
-``confidence`` self-reported confidence ≥ ``min`` (default 0.7); ``high``/``medium``/``low`` are
-               0.9/0.6/0.3; none reported fails (:func:`parse_confidence`)
-``not_refusal`` stop reason ``refusal``, a refusal opening, or empty output fails
-``not_truncated`` stop reason ``max_tokens`` fails
-``command``    the output piped to ``argv`` (from the policy only); exit 0 passes; timeout fails
-``agreement``  other tiers answer the same task, through the cascade (priced, budgeted,
-               recorded); all must agree under ``exact``/``lower``/``choice``/``number``/``json``
-============== ==================================================================================
+- ``json``: the output parses as strict JSON (one ```` ```json ```` fence around it allowed).
+- ``json_schema``: … and the schema (a file relative to the policy, or inline) accepts it; the
+  reason names the JSON path: ``$.total: 'abc' is not of type 'number'``.
+- ``regex``: ``search`` (default) or ``fullmatch`` (of the stripped output), ``ignore_case``.
+- ``python``: ``module:function`` called as ``fn(output)`` or ``fn(output, ctx)``; returns a
+  bool, ``(ok, reason[, score])``, a mapping with ``ok`` or a Verdict; may be async. A module
+  not importable otherwise is looked for next to the policy file.
+- ``confidence``: self-reported confidence ≥ ``min`` (default 0.7); ``high``/``medium``/``low``
+  count as 0.9/0.6/0.3; none reported fails (:func:`parse_confidence`).
+- ``not_refusal``: stop reason ``refusal``, a refusal opening, or an empty output fails.
+- ``not_truncated``: stop reason ``max_tokens`` fails.
+- ``command``: the output piped to ``argv`` (from the policy only); exit 0 passes; a timeout
+  fails and kills the command's process group.
+- ``agreement``: other tiers answer the same task through the cascade (priced, budgeted,
+  recorded as ``validator`` attempts); all must agree under ``exact``, ``lower``, ``choice``,
+  ``number`` or ``json`` normalisation (:func:`normalise_answer`).
 
 Example::
 
