@@ -31,6 +31,10 @@ text), reported as *uncached* input; ``cache_read_tokens`` and ``cache_write_tok
 ``prompt_tokens`` includes ``prompt_tokens_details.cached_tokens``; OpenAI bills no cache
 writes). Output tokens count the reply text plus each tool call's JSON input.
 
+pytest fixtures (a session-wide server reset per test, a policy pointing at it, a fake clock)
+are in :mod:`tierwise.testing.pytest_plugin`; :func:`upstream_policy` builds a policy whose tiers
+the fake serves.
+
 TOML scripts (``python -m tierwise.testing --port 8700 --script FILE.toml`` serves one; see
 ``example.toml`` next to this module)::
 
@@ -60,6 +64,7 @@ TOML scripts (``python -m tierwise.testing --port 8700 --script FILE.toml`` serv
 from __future__ import annotations
 
 from tierwise.testing.clock import FakeClock
+from tierwise.testing.policies import TEST_KEY_ENV, upstream_policy, upstream_policy_text
 from tierwise.testing.script import (
     BEHAVIOURS,
     FAULT_KINDS,
@@ -84,6 +89,7 @@ __all__ = [
     "BEHAVIOURS",
     "FAULT_KINDS",
     "REFUSAL_TEXT",
+    "TEST_KEY_ENV",
     "FakeClock",
     "FakeUpstream",
     "Fault",
@@ -100,4 +106,6 @@ __all__ = [
     "output_tokens",
     "parse_script",
     "request_texts",
+    "upstream_policy",
+    "upstream_policy_text",
 ]

@@ -150,6 +150,21 @@ class FakeUpstream:
             self._scripts[model] = s
             self._faults[model] = deque(s.fault_list())
 
+    def reset(
+        self,
+        models: Mapping[str, ModelScript | Behaviour] | None = None,
+        *,
+        default: ModelScript | None = ModelScript(),  # noqa: B008 - frozen value
+    ) -> None:
+        """Forget every script, pending fault and recorded request; script ``models`` afresh."""
+        with self._lock:
+            self._scripts.clear()
+            self._faults.clear()
+            self._requests.clear()
+            self._default = default
+        for name, script in as_scripts(models or {}).items():
+            self.set_script(name, script)
+
     def add_faults(self, model: str, *faults: Fault | str) -> None:
         """Queue more faults for a model (served before its next answers)."""
         with self._lock:
