@@ -79,7 +79,7 @@ EXAMPLE_TASKS: tuple[Task, ...] = (
         "[scope: cross-service] [domain: feature] [ambiguity: medium]",
         severity=3,
     ),
-    _task(18, "build_project", "Build the booking app end to end (plan, then 10+ files)", files=12),
+    _task(17, "build_project", "Build the booking app end to end (plan, then 10+ files)", files=12),
     _task(18, "refactor", "Rename the Order model across the codebase", files=10),
     _task(19, "debug", "Checkout fails for every user in production", severity=5),
     _task(20, "debug", "Tooltip is misaligned on the settings page", severity=2),

@@ -76,7 +76,7 @@ class Router:
             for i, r in enumerate(self.policy.model.rules)
         )
         named = {k for c in (*constraints, *rules) if c.kinds is not None for k in c.kinds}
-        named |= set(self.policy.kinds)
+        named |= set(self.policy.model.kinds)  # listed kinds, and kinds with learned floors
         self._plans = {k: self._plan(k, constraints, rules) for k in named}
         self._default_plan = self._plan("\0unlisted", constraints, rules)
 
