@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -112,6 +113,7 @@ class Ledger:
         self._now = now
         self._redact = redactor or Redactor()
         self._closed = False
+        self._local = threading.local()  # the open batch() transaction of each thread
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -146,10 +148,32 @@ class Ledger:
         return f"Ledger({self.url!r})"
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run this thread's writes inside the block as one transaction: one commit, one fsync.
+
+        Used by the gateway to group-commit the rows of many concurrent requests. The writes are
+        on disk when the block exits normally; if it raises, all of them are rolled back.
+        Nested blocks join the outer one. Other threads' writes are not affected.
+        """
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self._write() as conn:
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
+
+    @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit."""
         if self._closed:
             raise LedgerError("the ledger is closed")
+        shared = getattr(self._local, "conn", None)
+        if shared is not None:  # inside batch(): join its transaction
+            yield shared
+            return
         try:
             with self._engine.begin() as conn:
                 yield conn
