@@ -19,7 +19,6 @@ from tierwise.testing import (
     FakeUpstream,
     Fault,
     ModelScript,
-    Reply,
     When,
     count_tokens,
     load_script,
