@@ -9,7 +9,7 @@ are a real signal later learning and reports can find:
 
 - the cheap model reports low confidence on support messages that hedge ("but", "although",
   "not sure") — the ``confidence`` validator escalates them;
-- it answers in prose instead of JSON for invoices with more than three line items or a credit
+- it answers in prose instead of JSON for invoices with more than four line items or a credit
   note — the ``json`` validator escalates them;
 - it refuses replies that mention chargebacks or lawyers — ``not_refusal`` escalates them;
 - the mid model runs out of tokens on code edits asking to rewrite a whole module —
@@ -122,7 +122,7 @@ def _mk(i: int, kind: str, prompt: str, **attrs: Any) -> Task:
 
 def _classify(rng: random.Random, i: int) -> Task:
     topic = rng.choice(list(_LABELS))
-    hedge = rng.random() < 0.25
+    hedge = rng.random() < 0.08  # the articles: Haiku gets ~95% of classifications right
     middle = f", {rng.choice(_HEDGES)} maybe it is something else" if hedge else ""
     text = f"My {topic} does not work{middle}. {_filler(rng, rng.randint(40, 160))}"
     prompt = f"CLASSIFY the intent of this support message as JSON with a confidence:\n{text}"
@@ -130,8 +130,9 @@ def _classify(rng: random.Random, i: int) -> Task:
 
 
 def _extract(rng: random.Random, i: int) -> Task:
-    items = rng.choice((1, 1, 2, 2, 3, 3, 4, 5, 6))
-    credit = rng.random() < 0.08
+    # The articles: ~92% of extractions pass on Haiku; long invoices and credit notes do not.
+    items = rng.choice((5, 6, 8)) if rng.random() < 0.06 else rng.choice((1, 2, 2, 3, 3, 4))
+    credit = rng.random() < 0.03
     lines = "\n".join(
         f"- {rng.choice(_WORDS)} x{rng.randint(1, 9)} {rng.randint(5, 900)}.00 EUR"
         for _ in range(items)
@@ -162,7 +163,7 @@ def _summarize(rng: random.Random, i: int) -> Task:
 
 
 def _reply(rng: random.Random, i: int) -> Task:
-    trouble = rng.random() < 0.15
+    trouble = rng.random() < 0.1
     extra = rng.choice(("a chargeback", "my lawyer")) if trouble else "the delivery date"
     prompt = (
         f"REPLY to this customer: I am writing about {extra}. {_filler(rng, rng.randint(60, 200))}"
@@ -259,7 +260,7 @@ def cheap_reply(request: Mapping[str, Any]) -> str | Reply:
     text = _first_user_text(request)
     if text.startswith("CLASSIFY") and any(f" {h} " in text for h in _HEDGES):
         return json.dumps({"label": "other", "confidence": 0.41})
-    if text.startswith("EXTRACT") and (text.count("\n- ") > 3 or "CREDIT NOTE" in text):
+    if text.startswith("EXTRACT") and (text.count("\n- ") > 4 or "CREDIT NOTE" in text):
         return "The vendor appears to be listed at the top; the total is the sum of the lines."
     if text.startswith("REPLY") and ("chargeback" in text or "lawyer" in text):
         return Reply(text=REFUSAL_TEXT, stop="refusal")
