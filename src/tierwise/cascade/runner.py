@@ -135,12 +135,16 @@ class _Context:
         self._run = run
 
     def call_tier(self, tier: str, task: Task) -> Completion:
-        return self._cascade._drive_sync(self._cascade._validator_call(self._run, tier, task))
-
-    async def acall_tier(self, tier: str, task: Task) -> Completion:
-        return await self._cascade._drive_async(
+        result: Completion = self._cascade._drive_sync(
             self._cascade._validator_call(self._run, tier, task)
         )
+        return result
+
+    async def acall_tier(self, tier: str, task: Task) -> Completion:
+        result: Completion = await self._cascade._drive_async(
+            self._cascade._validator_call(self._run, tier, task)
+        )
+        return result
 
 
 _Steps = Generator["_Call | _Validate", Any, Any]
@@ -416,7 +420,7 @@ class Cascade:
             result = yield _Call(provider, request)
             latency = self._clock() - t0
             if isinstance(result, ProviderError):
-                self._budgets.release(reservation)  # type: ignore[arg-type]
+                self._budgets.release(reservation)
                 self.cooldown.record_failure(model)
                 last_error = result
                 self._append(
@@ -444,7 +448,7 @@ class Cascade:
                 continue
             self.cooldown.record_success(model)
             cost = self._cost(result, prices)
-            self._budgets.settle(reservation, cost)  # type: ignore[arg-type]
+            self._budgets.settle(reservation, cost)
             # Recorded with its outcome once validated; kept pending on the run meanwhile.
             run.attempts.append(
                 AttemptRecord(
@@ -494,7 +498,7 @@ class Cascade:
             session=run.task.session,
         )
         if isinstance(result, ProviderError):
-            self._budgets.release(reservation)  # type: ignore[arg-type]
+            self._budgets.release(reservation)
             self._append(
                 run,
                 AttemptRecord(
@@ -509,7 +513,7 @@ class Cascade:
             )
             raise result
         cost = self._cost(result, prices)
-        self._budgets.settle(reservation, cost)  # type: ignore[arg-type]
+        self._budgets.settle(reservation, cost)
         self._append(
             run,
             AttemptRecord(
