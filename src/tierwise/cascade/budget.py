@@ -78,7 +78,8 @@ class MemoryBudgets:
     def reserve(self, task_id: str, limits: Mapping[str, Decimal], amount_usd: Decimal) -> int:
         from tierwise.errors import BudgetExceededError
 
-        for scope, limit in limits.items():
+        for scope in sorted(limits):  # same order as the ledger: the first scope name reports
+            limit = limits[scope]
             used = self._spent.get(scope, Decimal(0))
             if used + amount_usd > limit:
                 raise BudgetExceededError(scope, limit, used, amount_usd)
