@@ -1,0 +1,383 @@
+"""A learned pre-routing scorer: from the prompt text, the cheapest tier likely to pass.
+
+TF-IDF features of the task's kind and prompt feed one logistic regression per tier, each
+predicting whether that tier's model answers correctly. The router proposes the cheapest tier
+whose predicted pass probability is within a *margin* of the best tier's; the margin is
+calibrated on a held-out calibration part of the **training** data only — the cheapest margin
+whose calibration quality is within a tolerance (default one point) of the top tier's — so
+nothing is tuned on the rows reported.
+
+It implements the cascade's :class:`~tierwise.cascade.Scorer` protocol (``propose(task)``) and
+saves to JSON (vocabulary, idf, coefficients, margin), never pickle::
+
+    router = LearnedRouter.train(train_rows, ladder, threshold=0.5)
+    router.save("router.json")
+    cascade = Cascade(policy, scorer=LearnedRouter.load("router.json"), ...)
+
+scikit-learn and numpy are needed (the ``eval`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tierwise.evaluation.dataset import DatasetError, Ladder, Row
+
+if TYPE_CHECKING:
+    from tierwise.task import Task
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+FORMAT = "tierwise-learned-router/1"
+#: Only the end of long prompts is read: few-shot prompts put the question last.
+MAX_CHARS = 4000
+_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+
+
+def router_text(kind: str, prompt: str | None) -> str:
+    """What the router reads: a token for the kind, then the end of the prompt."""
+    safe_kind = "".join(c if c.isalnum() else "_" for c in kind)
+    return f"kindtoken_{safe_kind} {(prompt or '')[-MAX_CHARS:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class TextFeatures:
+    """A fitted TF-IDF transform (sublinear tf, smoothed idf, L2 rows) that survives JSON."""
+
+    vocabulary: dict[str, int]
+    idf: FloatArray
+    ngram_range: tuple[int, int] = (1, 2)
+
+    @classmethod
+    def fit(
+        cls,
+        texts: Sequence[str],
+        *,
+        ngram_range: tuple[int, int] = (1, 2),
+        max_features: int = 50000,
+    ) -> TextFeatures:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vec = TfidfVectorizer(
+            ngram_range=ngram_range,
+            min_df=2 if len(texts) >= 50 else 1,
+            sublinear_tf=True,
+            max_features=max_features,
+            token_pattern=_TOKEN_PATTERN,
+        )
+        vec.fit(texts)
+        vocab = {str(k): int(v) for k, v in vec.vocabulary_.items()}
+        return cls(vocab, np.asarray(vec.idf_, dtype=float), ngram_range)
+
+    def transform(self, texts: Sequence[str]) -> Any:
+        """The TF-IDF matrix of *texts* (a SciPy CSR matrix, rows L2-normalised)."""
+        from sklearn.feature_extraction.text import CountVectorizer
+        from sklearn.preprocessing import normalize
+
+        counts = CountVectorizer(
+            vocabulary=self.vocabulary,
+            ngram_range=self.ngram_range,
+            token_pattern=_TOKEN_PATTERN,
+        ).transform(texts)
+        tf = counts.astype(float).tocsr()
+        np.log(tf.data, out=tf.data)
+        tf.data += 1.0
+        tf = tf.multiply(self.idf.reshape(1, -1)).tocsr()
+        out: Any = normalize(tf, norm="l2", copy=False)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """How the margin was chosen, on the calibration rows."""
+
+    rows: int
+    margin: float
+    quality: float
+    cost: float
+    target_quality: float
+    top_cost: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "rows": self.rows,
+            "margin": self.margin,
+            "quality": self.quality,
+            "cost": self.cost,
+            "target_quality": self.target_quality,
+            "top_cost": self.top_cost,
+        }
+
+
+class LearnedRouter:
+    """Per-tier pass probabilities from text; proposes the cheapest tier close to the best.
+
+    Args:
+        tiers: tier names bottom to top; models: the model each tier was trained on.
+        features: the TF-IDF transform; coef/intercept: one logistic regression per tier.
+        margin: propose the cheapest tier whose probability is at least ``max − margin``.
+    """
+
+    def __init__(
+        self,
+        tiers: Sequence[str],
+        models: Sequence[str],
+        features: TextFeatures,
+        coef: FloatArray,
+        intercept: FloatArray,
+        margin: float,
+        *,
+        calibration: Calibration | None = None,
+    ) -> None:
+        if coef.shape != (len(tiers), len(features.vocabulary)) or intercept.shape != (len(tiers),):
+            raise ValueError("coefficients do not match the tiers and the vocabulary")
+        self.tiers = tuple(tiers)
+        self.models = tuple(models)
+        self.features = features
+        self.coef = coef
+        self.intercept = intercept
+        self.margin = float(margin)
+        self.calibration = calibration
+
+    def __repr__(self) -> str:
+        return (
+            f"LearnedRouter(tiers={'/'.join(self.tiers)}, features={len(self.features.vocabulary)},"
+            f" margin={self.margin:.3f})"
+        )
+
+    # -- training ---------------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        rows: Sequence[Row],
+        ladder: Ladder,
+        *,
+        threshold: float,
+        calibration: Sequence[Row] | None = None,
+        calibration_fraction: float = 0.25,
+        seed: int = 0,
+        c: float = 0.5,
+        tolerance: float = 0.01,
+    ) -> LearnedRouter:
+        """Fit on *rows* and calibrate the margin on *calibration* (default: a seeded part of
+        *rows*, stratified by kind, that is then left out of the fit).
+
+        The margin chosen is the cheapest whose calibration quality is at least the top
+        tier's minus *tolerance*; when none is, the one with the best quality.
+
+        Raises:
+            DatasetError: rows without prompt text, or too few rows to learn from.
+        """
+        usable = [r for r in rows if r.prompt and all(m in r.results for m in ladder.models)]
+        if len(usable) < 20:
+            raise DatasetError(
+                f"a learned router needs prompt text and results for every tier; "
+                f"{len(usable)} usable training rows"
+            )
+        if calibration is None:
+            fit_rows, cal_rows = _stratified_split(usable, calibration_fraction, seed)
+        else:
+            fit_rows = usable
+            cal_rows = [
+                r for r in calibration if r.prompt and all(m in r.results for m in ladder.models)
+            ]
+        texts = [router_text(r.kind, r.prompt) for r in fit_rows]
+        features = TextFeatures.fit(texts)
+        x = features.transform(texts)
+        coef = np.zeros((len(ladder), len(features.vocabulary)))
+        intercept = np.zeros(len(ladder))
+        for i, model in enumerate(ladder.models):
+            y = np.array([r.results[model].score >= threshold for r in fit_rows], dtype=int)
+            coef[i], intercept[i] = _fit_logistic(x, y, c, seed)
+        router = cls(ladder.tiers, ladder.models, features, coef, intercept, 0.0)
+        router._calibrate(cal_rows, tolerance)
+        return router
+
+    def _calibrate(self, rows: Sequence[Row], tolerance: float) -> None:
+        """Choose the margin: the cheapest within *tolerance* of the top tier's quality."""
+        if not rows:
+            return
+        probs = self.pass_probabilities([router_text(r.kind, r.prompt) for r in rows])
+        scores = np.array([[r.results[m].score for m in self.models] for r in rows])
+        costs = tier_costs(rows, self.models)
+        target = float(scores[:, -1].mean()) - tolerance
+        best: tuple[float, float, float] | None = None  # (margin, quality, cost)
+        fallback: tuple[float, float, float] | None = None
+        for margin in np.linspace(0.0, 1.0, 201):
+            chosen = choose(probs, float(margin))
+            q = float(scores[np.arange(len(rows)), chosen].mean())
+            cst = float(costs[np.arange(len(rows)), chosen].mean())
+            if q >= target - 1e-12 and (best is None or cst < best[2]):
+                best = (float(margin), q, cst)
+            if fallback is None or q > fallback[1] or (q == fallback[1] and cst < fallback[2]):
+                fallback = (float(margin), q, cst)
+        picked = best or fallback
+        assert picked is not None
+        self.margin = picked[0]
+        self.calibration = Calibration(
+            rows=len(rows),
+            margin=picked[0],
+            quality=picked[1],
+            cost=picked[2],
+            target_quality=target,
+            top_cost=float(costs[:, -1].mean()),
+        )
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def pass_probabilities(self, texts: Sequence[str]) -> FloatArray:
+        """``P(tier passes)`` per text and tier, shape ``(len(texts), len(tiers))``."""
+        x = self.features.transform(texts)
+        z = np.asarray(x @ self.coef.T) + self.intercept
+        probs: FloatArray = 1.0 / (1.0 + np.exp(-z))
+        return probs
+
+    def probabilities_for(self, rows: Sequence[Row]) -> FloatArray:
+        """:meth:`pass_probabilities` of dataset rows."""
+        return self.pass_probabilities([router_text(r.kind, r.prompt) for r in rows])
+
+    def tier_index(self, probs: FloatArray, margin: float | None = None) -> IntArray:
+        """The tier each row goes to (index on the ladder) at *margin* (default: calibrated)."""
+        return choose(probs, self.margin if margin is None else margin)
+
+    def propose(self, task: Task) -> str | None:
+        """The cascade's scorer hook: the tier this task should start at."""
+        probs = self.pass_probabilities([router_text(task.kind, task.prompt)])
+        return self.tiers[int(self.tier_index(probs)[0])]
+
+    @staticmethod
+    def strong_score(probs: FloatArray) -> FloatArray:
+        """How much a row needs the top tier: its pass probability above the best cheaper one."""
+        if probs.shape[1] < 2:
+            return np.zeros(probs.shape[0])
+        gain: FloatArray = probs[:, -1] - probs[:, :-1].max(axis=1)
+        return gain
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole router as JSON-ready data (no pickle)."""
+        vocab = sorted(self.features.vocabulary.items(), key=lambda kv: kv[1])
+        return {
+            "format": FORMAT,
+            "tiers": list(self.tiers),
+            "models": list(self.models),
+            "margin": self.margin,
+            "ngram_range": list(self.features.ngram_range),
+            "max_chars": MAX_CHARS,
+            "vocabulary": [term for term, _ in vocab],
+            "idf": self.features.idf.tolist(),
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+            "calibration": self.calibration.as_dict() if self.calibration else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LearnedRouter:
+        """Rebuild a router from :meth:`to_json` output.
+
+        Raises:
+            DatasetError: the data is not a tierwise learned router.
+        """
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise DatasetError(f"not a tierwise learned router (expected format {FORMAT!r})")
+        try:
+            vocab = {str(t): i for i, t in enumerate(data["vocabulary"])}
+            features = TextFeatures(
+                vocab,
+                np.asarray(data["idf"], dtype=float),
+                (int(data["ngram_range"][0]), int(data["ngram_range"][1])),
+            )
+            cal = data.get("calibration")
+            return cls(
+                data["tiers"],
+                data["models"],
+                features,
+                np.asarray(data["coef"], dtype=float).reshape(len(data["tiers"]), len(vocab)),
+                np.asarray(data["intercept"], dtype=float),
+                float(data["margin"]),
+                calibration=Calibration(**cal) if isinstance(cal, dict) else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(
+                f"learned router file is damaged: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def save(self, path: str | Path) -> None:
+        """Write the router as JSON."""
+        Path(path).write_text(json.dumps(self.to_json()), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnedRouter:
+        """Read a router saved with :meth:`save`.
+
+        Raises:
+            DatasetError: the file is missing, not JSON, or not a router.
+        """
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DatasetError(f"router file {p} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"router file {p}: cannot read JSON: {exc}") from None
+        return cls.from_json(data)
+
+
+def choose(probs: FloatArray, margin: float) -> IntArray:
+    """Per row, the cheapest tier whose probability is at least the row's best minus *margin*."""
+    best = probs.max(axis=1, keepdims=True)
+    ok = probs >= best - margin - 1e-12
+    picked: IntArray = ok.argmax(axis=1).astype(np.int64)
+    return picked
+
+
+def tier_costs(rows: Sequence[Row], models: Sequence[str]) -> FloatArray:
+    """Per row and model, the recorded cost; where any is unknown, a 1/10/100… ladder proxy."""
+    known = all(r.results[m].cost_usd is not None for r in rows for m in models)
+    if known:
+        return np.array([[float(r.results[m].cost_usd or 0) for m in models] for r in rows])
+    proxy = np.array([10.0**i for i in range(len(models))])
+    return np.tile(proxy, (len(rows), 1))
+
+
+def _stratified_split(
+    rows: Sequence[Row], fraction: float, seed: int
+) -> tuple[list[Row], list[Row]]:
+    import random
+
+    rng = random.Random(seed)
+    by_kind: dict[str, list[Row]] = {}
+    for r in rows:
+        by_kind.setdefault(r.kind, []).append(r)
+    fit: list[Row] = []
+    cal: list[Row] = []
+    for kind in sorted(by_kind):
+        group = list(by_kind[kind])
+        rng.shuffle(group)
+        k = round(len(group) * fraction)
+        cal.extend(group[:k])
+        fit.extend(group[k:])
+    return fit, cal
+
+
+def _fit_logistic(x: Any, y: npt.NDArray[np.int_], c: float, seed: int) -> tuple[FloatArray, float]:
+    """One tier's logistic regression; a constant model when every label is the same."""
+    if y.min() == y.max():
+        p = min(max(float(y.mean()), 1e-3), 1 - 1e-3)
+        return np.zeros(x.shape[1]), math.log(p / (1 - p))
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    model.fit(x, y)
+    return np.asarray(model.coef_[0], dtype=float), float(model.intercept_[0])
