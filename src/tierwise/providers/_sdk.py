@@ -55,7 +55,6 @@ class SDKProvider(Generic[SyncClient, AsyncClient]):
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
-        self._closed = False
 
     def __repr__(self) -> str:  # never shows the key
         return (
@@ -130,8 +129,6 @@ class SDKProvider(Generic[SyncClient, AsyncClient]):
     # -- clients ---------------------------------------------------------------------------------
 
     def _key(self) -> str:
-        if self._closed:
-            raise RuntimeError(f"{type(self).__name__} is closed")
         if not self._api_key:
             raise missing_key(self.name, self.api_key_env)
         return self._api_key
@@ -160,7 +157,8 @@ class SDKProvider(Generic[SyncClient, AsyncClient]):
     def close(self) -> None:
         """Close the clients. Async clients are closed on their own loop when it still exists.
 
-        Prefer ``await aclose()`` from the loop that made async calls.
+        Prefer ``await aclose()`` from the loop that made async calls. A provider stays usable:
+        a later call opens new clients.
         """
         with self._lock:
             sync, self._sync = self._sync, None
