@@ -14,6 +14,7 @@ Both dialects answer errors in their own exact shape:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -45,16 +46,23 @@ __all__ = [
 
 
 class RequestError(ValueError):
-    """A request the gateway refuses: an HTTP status and a message naming the offending field."""
+    """A request the gateway refuses: an HTTP status, a message naming the field, extra headers."""
 
     def __init__(
-        self, message: str, *, status: int = 400, param: str | None = None, code: str | None = None
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.param = param
         self.code = code
+        self.headers = dict(headers or {})
 
 
 # -- parsed views --------------------------------------------------------------------------------

@@ -406,6 +406,8 @@ class UpstreamStream:
         self.started = time.perf_counter()
         self.elapsed = 0.0
         self.request_id: str | None = None
+        self._gen: AsyncIterator[tuple[Event, dict[str, Any] | None]] | None = None
+        self._first: tuple[Event, dict[str, Any] | None] | None = None
 
     async def __aenter__(self) -> UpstreamStream:
         provider = self.provider
@@ -451,8 +453,32 @@ class UpstreamStream:
         self.elapsed += spent
         _add_upstream_time(spent)
 
-    async def events(self) -> AsyncIterator[Event]:
-        """The upstream's events, each with its exact bytes; raises mapped errors on a break."""
+    async def prime(self) -> None:
+        """Wait for the first event (buffered for :meth:`events`); raises the mapped error.
+
+        Until it arrives nothing has been relayed, so a caller can still try another model.
+        """
+        self._gen = self._events()
+        try:
+            self._first = await self._gen.__anext__()
+        except StopAsyncIteration:
+            raise BadResponseError(
+                f"{self.provider.name} model {self.model!r}: the stream ended before any event",
+                provider=self.provider.name,
+                model=self.model,
+            ) from None
+
+    async def events(self) -> AsyncIterator[tuple[Event, dict[str, Any] | None]]:
+        """The upstream's events (exact bytes, parsed JSON); raises mapped errors on a break."""
+        if self._gen is None:
+            self._gen = self._events()
+        elif self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        async for item in self._gen:
+            yield item
+
+    async def _events(self) -> AsyncIterator[tuple[Event, dict[str, Any] | None]]:
         assert self._response is not None, "use the stream as an async context manager"
         iterator = self._response.aiter_raw().__aiter__()
         while True:
@@ -467,11 +493,9 @@ class UpstreamStream:
                 raise self.provider._fail(self.model, exc) from None
             self._account(t0)
             for event in self._decoder.feed(chunk):
-                self._fold(event)
-                yield event
+                yield event, self._fold(event)
         for event in self._decoder.flush():
-            self._fold(event)
-            yield event
+            yield event, self._fold(event)
         if not self._done:
             raise BadResponseError(
                 f"{self.provider.name} model {self.model!r}: the stream ended before its last "
@@ -480,10 +504,10 @@ class UpstreamStream:
                 model=self.model,
             )
 
-    def _fold(self, event: Event) -> None:
+    def _fold(self, event: Event) -> dict[str, Any] | None:
         if self._anthropic is not None:
             if event.event == "ping":
-                return
+                return None
             data = self._json(event)
             self._anthropic.feed(data)
             kind = data.get("type")
@@ -495,17 +519,18 @@ class UpstreamStream:
                 self._done = True
             elif kind == "error":
                 raise self._stream_error(data)
-        else:
-            assert self._openai is not None
-            if event.data.strip() == "[DONE]":
-                self._done = True
-                return
-            data = self._json(event)
-            if "error" in data and not data.get("choices"):
-                raise self._stream_error(data)
-            self._openai.feed(data)
-            if data.get("usage"):
-                self._usage = usage_from_openai(data["usage"])
+            return data
+        assert self._openai is not None
+        if event.data.strip() == "[DONE]":
+            self._done = True
+            return None
+        data = self._json(event)
+        if "error" in data and not data.get("choices"):
+            raise self._stream_error(data)
+        self._openai.feed(data)
+        if data.get("usage"):
+            self._usage = usage_from_openai(data["usage"])
+        return data
 
     def _json(self, event: Event) -> dict[str, Any]:
         try:
@@ -625,12 +650,12 @@ class UpstreamPool:
                     return name, provider
         return None
 
-    def provider_for_dialect(self, dialect: Dialect) -> RawProvider | None:
-        """A configured provider speaking *dialect* (for models no tier lists)."""
+    def provider_for_dialect(self, dialect: Dialect) -> tuple[str, RawProvider] | None:
+        """The lowest tier with a provider speaking *dialect*, and that provider."""
         for name in self.policy.ladder:
             for _, provider in self._tiers[name]:
                 if provider.dialect == dialect:
-                    return provider
+                    return name, provider
         return None
 
     def models(self) -> list[tuple[str, str]]:

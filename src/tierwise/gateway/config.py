@@ -1,0 +1,116 @@
+"""The gateway's settings: one frozen value, built by the CLI or by tests, passed to the factory.
+
+Precedence (written down once): command-line flags, then ``TIERWISE_*`` environment variables
+(``TIERWISE_POLICY``, ``TIERWISE_LEDGER``), then defaults (the embedded policy, the ledger file
+``./tierwise-ledger.db``). Upstream API keys are read from the environment variables the
+policy's tiers name, never from flags or files, and are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tierwise.policy import Policy
+
+__all__ = ["CONFIG_ENV", "DEFAULT_MAX_BODY_BYTES", "GatewayConfig"]
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+#: Environment variable carrying the config to ``--workers`` processes (no secrets in it).
+CONFIG_ENV = "TIERWISE_GATEWAY_CONFIG"
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Everything :func:`tierwise.gateway.create_app` needs.
+
+    Args:
+        policy: the policy to serve (wins over ``policy_path``); default: ``policy_path``, else
+            ``$TIERWISE_POLICY``, ``./tierwise.toml``, else the embedded default policy.
+        policy_path: a policy file to load when the app starts.
+        ledger_url: the ledger (a SQLite path or URL); default ``$TIERWISE_LEDGER`` or
+            ``./tierwise-ledger.db``.
+        max_body_bytes: larger request bodies get 413.
+        env: where upstream API keys are read from (default ``os.environ`` at start-up).
+        key_cache_s: how long a verified gateway key (and "no keys exist") is trusted before
+            the ledger is asked again; a revoked key stops working within this time.
+        max_connections: upstream connection pool size.
+        host: the address served (only used to label logs; binding is uvicorn's).
+    """
+
+    policy: Policy | None = None
+    policy_path: str | None = None
+    ledger_url: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    env: Mapping[str, str] | None = field(default=None, repr=False)
+    key_cache_s: float = 2.0
+    max_connections: int = 512
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+        if self.key_cache_s < 0:
+            raise ValueError(f"key_cache_s must not be negative, got {self.key_cache_s}")
+
+    def load_policy(self) -> Policy:
+        """The policy to serve (see ``policy`` above for the order)."""
+        from tierwise.policy import default_policy, load_policy
+
+        if self.policy is not None:
+            return self.policy
+        path = self.policy_path or os.environ.get("TIERWISE_POLICY")
+        if path:
+            return load_policy(Path(path))
+        local = Path("tierwise.toml")
+        return load_policy(local) if local.exists() else default_policy()
+
+    def resolved_ledger_url(self) -> str:
+        from tierwise.ledger import default_ledger_url, ledger_url
+
+        return ledger_url(self.ledger_url) if self.ledger_url else default_ledger_url()
+
+    def environ(self) -> Mapping[str, str]:
+        return os.environ if self.env is None else self.env
+
+    def to_json(self) -> str:
+        """The serialisable part (for worker processes): paths and numbers, never secrets."""
+        if self.policy is not None and self.policy_path is None and self.policy.source is None:
+            raise ValueError("a policy given as an object cannot be passed to worker processes")
+        policy_path = self.policy_path or (
+            str(self.policy.source) if self.policy is not None and self.policy.source else None
+        )
+        return json.dumps(
+            {
+                "policy_path": policy_path,
+                "ledger_url": self.ledger_url,
+                "max_body_bytes": self.max_body_bytes,
+                "key_cache_s": self.key_cache_s,
+                "max_connections": self.max_connections,
+                "host": self.host,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> GatewayConfig:
+        data = json.loads(text)
+        return cls(**data)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether *host* is a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    if host in _LOOPBACK or host.startswith("127."):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,110 @@
+"""Prometheus metrics of one gateway app (its own registry: no global state).
+
+Exposed at ``GET /metrics``. With ``--workers N`` each worker process counts its own requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from tierwise.cascade.result import AttemptRecord
+
+__all__ = ["CONTENT_TYPE", "GatewayMetrics", "escalation_reason"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+
+
+def escalation_reason(attempt: AttemptRecord) -> str | None:
+    """Why an attempt made the task climb: the failing validator's name or the error class."""
+    if attempt.outcome == "rejected":
+        return (attempt.failure or "rejected").split(":", 1)[0].strip() or "rejected"
+    if attempt.outcome == "error":
+        return attempt.error_class or "error"
+    return None
+
+
+class GatewayMetrics:
+    """Counters and histograms of requests, attempts, escalations, cost, tokens and overhead."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "tierwise_gateway_requests",
+            "Requests answered, by dialect, route (auto|kind|model) and HTTP status.",
+            ["dialect", "route", "status"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "tierwise_gateway_attempts",
+            "Upstream attempts by task kind, tier and outcome.",
+            ["kind", "tier", "outcome"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "tierwise_gateway_escalations",
+            "Attempts that made a task climb (or fail), by reason: validator name or error class.",
+            ["reason"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "tierwise_gateway_cost_usd",
+            "Upstream spend in USD, by kind and tier.",
+            ["kind", "tier"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "tierwise_gateway_tokens",
+            "Tokens by usage bucket (input, cache_write_5m, cache_write_1h, cache_read, output).",
+            ["bucket"],
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "tierwise_gateway_overhead_seconds",
+            "Time spent in the gateway outside upstream calls, per request.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("tierwise_gateway_in_flight", "Requests being served.", registry=r)
+
+    def observe_attempts(self, attempts: Sequence[AttemptRecord]) -> None:
+        """Count a request's attempts, their cost and tokens, and its escalations."""
+        for a in attempts:
+            self.attempts.labels(a.kind, a.tier, a.outcome).inc()
+            if a.cost_usd:
+                self.cost.labels(a.kind, a.tier).inc(float(a.cost_usd))
+            u = a.usage
+            for bucket, value in (
+                ("input", u.input_tokens),
+                ("cache_write_5m", u.cache_write_5m_tokens),
+                ("cache_write_1h", u.cache_write_1h_tokens),
+                ("cache_read", u.cache_read_tokens),
+                ("output", u.output_tokens),
+            ):
+                if value:
+                    self.tokens.labels(bucket).inc(value)
+            reason = escalation_reason(a)
+            if reason is not None:
+                self.escalations.labels(reason).inc()
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return bytes(generate_latest(self.registry))
