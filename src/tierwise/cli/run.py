@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         ),
         session: str | None = typer.Option(None, "--session", help="Session id for budgets."),
         annotate: str | None = typer.Option(
-            None, "--annotate", help="Annotations, e.g. '[scope: single-file] [domain: docs]'."
+            None, "--annotate", help="Annotations, e.g. '\\[scope: single-file] \\[domain: docs]'."
         ),
         tier: str | None = typer.Option(None, "--tier", help="Start at this tier."),
         budget: float | None = typer.Option(None, "--budget-usd", help="Budget for this task."),
