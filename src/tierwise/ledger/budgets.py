@@ -14,11 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 
 from tierwise.errors import BudgetExceededError, LedgerError
-from tierwise.ledger.schema import budget_counters, from_pico, reservations, to_pico
+from tierwise.ledger.schema import (
+    UTCDateTime,
+    budget_counters,
+    from_pico,
+    reservations,
+    to_pico,
+)
 from tierwise.ledger.sql import insert_ignore
 
 
@@ -50,6 +58,44 @@ class BudgetState:
         return self.spent_usd + self.held_usd
 
 
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    hold: Any
+    insert_reservation: Any
+    close_reservation: Any
+    unhold: Any
+
+
+@cache
+def _sql() -> _Statements:
+    """The hot statements, built once with bound parameters (building costs more than running)."""
+    c, r = budget_counters.c, reservations.c
+    amount = sa.bindparam("b_amount", type_=sa.BigInteger)
+    limit = sa.bindparam("b_limit", type_=sa.BigInteger)
+    now = sa.bindparam("b_now", type_=UTCDateTime())
+    return _Statements(
+        hold=sa.update(budget_counters)
+        .where(c.scope == sa.bindparam("b_scope"), c.spent_pusd + c.held_pusd + amount <= limit)
+        .values(held_pusd=c.held_pusd + amount, limit_pusd=limit, updated_at=now),
+        insert_reservation=reservations.insert().returning(r.id),
+        close_reservation=sa.update(reservations)
+        .where(r.id == sa.bindparam("b_id"), r.state == "held")
+        .values(
+            state=sa.bindparam("b_state"),
+            actual_pusd=sa.bindparam("b_actual", type_=sa.BigInteger),
+            closed_at=now,
+        )
+        .returning(r.amount_pusd, r.scopes_json),
+        unhold=sa.update(budget_counters)
+        .where(c.scope == sa.bindparam("b_scope"))
+        .values(
+            held_pusd=c.held_pusd - amount,
+            spent_pusd=c.spent_pusd + sa.bindparam("b_actual", type_=sa.BigInteger),
+            updated_at=now,
+        ),
+    )
+
+
 def reserve(
     conn: sa.Connection,
     task_id: str,
@@ -64,41 +110,34 @@ def reserve(
     scopes = tuple(sorted(limits))  # one lock order for every writer (Postgres row locks)
     if not scopes:
         return Reservation(None, task_id, (), Decimal(amount_usd))
-    c = budget_counters.c
+    sql = _sql()
     for scope in scopes:
         limit = to_pico(limits[scope])
-        insert_ignore(
-            conn,
-            budget_counters,
-            ["scope"],
-            {
-                "scope": scope,
-                "spent_pusd": 0,
-                "held_pusd": 0,
-                "limit_pusd": limit,
-                "updated_at": now,
-            },
-        )
-        result = conn.execute(
-            sa.update(budget_counters)
-            .where(c.scope == scope, c.spent_pusd + c.held_pusd + amount <= limit)
-            .values(held_pusd=c.held_pusd + amount, limit_pusd=limit, updated_at=now)
-        )
-        if result.rowcount != 1:
-            row = conn.execute(sa.select(c.spent_pusd, c.held_pusd).where(c.scope == scope)).one()
-            raise BudgetExceededError(
-                scope, Decimal(limits[scope]), from_pico(row[0] + row[1]), Decimal(amount_usd)
+        params = {"b_scope": scope, "b_amount": amount, "b_limit": limit, "b_now": now}
+        if conn.execute(sql.hold, params).rowcount == 1:
+            continue
+        found = state(conn, scope)
+        if found is None:  # first use of this scope: create its counter, then hold
+            insert_ignore(
+                conn,
+                budget_counters,
+                ["scope"],
+                {"scope": scope, "spent_pusd": 0, "held_pusd": 0, "updated_at": now},
             )
+            if conn.execute(sql.hold, params).rowcount == 1:
+                continue
+            found = state(conn, scope)
+        used = found.used_usd if found is not None else Decimal(0)
+        raise BudgetExceededError(scope, Decimal(limits[scope]), used, Decimal(amount_usd))
     rid = conn.execute(
-        sa.insert(reservations)
-        .values(
-            task_id=task_id,
-            scopes_json=json.dumps(list(scopes)),
-            amount_pusd=amount,
-            state="held",
-            created_at=now,
-        )
-        .returning(reservations.c.id)
+        sql.insert_reservation,
+        {
+            "task_id": task_id,
+            "scopes_json": json.dumps(list(scopes)),
+            "amount_pusd": amount,
+            "state": "held",
+            "created_at": now,
+        },
     ).scalar_one()
     return Reservation(int(rid), task_id, scopes, Decimal(amount_usd))
 
@@ -116,30 +155,25 @@ def close(
     actual = to_pico(actual_usd)
     if actual < 0:
         raise ValueError(f"an actual cost must be >= 0, got {actual_usd}")
-    r = reservations.c
+    sql = _sql()
     row = conn.execute(
-        sa.select(r.amount_pusd, r.scopes_json, r.state).where(r.id == reservation.id)
+        sql.close_reservation,
+        {"b_id": reservation.id, "b_state": state, "b_actual": actual, "b_now": now},
     ).first()
     if row is None:
-        raise LedgerError(f"reservation {reservation.id} is not in the ledger")
-    if row.state != "held":
-        raise LedgerError(f"reservation {reservation.id} is already {row.state}")
+        r = reservations.c
+        found = conn.execute(sa.select(r.state).where(r.id == reservation.id)).scalar()
+        if found is None:
+            raise LedgerError(f"reservation {reservation.id} is not in the ledger")
+        raise LedgerError(f"reservation {reservation.id} is already {found}")
+    amount, scopes_json = row
     conn.execute(
-        sa.update(reservations)
-        .where(r.id == reservation.id)
-        .values(state=state, actual_pusd=actual, closed_at=now)
+        sql.unhold,
+        [
+            {"b_scope": scope, "b_amount": amount, "b_actual": actual, "b_now": now}
+            for scope in json.loads(scopes_json)
+        ],
     )
-    c = budget_counters.c
-    for scope in json.loads(row.scopes_json):
-        conn.execute(
-            sa.update(budget_counters)
-            .where(c.scope == scope)
-            .values(
-                held_pusd=c.held_pusd - row.amount_pusd,
-                spent_pusd=c.spent_pusd + actual,
-                updated_at=now,
-            )
-        )
 
 
 def state(conn: sa.Connection, scope: str) -> BudgetState | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,16 @@ def _utcnow() -> datetime:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@cache
+def _finish_statement() -> sa.Update:
+    return tasks.update().where(tasks.c.id == sa.bindparam("b_id"))
+
+
+@cache
+def _task_exists_statement() -> sa.Select[tuple[str]]:
+    return sa.select(tasks.c.id).where(tasks.c.id == sa.bindparam("b_id"))
 
 
 def open_ledger(
@@ -230,7 +241,7 @@ class Ledger:
         """
         now = self._now()
         with self._write() as conn:
-            exists = conn.execute(sa.select(tasks.c.id).where(tasks.c.id == task.id)).first()
+            exists = conn.execute(_task_exists_statement(), {"b_id": task.id}).first()
             if exists is not None:
                 raise LedgerError(
                     f"task {task.id} is already in the ledger; each run needs its own task id"
@@ -338,19 +349,19 @@ class Ledger:
             raise ValueError(f"task outcome must be one of {TASK_OUTCOMES}, got {outcome!r}")
         with self._write() as conn:
             result = conn.execute(
-                sa.update(tasks)
-                .where(tasks.c.id == task_id)
-                .values(
-                    outcome=outcome,
-                    final_tier=final_tier,
-                    cost_pusd=to_pico(cost_usd),
-                    latency_s=float(latency_s),
-                    attempts=attempts,
-                    output_sha256=None if output is None else _sha256(output),
-                    output_chars=None if output is None else len(output),
-                    output_text=self._redact(output) if store_content and output else None,
-                    finished_at=self._now(),
-                )
+                _finish_statement(),
+                {
+                    "b_id": task_id,
+                    "outcome": outcome,
+                    "final_tier": final_tier,
+                    "cost_pusd": to_pico(cost_usd),
+                    "latency_s": float(latency_s),
+                    "attempts": attempts,
+                    "output_sha256": None if output is None else _sha256(output),
+                    "output_chars": None if output is None else len(output),
+                    "output_text": self._redact(output) if store_content and output else None,
+                    "finished_at": self._now(),
+                },
             )
             if result.rowcount != 1:
                 raise LedgerError(f"task {task_id} is not in the ledger; call begin_task first")
