@@ -14,6 +14,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -119,6 +120,10 @@ class _Run:
     limits: dict[str, Decimal]
     started: float
     attempts: list[AttemptRecord] = field(default_factory=list)
+    #: Whether the task's row is in the ledger yet (written with its first attempt).
+    begun: bool = False
+    #: The reservation of the attempt awaiting validation, with its actual cost.
+    held: tuple[Any, Decimal] | None = None
 
     def next_no(self) -> int:
         return len(self.attempts)
@@ -342,15 +347,6 @@ class Cascade:
             started=self._clock(),
         )
         kind = self.policy.kind(task.kind)
-        store = self.policy.model.store_content
-        if self.ledger is not None:
-            self.ledger.begin_task(
-                task,
-                decision,
-                policy_revision=self.policy.revision,
-                role=self.role,
-                store_content=store,
-            )
         validators = self.validators_for(task)
         ladder = self.policy.ladder
         failure: Failure | None = None
@@ -375,9 +371,10 @@ class Cascade:
                     ctx = _Context(self, run, tier_name, completion)
                     verdicts = yield _Validate(validators, completion.text, ctx)
                 failed = next((v for v in verdicts if not v.ok), None)
-                attempt_no = self._record_attempt_outcome(run, verdicts, failed)
-                if failed is None:
-                    return self._finish_ok(run, tier_name, completion, tuple(escalations))
+                with self._batch():  # the verdict, the settlement and the task's end: one commit
+                    attempt_no = self._record_attempt_outcome(run, verdicts, failed)
+                    if failed is None:
+                        return self._finish_ok(run, tier_name, completion, tuple(escalations))
                 failure = Failure(
                     tier_name, f"{failed.validator}: {failed.reason}", completion.text
                 )
@@ -420,36 +417,37 @@ class Cascade:
             result = yield _Call(provider, request)
             latency = self._clock() - t0
             if isinstance(result, ProviderError):
-                self._budgets.release(reservation)
                 self.cooldown.record_failure(model)
                 last_error = result
-                self._append(
-                    run,
-                    AttemptRecord(
-                        task_id=run.task.id,
-                        attempt_no=run.next_no(),
-                        kind=run.task.kind,
-                        tier=tier.name,
-                        tier_index=index,
-                        model=model,
-                        provider=provider.name,
-                        usage=Usage(),
-                        cost_usd=Decimal(0),
-                        latency_s=latency,
-                        outcome="error",
-                        started_at=started_at,
-                        role=self.role,
-                        failure=str(result),
-                        error_class=type(result).__name__,
-                        escalated_from=previous,
-                        session=run.task.session,
-                    ),
-                )
+                with self._batch():
+                    self._budgets.release(reservation)
+                    self._append(
+                        run,
+                        AttemptRecord(
+                            task_id=run.task.id,
+                            attempt_no=run.next_no(),
+                            kind=run.task.kind,
+                            tier=tier.name,
+                            tier_index=index,
+                            model=model,
+                            provider=provider.name,
+                            usage=Usage(),
+                            cost_usd=Decimal(0),
+                            latency_s=latency,
+                            outcome="error",
+                            started_at=started_at,
+                            role=self.role,
+                            failure=str(result),
+                            error_class=type(result).__name__,
+                            escalated_from=previous,
+                            session=run.task.session,
+                        ),
+                    )
                 continue
             self.cooldown.record_success(model)
             cost = self._cost(result, prices)
-            self._budgets.settle(reservation, cost)
-            # Recorded with its outcome once validated; kept pending on the run meanwhile.
+            # Settled and recorded with its outcome once validated (one commit); pending meanwhile.
+            run.held = (reservation, cost)
             run.attempts.append(
                 AttemptRecord(
                     task_id=run.task.id,
@@ -498,34 +496,36 @@ class Cascade:
             session=run.task.session,
         )
         if isinstance(result, ProviderError):
-            self._budgets.release(reservation)
+            with self._batch():
+                self._budgets.release(reservation)
+                self._append(
+                    run,
+                    AttemptRecord(
+                        attempt_no=run.next_no(),
+                        usage=Usage(),
+                        cost_usd=Decimal(0),
+                        outcome="error",
+                        failure=str(result),
+                        error_class=type(result).__name__,
+                        **common,
+                    ),
+                )
+            raise result
+        cost = self._cost(result, prices)
+        with self._batch():
+            self._budgets.settle(reservation, cost)
             self._append(
                 run,
                 AttemptRecord(
                     attempt_no=run.next_no(),
-                    usage=Usage(),
-                    cost_usd=Decimal(0),
-                    outcome="error",
-                    failure=str(result),
-                    error_class=type(result).__name__,
+                    usage=result.usage,
+                    cost_usd=cost,
+                    outcome="accepted",
+                    stop_reason=result.stop_reason,
+                    output=result.text,
                     **common,
                 ),
             )
-            raise result
-        cost = self._cost(result, prices)
-        self._budgets.settle(reservation, cost)
-        self._append(
-            run,
-            AttemptRecord(
-                attempt_no=run.next_no(),
-                usage=result.usage,
-                cost_usd=cost,
-                outcome="accepted",
-                stop_reason=result.stop_reason,
-                output=result.text,
-                **common,
-            ),
-        )
         return result
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -557,8 +557,25 @@ class Cascade:
             raise UnknownModelError(completion.model)
         return cost_of(completion.usage, prices)
 
+    def _batch(self) -> AbstractContextManager[None]:
+        """Group ledger writes into one transaction (one fsync); a no-op without a ledger."""
+        return self.ledger.batch() if self.ledger is not None else nullcontext()
+
+    def _begin(self, run: _Run) -> None:
+        """Write the task's row, once, in the transaction of its first attempt or its end."""
+        if self.ledger is not None and not run.begun:
+            self.ledger.begin_task(
+                run.task,
+                run.decision,
+                policy_revision=self.policy.revision,
+                role=self.role,
+                store_content=self.policy.model.store_content,
+            )
+        run.begun = True
+
     def _append(self, run: _Run, attempt: AttemptRecord) -> None:
         run.attempts.append(attempt)
+        self._begin(run)
         if self.ledger is not None:
             self.ledger.record_attempt(attempt, store_content=self.policy.model.store_content)
 
@@ -578,6 +595,11 @@ class Cascade:
             failure=None if failed is None else f"{failed.validator}: {failed.reason}",
         )
         run.attempts[pos] = final
+        if run.held is not None:
+            reservation, cost = run.held
+            self._budgets.settle(reservation, cost)
+            run.held = None
+        self._begin(run)
         if self.ledger is not None:
             self.ledger.record_attempt(final, store_content=self.policy.model.store_content)
         return final.attempt_no
@@ -609,7 +631,13 @@ class Cascade:
     ) -> tuple[Decimal, float]:
         cost = sum((a.cost_usd for a in run.attempts), Decimal(0))
         latency = self._clock() - run.started
-        if self.ledger is not None:
+        with self._batch():
+            if run.held is not None:  # interrupted while validating: the call was paid for
+                stop = Verdict("cascade", False, "interrupted while validating")
+                self._record_attempt_outcome(run, (), stop)
+            self._begin(run)
+            if self.ledger is None:
+                return cost, latency
             self.ledger.finish_task(
                 run.task.id,
                 outcome=outcome,
