@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
         annotate: str | None = typer.Option(
             None,
             "--annotate",
-            help="Annotations in the one-line form '[scope: single-file] [domain: docs] "
-            "[ambiguity: low]'.",
+            help="Annotations in the one-line form '\\[scope: single-file] \\[domain: docs] "
+            "\\[ambiguity: low]'.",
             show_default=False,
         ),
         prompt: str | None = typer.Option(
@@ -56,8 +56,7 @@ def register(app: typer.Typer) -> None:
         """Show which tier and model a task goes to, and the rule, constraint, floor or doubt
         that decided.
 
-        Example: tierwise route --kind code_edit --attr files=1 --annotate "[scope: single-file]
-        [domain: tests] [ambiguity: low]" --json
+        Example: tierwise route --kind code_edit -a files=1 --annotate "\\[domain: tests]" --json
 
         Example: tierwise route --table
         """

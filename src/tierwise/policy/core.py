@@ -165,7 +165,12 @@ class Policy:
         return f"Policy({where}, ladder={'/'.join(self.ladder)}, revision={self.revision[:12]})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Policy) and other.revision == self.revision
+        """Same effective policy (revision) resolving relative paths in the same place."""
+        return (
+            isinstance(other, Policy)
+            and other.revision == self.revision
+            and other.base_dir == self.base_dir
+        )
 
     def __hash__(self) -> int:
         return hash(self.revision)
