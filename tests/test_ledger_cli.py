@@ -121,7 +121,24 @@ def test_the_default_ledger_comes_from_the_environment(
     assert default_ledger_url() == "sqlite:///tierwise-ledger.db"
 
 
-@pytest.mark.parametrize("command", ["tail", "stats", "check"])
+def test_release_stale_frees_budgets_held_by_dead_processes(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    then = datetime.now(UTC) - timedelta(hours=3)
+    with open_ledger(path, now=lambda: then) as book:
+        book.reserve("dead", {"kind-day:x": Decimal(1)}, Decimal("0.9"))
+    with open_ledger(path) as book:
+        book.reserve("alive", {"kind-day:x": Decimal(1)}, Decimal("0.05"))
+    code, out, _ = invoke(
+        "ledger", "release-stale", "--older-than", "2h", "-l", str(path), "--json"
+    )
+    assert code == 0 and json.loads(out) == {"released": 1}
+    with open_ledger(path) as book:
+        assert book.spent("kind-day:x") == Decimal("0.05")
+    code, _, err = invoke("ledger", "release-stale", "--older-than", "soon", "-l", str(path))
+    assert code == 2 and "--older-than" in err
+
+
+@pytest.mark.parametrize("command", ["tail", "stats", "check", "release-stale"])
 def test_every_command_has_help_with_an_example(command: str) -> None:
     code, out, _ = invoke("ledger", command, "--help")
     assert code == 0 and "Example: tierwise ledger " + command in out

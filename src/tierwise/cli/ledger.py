@@ -232,6 +232,32 @@ def register(app: typer.Typer) -> None:
         if tiers:
             console.print(f"escalation rate per tier: {tiers}")
 
+    @group.command("release-stale")
+    def release_stale(
+        older_than: str = typer.Option(
+            "1h", "--older-than", help="Release reservations held longer than this (e.g. 30m, 2h)."
+        ),
+        ledger: str | None = LedgerOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Release budget reservations left held by processes that died mid-attempt.
+
+        A live attempt holds its reservation for seconds to minutes; one held for hours belongs
+        to a process that was killed, and keeps its budget blocked until released.
+
+        Example: tierwise ledger release-stale --older-than 2h
+        """
+        match = _AGE.match(older_than)
+        if not match:
+            fail(f"--older-than: expected an age like 30m, 2h or 1d, got {older_than!r}")
+        age = timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
+        with _open_or_exit(ledger) as book:
+            released = book.release_stale(age)
+        if as_json:
+            print_json({"released": released})
+        else:
+            typer.echo(f"released {released} stale reservation(s)")
+
     @group.command("check")
     def check(ledger: str | None = LedgerOption, as_json: bool = JsonOption) -> None:
         """Check the ledger: storage integrity, foreign keys, costs adding up, budget counters.

@@ -244,7 +244,8 @@ class Ledger:
             exists = conn.execute(_task_exists_statement(), {"b_id": task.id}).first()
             if exists is not None:
                 raise LedgerError(
-                    f"task {task.id} is already in the ledger; each run needs its own task id"
+                    f"task {task.id} is already in the ledger; each run needs its own task "
+                    "id, e.g. task.with_(id=uuid.uuid4().hex)"
                 )
             self._ensure_revision(conn, policy_revision)
             if task.session:
