@@ -13,7 +13,6 @@ import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from functools import cached_property
 
 from tierwise.errors import TierwiseError
 
@@ -144,13 +143,15 @@ class Dataset:
     formats: Mapping[str, AnswerFormat] = field(default_factory=dict)
     pass_threshold: float = 0.5
     notes: tuple[str, ...] = ()
+    _index: dict[str, Row] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {r.prompt_id: r for r in self.rows})
+        if len(self._index) != len(self.rows):
+            raise DatasetError(f"{self.name}: prompt ids repeat; each row needs its own id")
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    @cached_property
-    def _index(self) -> dict[str, Row]:
-        return {r.prompt_id: r for r in self.rows}
 
     def row(self, prompt_id: str) -> Row:
         """The row with *prompt_id*; raises ``KeyError`` when there is none."""
