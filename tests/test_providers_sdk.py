@@ -9,6 +9,7 @@ import pytest
 
 from tierwise.errors import (
     AuthenticationError,
+    BadRequestError,
     BadResponseError,
     ProviderError,
     ProviderTimeoutError,
@@ -271,3 +272,27 @@ async def test_one_provider_serves_sync_and_async_callers(fake_upstream: FakeUps
     # Closing releases connections; a later call opens new ones.
     assert provider.complete(request()).text == PROMPT
     provider.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("400", BadRequestError),
+        ("401", AuthenticationError),
+        ("403", AuthenticationError),
+        ("404", BadRequestError),
+        ("503", ServerError),
+    ],
+)
+def test_http_errors_from_the_upstream_map_by_status(
+    fake_upstream: FakeUpstream,
+    provider: AnthropicProvider | OpenAIProvider,
+    fault: str,
+    expected: type[ProviderError],
+) -> None:
+    fake_upstream.add_faults("m", fault)
+    with pytest.raises(ProviderError) as caught:
+        provider.complete(request())
+    assert type(caught.value) is expected
+    assert caught.value.status == int(fault)
+    assert KEY not in str(caught.value)

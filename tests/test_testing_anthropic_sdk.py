@@ -263,3 +263,12 @@ def test_models_endpoint_lists_scripted_models(
     fake_upstream.set_script("claude-opus-4-6", "echo")
     ids = [m.id for m in client.models.list()]
     assert ids == ["claude-haiku-4-5", "claude-opus-4-6"]
+
+
+def test_paced_stream_still_parses(
+    fake_upstream: FakeUpstream, client: anthropic.Anthropic
+) -> None:
+    fake_upstream.set_script("m", ModelScript(chunks=3, chunk_delay_s=0.01))
+    msg, deltas = stream(client, "m")
+    assert len(deltas) == 3
+    assert "".join(b.text for b in msg.content if b.type == "text") == PROMPT

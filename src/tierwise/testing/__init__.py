@@ -19,8 +19,8 @@ text or a :class:`Reply`), a fixed text, or a canned behaviour — ``echo`` (the
 OpenAI ``finish_reason: content_filter``, with a refusal sentence) and ``truncate`` (runs into
 ``max_tokens``: ``max_tokens`` / ``length``). Any reply longer than the request's
 ``max_tokens`` is cut there. Faults are served in order before answers (or on every request
-with ``always``): ``429`` (``retry-after`` header), ``500``, ``529`` (overloaded), ``hang``
-(no answer until the client gives up), ``malformed`` (200 with a non-JSON body), ``cut``
+with ``always``): ``429`` (``retry-after`` header), ``500``, ``503``, ``529`` (overloaded),
+``400``/``401``/``403``/``404``, ``hang`` (no answer until the client gives up), ``malformed`` (200 with a non-JSON body), ``cut``
 (connection closed half-way through the body or stream). Error bodies have each API's shape.
 
 Token counts are deterministic: :func:`count_tokens` is one token per started 4 characters (at
@@ -50,6 +50,7 @@ TOML scripts (``python -m tierwise.testing --port 8700 --script FILE.toml`` serv
     faults = ["429", "500", { kind = "429", retry_after = 2 }, "cut:always"]
     usage = { service_tier = "standard" }   # merged into the usage object
     chunks = 6                          # text deltas per stream
+    chunk_delay_s = 0.02                # pause between stream events
 
     [[models."claude-haiku-4-5".when]]  # content rules, first match wins
     match = "(?i)invoice"               # a regex searched in the last user turn

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 Behaviour = Literal["echo", "json", "invalid_json", "low_confidence", "refusal", "truncate"]
-FaultKind = Literal["429", "500", "529", "hang", "malformed", "cut"]
+FaultKind = Literal[
+    "400", "401", "403", "404", "429", "500", "503", "529", "hang", "malformed", "cut"
+]
 Stop = Literal["end", "max_tokens", "tool_use", "refusal"]
 Api = Literal["anthropic", "openai"]
 
@@ -28,7 +30,19 @@ BEHAVIOURS: tuple[str, ...] = (
     "refusal",
     "truncate",
 )
-FAULT_KINDS: tuple[str, ...] = ("429", "500", "529", "hang", "malformed", "cut")
+FAULT_KINDS: tuple[str, ...] = (
+    "400",
+    "401",
+    "403",
+    "404",
+    "429",
+    "500",
+    "503",
+    "529",
+    "hang",
+    "malformed",
+    "cut",
+)
 
 #: The sentence the ``refusal`` behaviour answers with.
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
@@ -81,10 +95,11 @@ ReplyFunction = Callable[[dict[str, Any]], "str | Reply"]
 class Fault:
     """A failure the fake upstream serves instead of an answer.
 
-    Kinds: ``429`` (with a ``retry-after`` header: seconds or an HTTP date), ``500``, ``529``
-    (overloaded), ``hang`` (no answer for ``hang_s`` seconds or until the client gives up),
-    ``malformed`` (status 200 with a body that is not JSON), ``cut`` (the connection closes
-    half-way through the body or stream). A fault with ``always`` is served on every request;
+    Kinds: ``429`` (with a ``retry-after`` header: seconds or an HTTP date), ``500``, ``503``,
+    ``529`` (overloaded), ``400``/``401``/``403``/``404`` (error bodies of each API),
+    ``hang`` (no answer for ``hang_s`` seconds or until the client gives up), ``malformed``
+    (status 200 with a body that is not JSON), ``cut`` (the connection closes half-way
+    through the body or stream). A fault with ``always`` is served on every request;
     others are used once, in order.
     """
 
@@ -145,6 +160,7 @@ class ModelScript:
             reported on every answer, on top of the uncached input tokens.
         usage: extra or overriding fields merged into the provider's usage object.
         chunks: how many text deltas a stream splits the answer into (at most).
+        chunk_delay_s: seconds between stream events (a model "typing"), 0 by default.
     """
 
     behaviour: Behaviour = "echo"
@@ -157,6 +173,7 @@ class ModelScript:
     cache_write_1h_tokens: int = 0
     usage: Mapping[str, Any] = field(default_factory=dict)
     chunks: int = 4
+    chunk_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.behaviour not in BEHAVIOURS:
@@ -171,6 +188,8 @@ class ModelScript:
                 raise ValueError(f"{name} must be >= 0")
         if self.chunks < 1:
             raise ValueError("chunks must be >= 1")
+        if self.latency_s < 0 or self.chunk_delay_s < 0:
+            raise ValueError("latency_s and chunk_delay_s must be >= 0")
 
     def fault_list(self) -> list[Fault]:
         return [Fault.parse(f) for f in self.faults]
@@ -295,6 +314,7 @@ _SCRIPT_KEYS = {
     "cache_write_1h_tokens",
     "usage",
     "chunks",
+    "chunk_delay_s",
     "tool_calls",
     "stop",
 }
@@ -325,6 +345,7 @@ def script_from_dict(data: Mapping[str, Any], where: str = "model") -> ModelScri
             "cache_write_1h_tokens",
             "usage",
             "chunks",
+            "chunk_delay_s",
         )
         if k in data
     }

@@ -70,8 +70,10 @@ class _RawResponse(Response):
         media_type: str = "application/json",
         complete: bool = True,
         content_length: int | None = None,
+        delay_s: float = 0.0,
     ) -> None:
         self.parts = list(parts)
+        self.delay_s = delay_s
         self.complete = complete
         self.status_code = status
         self.media_type = media_type
@@ -87,7 +89,9 @@ class _RawResponse(Response):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        for part in self.parts:
+        for i, part in enumerate(self.parts):
+            if i and self.delay_s:
+                await asyncio.sleep(self.delay_s)
             await send({"type": "http.response.body", "body": part, "more_body": True})
         if self.complete:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -155,6 +159,7 @@ class FakeUpstream:
         models: Mapping[str, ModelScript | Behaviour] | None = None,
         *,
         default: ModelScript | None = ModelScript(),  # noqa: B008 - frozen value
+        require_key: str | None = None,
     ) -> None:
         """Forget every script, pending fault and recorded request; script ``models`` afresh."""
         with self._lock:
@@ -162,6 +167,7 @@ class FakeUpstream:
             self._faults.clear()
             self._requests.clear()
             self._default = default
+            self.require_key = require_key
         for name, script in as_scripts(models or {}).items():
             self.set_script(name, script)
 
@@ -407,7 +413,7 @@ class FakeUpstream:
             await asyncio.sleep(script.latency_s)
         stream = bool(body.get("stream"))
         if fault is not None:
-            if fault.kind in ("429", "500", "529"):
+            if fault.kind in wire.ERRORS:
                 headers: dict[str, str] = {}
                 if fault.kind == "429" and fault.retry_after is not None:
                     headers["retry-after"] = _retry_after_header(fault.retry_after)
@@ -435,7 +441,7 @@ class FakeUpstream:
                     wire.sse(e, d)
                     for e, d in wire.anthropic_events(msg_id, model, reply, usage, script.chunks)
                 ]
-                return _stream(events, headers, cut)
+                return _stream(events, headers, cut, script.chunk_delay_s)
             payload = wire.anthropic_message(msg_id, model, reply, usage)
         else:
             usage = wire.openai_usage(in_tokens, out_tokens, script)
@@ -450,7 +456,7 @@ class FakeUpstream:
                     )
                 ]
                 events.append(wire.sse(None, "[DONE]"))
-                return _stream(events, headers, cut)
+                return _stream(events, headers, cut, script.chunk_delay_s)
             payload = wire.openai_completion(cmpl_id, model, reply, usage)
         data = json.dumps(payload).encode()
         if cut:
@@ -512,7 +518,9 @@ class FakeUpstream:
         )
 
 
-def _stream(events: Iterable[bytes], headers: Mapping[str, str], cut: bool) -> Response:
+def _stream(
+    events: Iterable[bytes], headers: Mapping[str, str], cut: bool, delay_s: float = 0.0
+) -> Response:
     parts = list(events)
     if cut:
         parts = parts[: max(1, len(parts) // 2)]
@@ -521,6 +529,7 @@ def _stream(events: Iterable[bytes], headers: Mapping[str, str], cut: bool) -> R
         headers={**headers, "cache-control": "no-cache"},
         media_type="text/event-stream",
         complete=not cut,
+        delay_s=delay_s,
     )
 
 

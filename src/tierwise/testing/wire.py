@@ -36,6 +36,13 @@ ERRORS: dict[str, tuple[int, str, str, str | None, str]] = {
         "invalid_api_key",
         "invalid x-api-key",
     ),
+    "403": (
+        403,
+        "permission_error",
+        "invalid_request_error",
+        "permission_denied",
+        "Your API key does not have permission to use this model (simulated).",
+    ),
     "404": (404, "not_found_error", "invalid_request_error", "model_not_found", "model not found"),
     "429": (
         429,
@@ -45,6 +52,7 @@ ERRORS: dict[str, tuple[int, str, str, str | None, str]] = {
         "Number of requests has exceeded your rate limit (simulated).",
     ),
     "500": (500, "api_error", "server_error", None, "Internal server error (simulated)."),
+    "503": (503, "api_error", "server_error", None, "Service unavailable (simulated)."),
     "529": (529, "overloaded_error", "server_error", "overloaded", "Overloaded (simulated)."),
 }
 
