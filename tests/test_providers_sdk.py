@@ -296,3 +296,21 @@ def test_http_errors_from_the_upstream_map_by_status(
     assert type(caught.value) is expected
     assert caught.value.status == int(fault)
     assert KEY not in str(caught.value)
+
+
+async def test_sync_close_inside_the_loop_closes_its_async_client(
+    fake_upstream: FakeUpstream,
+) -> None:
+    import asyncio
+    import gc
+
+    provider = make("openai", fake_upstream)
+    assert (await provider.acomplete(request())).text == PROMPT
+    client = provider._async_client()
+    provider.close()  # e.g. Cascade.close() called from async code
+    for _ in range(20):
+        await asyncio.sleep(0)
+        if client.is_closed():
+            break
+    assert client.is_closed()
+    gc.collect()

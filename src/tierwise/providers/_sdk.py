@@ -179,6 +179,9 @@ class SDKProvider(Generic[SyncClient, AsyncClient]):
         self.close()
 
 
+_CLOSING: set[asyncio.Task[Any]] = set()  # strong references until the close tasks finish
+
+
 def _close_on_loop(loop: asyncio.AbstractEventLoop, client: Any) -> None:
     """Close an async client on the loop that owns its connections, if that is possible."""
     if loop.is_closed():
@@ -189,7 +192,9 @@ def _close_on_loop(loop: asyncio.AbstractEventLoop, client: Any) -> None:
         running = None
     if loop.is_running():
         if running is loop:
-            loop.create_task(client.close())
+            task = loop.create_task(client.close())
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
         else:
             asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
     elif running is None:
