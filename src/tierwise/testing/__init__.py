@@ -20,8 +20,9 @@ OpenAI ``finish_reason: content_filter``, with a refusal sentence) and ``truncat
 ``max_tokens``: ``max_tokens`` / ``length``). Any reply longer than the request's
 ``max_tokens`` is cut there. Faults are served in order before answers (or on every request
 with ``always``): ``429`` (``retry-after`` header), ``500``, ``503``, ``529`` (overloaded),
-``400``/``401``/``403``/``404``, ``hang`` (no answer until the client gives up), ``malformed`` (200 with a non-JSON body), ``cut``
-(connection closed half-way through the body or stream). Error bodies have each API's shape.
+``400``/``401``/``403``/``404``, ``hang`` (no answer until the client gives up),
+``malformed`` (200 with a non-JSON body), ``cut`` (connection closed half-way through the body
+or stream). Error bodies have each API's shape.
 
 Token counts are deterministic: :func:`count_tokens` is one token per started 4 characters (at
 least 1). Input tokens are the sum over the request's text pieces (system, then each message's

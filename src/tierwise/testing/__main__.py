@@ -1,6 +1,7 @@
 """Serve the fake upstream standalone: ``python -m tierwise.testing --port 8700 --script F.toml``.
 
-Prints the base URLs, then serves until Ctrl-C. Without ``--script`` every model echoes.
+Prints the base URLs, then serves until Ctrl-C. Without ``--script`` every model echoes;
+``--example`` prints the bundled example script.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--example", action="store_true", help="print the bundled example script and exit"
     )
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0-65535, got {args.port}")
 
     from tierwise.testing import FakeUpstream, Script, load_script
 
@@ -40,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = FakeUpstream(script, host=args.host, port=args.port)
     try:
         up.start()
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, OverflowError) as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
     try:
