@@ -21,10 +21,12 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSI
 # The child runs tasks through the real Cascade, the real Anthropic SDK and the fake upstream
 # over loopback. The cheap model fails the schema on "odd" tasks, so half of them escalate; a
 # kind-day budget makes every attempt reserve and settle spend in the ledger. Each ledger write
-# is reported on stdout only after the Ledger call has returned.
+# is reported on stdout only once the Ledger says it is committed: when the call returns, or for
+# writes the cascade groups in ``Ledger.batch()``, when the batch exits.
 _CHILD = textwrap.dedent(
     """
     import json, sys
+    from contextlib import contextmanager
     from tierwise.cascade import Cascade
     from tierwise.ledger import open_ledger
     from tierwise.policy import loads_policy
@@ -71,20 +73,46 @@ _CHILD = textwrap.dedent(
     '''
         )
         ledger = open_ledger(path)
-        record_attempt, finish_task = ledger.record_attempt, ledger.finish_task
+        record_attempt, finish_task, batch = ledger.record_attempt, ledger.finish_task, ledger.batch
+        pending, depth = [], [0]
+
+        def report(event):
+            # Outside a batch a write is committed when its call returns; inside one, when the
+            # outermost batch exits normally. Report only then.
+            if depth[0]:
+                pending.append(event)
+            else:
+                print(json.dumps(event), flush=True)
+
+        @contextmanager
+        def reported_batch():
+            depth[0] += 1
+            ok = False
+            try:
+                with batch():
+                    yield
+                ok = True
+            finally:
+                depth[0] -= 1
+                if not depth[0]:
+                    events = pending[:] if ok else []
+                    pending.clear()
+                    for event in events:
+                        report(event)
 
         def reported_attempt(attempt, **kw):
             row_id = record_attempt(attempt, **kw)
-            print(json.dumps(["attempt", row_id, attempt.task_id, attempt.attempt_no,
-                              attempt.outcome, str(attempt.cost_usd)]), flush=True)
+            report(["attempt", row_id, attempt.task_id, attempt.attempt_no, attempt.outcome,
+                    str(attempt.cost_usd)])
             return row_id
 
         def reported_finish(task_id, **kw):
             finish_task(task_id, **kw)
-            print(json.dumps(["finish", task_id, kw["outcome"], str(kw["cost_usd"])]), flush=True)
+            report(["finish", task_id, kw["outcome"], str(kw["cost_usd"])])
 
         ledger.record_attempt = reported_attempt
         ledger.finish_task = reported_finish
+        ledger.batch = reported_batch
         cascade = Cascade(policy, ledger=ledger, env={"TW_KILL_KEY": "sk-kill-test-key-000"})
         print(json.dumps(["ready"]), flush=True)
         i = 0

@@ -347,3 +347,49 @@ def test_any_attempt_round_trips(
 @given(st.decimals(min_value=Decimal("-1e6"), max_value=Decimal("1e6"), places=12))
 def test_pico_usd_conversion_is_exact_to_twelve_places(amount: Decimal) -> None:
     assert from_pico(to_pico(amount)) == amount
+
+
+# -- batch(): many writes, one transaction ------------------------------------------------------
+
+
+def test_a_batch_commits_its_writes_together(tmp_path: Path) -> None:
+    with open_ledger(tmp_path / "l.db") as book:
+        task = Task.create("extract", "x")
+        with book.batch():
+            _begin(book, task)
+            book.record_attempt(make_attempt(task, 0), store_content=False)
+            with book.batch():  # nested blocks join the outer one
+                book.record_attempt(make_attempt(task, 1, tier_index=1), store_content=False)
+            assert _raw(tmp_path / "l.db", "SELECT COUNT(*) FROM attempts") == [(0,)]
+        assert _raw(tmp_path / "l.db", "SELECT COUNT(*) FROM attempts") == [(2,)]
+
+
+def test_a_failing_batch_leaves_nothing_behind(tmp_path: Path) -> None:
+    with open_ledger(tmp_path / "l.db") as book:
+        task = Task.create("extract", "x")
+        with pytest.raises(RuntimeError), book.batch():
+            _begin(book, task)
+            book.record_attempt(make_attempt(task, 0), store_content=False)
+            raise RuntimeError("caller failed")
+        assert book.task(task.id) is None
+        assert book.tail() == []
+
+
+def test_a_failed_write_inside_a_batch_changes_nothing_and_the_batch_goes_on(
+    tmp_path: Path,
+) -> None:
+    from tierwise.errors import BudgetExceededError
+
+    with open_ledger(tmp_path / "l.db") as book:
+        task = Task.create("extract", "x")
+        with book.batch():
+            _begin(book, task)
+            with pytest.raises(BudgetExceededError):
+                # "a" is raised first (scope order), then "b" overruns: "a" must not keep it
+                book.reserve(task.id, {"a": Decimal(10), "b": Decimal(1)}, Decimal(2))
+            with pytest.raises(LedgerError, match="FOREIGN KEY"):
+                book.record_attempt(make_attempt(Task.create("x", "y"), 0), store_content=False)
+            book.record_attempt(make_attempt(task, 0), store_content=False)
+        assert book.budget("a") is None
+        assert len(book.attempts_of(task.id)) == 1
+        assert book.integrity_check() == []

@@ -164,7 +164,9 @@ class Ledger:
 
         Used by the gateway to group-commit the rows of many concurrent requests. The writes are
         on disk when the block exits normally; if it raises, all of them are rolled back.
-        Nested blocks join the outer one. Other threads' writes are not affected.
+        Nested blocks join the outer one. Other threads' writes are not affected. Each write in
+        the block is still all-or-nothing (a savepoint). Reads inside the block see only what
+        was committed before it, and on SQLite the block holds the write lock: keep it short.
         """
         if getattr(self._local, "conn", None) is not None:
             yield
@@ -182,8 +184,14 @@ class Ledger:
         if self._closed:
             raise LedgerError("the ledger is closed")
         shared = getattr(self._local, "conn", None)
-        if shared is not None:  # inside batch(): join its transaction
-            yield shared
+        if shared is not None:
+            # Inside batch(): join its transaction, under a SAVEPOINT so that a write that fails
+            # (a reservation that would overrun, say) still changes nothing, as outside a batch.
+            try:
+                with shared.begin_nested():
+                    yield shared
+            except sa.exc.SQLAlchemyError as exc:
+                raise LedgerError(f"ledger write failed: {_reason(exc)}") from None
             return
         try:
             with self._engine.begin() as conn:
