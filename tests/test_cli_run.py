@@ -90,3 +90,15 @@ def test_run_rejects_bad_arguments_with_exit_2(policy_file: Path) -> None:
     assert tier.exit_code == 2 and "unknown tier 'huge'" in tier.output
     missing = runner.invoke(app, ["run", "-k", "x", "--file", "/nonexistent/task.txt"])
     assert missing.exit_code == 2 and "cannot read" in missing.output
+
+
+def test_run_without_any_key_fails_fast_naming_the_variable(
+    policy_file: Path, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TEST_KEY_ENV)
+    result = CliRunner().invoke(
+        build_app(), ["run", "-k", "extract", "--prompt", "x", "--policy", str(policy_file)]
+    )
+    assert result.exit_code == 2
+    assert TEST_KEY_ENV in result.output
+    assert fake_upstream.requests == []

@@ -13,6 +13,8 @@ from tierwise.cli._common import JsonOption, PolicyOption, fail, load_policy_or_
 if TYPE_CHECKING:
     from tierwise.cascade import CascadeResult
     from tierwise.cascade.result import AttemptRecord
+    from tierwise.policy import Policy
+    from tierwise.task import Task
 
 
 def attempt_row(a: AttemptRecord) -> dict[str, Any]:
@@ -34,6 +36,10 @@ def attempt_row(a: AttemptRecord) -> dict[str, Any]:
     }
 
 
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def print_trail(attempts: tuple[AttemptRecord, ...] | list[AttemptRecord]) -> None:
     """Print the attempt trail as a table on stderr (stdout keeps the answer clean for pipes)."""
     from rich.console import Console
@@ -50,7 +56,7 @@ def print_trail(attempts: tuple[AttemptRecord, ...] | list[AttemptRecord]) -> No
             a.outcome,
             f"{a.cost_usd:.6f}",
             f"{a.latency_s * 1000:.0f} ms",
-            a.failure or "",
+            _short(a.failure or ""),
         )
     Console(stderr=True).print(table)
 
@@ -67,6 +73,29 @@ def result_json(result: CascadeResult) -> dict[str, Any]:
         "escalations": [{"from": t, "reason": r} for t, r in result.escalations],
         "attempts": [attempt_row(a) for a in result.attempts],
     }
+
+
+def _check_keys(policy: Policy, task: Task, start: str | None) -> None:
+    """Fail fast, naming the variable, when no tier the task could use has its API key."""
+    import os
+
+    from tierwise.providers.factory import DEFAULT_KEY_ENV
+    from tierwise.routing import Router
+
+    router = Router(policy)
+    decision = router.start_at(task, start) if start else router.route(task)
+    needed = []
+    for name in policy.ladder[decision.tier_index :]:
+        tier = policy.tier(name)
+        env = tier.api_key_env or DEFAULT_KEY_ENV.get(tier.provider, "")
+        if os.environ.get(env):
+            return
+        needed.append(env)
+    names = " or ".join(dict.fromkeys(needed))
+    fail(
+        f"no API key: set {names} (the policy's tiers read their keys from it). "
+        "`tierwise demo` runs offline on simulated models."
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -128,22 +157,21 @@ def register(app: typer.Typer) -> None:
             max_tokens=max_tokens,
             budget_usd=Decimal(str(budget)) if budget is not None else None,
         )
-        with open_ledger(ledger or default_ledger_url()) as book:
-            cascade = Cascade(pol, ledger=book)
-            try:
+        _check_keys(pol, task, tier)
+        try:
+            with (
+                open_ledger(ledger or default_ledger_url()) as book,
+                Cascade(pol, ledger=book) as cascade,
+            ):
                 result = cascade.run(task, start_tier=tier)
-            except (EscalationExhaustedError, BudgetExceededError) as exc:
-                if as_json:
-                    print_json(
-                        {"error": str(exc), "attempts": [attempt_row(a) for a in exc.attempts]}
-                    )
-                else:
-                    print_trail(exc.attempts)
-                fail(str(exc), code=1)
-            except TierwiseError as exc:
-                fail(str(exc))
-            finally:
-                cascade.close()
+        except (EscalationExhaustedError, BudgetExceededError) as exc:
+            if as_json:
+                print_json({"error": str(exc), "attempts": [attempt_row(a) for a in exc.attempts]})
+            else:
+                print_trail(exc.attempts)
+            fail(str(exc), code=1)
+        except TierwiseError as exc:  # ledger, policy, provider setup: one line, no traceback
+            fail(str(exc))
         if as_json:
             print_json(result_json(result))
             return
