@@ -64,8 +64,12 @@ class Trace:
 
     @property
     def wasted(self) -> float | None:
-        """Spend on answer attempts that were not accepted."""
-        costs = [s.cost for s in self.steps if not s.validator and not s.accepted]
+        """Spend on answer attempts that were not accepted, other than the answer returned
+        (an exhausted ladder returns its last, rejected, answer)."""
+        answers = [s for s in self.steps if not s.validator]
+        if self.exhausted and answers:
+            answers = answers[:-1]
+        costs = [s.cost for s in answers if not s.accepted]
         if any(c is None for c in costs):
             return None
         return float(sum(c for c in costs if c is not None))
