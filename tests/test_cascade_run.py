@@ -137,7 +137,7 @@ def test_schema_failure_climbs_exactly_one_tier_and_costs_add_up(
 
 async def test_async_run_takes_the_same_path(upstream: FakeUpstream, ledger: Ledger) -> None:
     answers(upstream, cheap="not json", mid='{"total": 3}', strong='{"total": 3}')
-    with Cascade(make_policy(upstream.base_url), ledger=ledger, env=ENV) as cascade:
+    async with Cascade(make_policy(upstream.base_url), ledger=ledger, env=ENV) as cascade:
         result = await cascade.arun(Task.create("extract", "Invoice 8"))
     assert [(a.tier, a.outcome) for a in result.attempts] == [
         ("cheap", "rejected"),

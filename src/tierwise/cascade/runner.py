@@ -226,11 +226,24 @@ class Cascade:
             if close is not None:
                 close()
 
+    async def aclose(self) -> None:
+        """Close the clients the cascade created, on the running loop (async clients need it)."""
+        if self._owns_providers:
+            aclose = getattr(self.providers, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
     def __enter__(self) -> Cascade:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> Cascade:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def run(
         self,
