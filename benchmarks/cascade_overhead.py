@@ -134,6 +134,13 @@ def main() -> None:
             measure(cascade, [t.with_(id=t.id + "w") for t in classify[:20]], clock)
             rows.append(("SQLite ledger, 1 attempt", *measure(cascade, classify, clock)))
             rows.append(("SQLite ledger, escalates once", *measure(cascade, extract, clock)))
+        with (
+            open_ledger(f"sqlite:///{tmp}/normal.db?sync=normal") as ledger,
+            Cascade(policy, providers=source, ledger=ledger, env=ENV) as cascade,
+        ):
+            fresh = [t.with_(id=t.id + "n") for t in classify]
+            measure(cascade, [t.with_(id=t.id + "w") for t in classify[:20]], clock)
+            rows.append(("SQLite ?sync=normal, 1 attempt", *measure(cascade, fresh, clock)))
         pool.close()
 
     print(f"tasks per configuration: {n}; fake upstream on loopback, zero added latency")

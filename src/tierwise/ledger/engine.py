@@ -7,6 +7,11 @@ and the ledger promises that what a caller has seen is on disk, so each commit f
 transaction takes the write lock before it reads (no deadlock-prone lock upgrades between
 processes); reads open a plain deferred ``BEGIN`` and never block writers.
 
+A deployment that accepts losing the last commits on power loss (never on a process crash) can
+trade that for speed with ``?sync=normal`` on the URL (``sqlite:///ledger.db?sync=normal``): on a
+disk where fsync takes milliseconds this removes most of the ledger's cost per attempt
+(``benchmarks/cascade_overhead.py`` measures both).
+
 Any other SQLAlchemy URL (Postgres) gets a plain engine; the schema has no SQLite-only SQL.
 """
 
@@ -74,6 +79,10 @@ def create_ledger_engine(url: str, *, create: bool = True) -> Engine:
                 f"no database driver for {display_url(parsed)}: {exc.name or exc}; "
                 "install the driver (e.g. psycopg for Postgres)"
             ) from None
+    sync = str(parsed.query.get("sync", "full")).upper()
+    if sync not in ("FULL", "NORMAL"):
+        raise LedgerError(f"invalid ledger URL option sync={sync.lower()!r}; use full or normal")
+    parsed = parsed.difference_update_query(["sync"])
     database = parsed.database
     if not database or database == ":memory:" or "mode=memory" in str(parsed):
         raise LedgerError(
@@ -91,11 +100,11 @@ def create_ledger_engine(url: str, *, create: bool = True) -> Engine:
     elif path.is_dir():
         raise LedgerError(f"the ledger path {path} is a directory, expected a SQLite file")
     engine = sa.create_engine(parsed, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000})
-    _install_sqlite_hooks(engine)
+    _install_sqlite_hooks(engine, sync)
     return engine
 
 
-def _install_sqlite_hooks(engine: Engine) -> None:
+def _install_sqlite_hooks(engine: Engine, sync: str = "FULL") -> None:
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Hand transaction control to SQLAlchemy's "begin" hook below (pysqlite would otherwise
@@ -105,7 +114,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute(f"PRAGMA synchronous = {sync}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
