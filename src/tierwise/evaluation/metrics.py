@@ -239,7 +239,7 @@ def summarize(
     wasted_values = [t.wasted for t in traces]
     wasted = (
         None
-        if any(w is None for w in wasted_values)
+        if costs is None or any(w is None for w in wasted_values)
         else float(np.mean([w for w in wasted_values if w is not None]))
         if n
         else 0.0
