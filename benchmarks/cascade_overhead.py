@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from tierwise.cascade import Cascade
-from tierwise.demo import point_at
 from tierwise.ledger import open_ledger
 from tierwise.policy import default_policy
 from tierwise.providers.base import Completion, CompletionRequest, Provider
 from tierwise.providers.factory import ProviderPool
 from tierwise.task import Message, Task
 from tierwise.testing import FakeUpstream, ModelScript
+from tierwise.testing.policies import served_by
 
 ENV = {"TIERWISE_DEMO_KEY": "bench"}
 
@@ -102,7 +102,7 @@ def main() -> None:
         "claude-opus-4-6": ModelScript(reply="ok"),
     }
     with FakeUpstream(scripts, default=None) as up, tempfile.TemporaryDirectory() as tmp:
-        policy = point_at(default_policy(), up)
+        policy = served_by(default_policy(), up, api_key_env="TIERWISE_DEMO_KEY")
         pool = ProviderPool(policy, env=ENV)
         clock = [0.0]
         source = TimedSource(pool, clock)

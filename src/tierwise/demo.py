@@ -33,7 +33,7 @@ from tierwise.task import Task
 
 if TYPE_CHECKING:
     from tierwise.cascade import CascadeResult
-    from tierwise.testing import FakeUpstream, ModelScript, Reply
+    from tierwise.testing import ModelScript, Reply
 
 #: The fake key the demo's providers send; the fake upstream accepts any key.
 DEMO_API_KEY = "demo-key-not-secret"
@@ -299,15 +299,6 @@ def demo_scripts(policy: Policy) -> dict[str, ModelScript]:
     return scripts
 
 
-def point_at(policy: Policy, upstream: FakeUpstream, key_env: str = "TIERWISE_DEMO_KEY") -> Policy:
-    """A copy of *policy* whose tiers all talk to *upstream*, keyed by the env var *key_env*."""
-    tiers = [
-        t.model_copy(update={"base_url": upstream.url_for(t.provider), "api_key_env": key_env})
-        for t in policy.model.tiers
-    ]
-    return Policy(policy.model.model_copy(update={"tiers": tiers}), base_dir=policy.base_dir)
-
-
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -399,6 +390,7 @@ def run_demo(
     from tierwise.errors import EscalationExhaustedError
     from tierwise.ledger import open_ledger
     from tierwise.testing import FakeUpstream
+    from tierwise.testing.policies import served_by
 
     batch = list(tasks)
     env = {"TIERWISE_DEMO_KEY": DEMO_API_KEY}
@@ -408,7 +400,7 @@ def run_demo(
     cost = strong_cost = wasted = Decimal(0)
     attempts = escalated = failed = 0
     with FakeUpstream(demo_scripts(policy), default=None) as upstream:
-        local = point_at(policy, upstream)
+        local = served_by(policy, upstream, api_key_env="TIERWISE_DEMO_KEY")
         with open_ledger(ledger_path) as ledger, Cascade(local, ledger=ledger, env=env) as cascade:
             for task in batch:
                 summary = kinds.setdefault(task.kind, KindSummary())

@@ -59,3 +59,18 @@ def upstream_policy(upstream: FakeUpstream | str, **kw: object) -> Policy:
     from tierwise.policy import loads_policy
 
     return loads_policy(upstream_policy_text(upstream, **kw))  # type: ignore[arg-type]
+
+
+def served_by(policy: Policy, upstream: FakeUpstream, *, api_key_env: str = TEST_KEY_ENV) -> Policy:
+    """A copy of *policy* (rules, kinds, validators unchanged) whose tiers all talk to *upstream*.
+
+    Every tier's ``base_url`` points at the fake server for its provider and its key is read from
+    *api_key_env*. Alternates on the tier's provider follow, since they inherit both.
+    """
+    from tierwise.policy import Policy as _Policy
+
+    tiers = [
+        t.model_copy(update={"base_url": upstream.url_for(t.provider), "api_key_env": api_key_env})
+        for t in policy.model.tiers
+    ]
+    return _Policy(policy.model.model_copy(update={"tiers": tiers}), base_dir=policy.base_dir)
