@@ -1,9 +1,124 @@
-"""`tierwise serve`."""
+"""`tierwise serve`: the Anthropic Messages + OpenAI Chat Completions gateway."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+from tierwise.cli._common import EXIT_INVALID, PolicyOption, fail
+
+if TYPE_CHECKING:
+    from tierwise.gateway.config import GatewayConfig
+
+LEDGER_HELP = "Ledger URL or path. Default: $TIERWISE_LEDGER, else ./tierwise-ledger.db."
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to *app* (not implemented yet)."""
+    """Add ``tierwise serve`` to *app*."""
+
+    @app.command("serve")
+    def serve(
+        policy: Path | None = PolicyOption,
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+        port: int = typer.Option(8686, "--port", min=0, max=65535, help="Port to listen on."),
+        ledger: str | None = typer.Option(None, "--ledger", "-l", help=LEDGER_HELP),
+        workers: int = typer.Option(
+            1, "--workers", min=1, max=64, help="Worker processes (they share the ledger)."
+        ),
+        max_body_bytes: int = typer.Option(
+            10 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger request bodies get 413."
+        ),
+        log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    ) -> None:
+        """Serve the gateway: point an agent's Anthropic or OpenAI client at it.
+
+        Model "tierwise/auto" or "tierwise/<kind>": routed, validated,
+        escalated, recorded. A concrete model id: passed through, metered.
+
+        Gateway keys come from `tierwise keys create`; with none the gateway
+        is open and binds to loopback only. Upstream keys are read from the
+        environment variables the policy's tiers name.
+
+        Example: tierwise serve --policy tierwise.toml --ledger ./ledger.db
+
+        Then: ANTHROPIC_BASE_URL=http://127.0.0.1:8686, or an OpenAI client
+        with base_url="http://127.0.0.1:8686/v1".
+        """
+        import logging
+
+        from tierwise.cli._common import load_policy_or_exit, resolve_policy_path
+        from tierwise.errors import LedgerError
+        from tierwise.gateway.config import GatewayConfig, is_loopback
+        from tierwise.ledger import default_ledger_url, ledger_url, open_ledger
+
+        logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        policy_path = resolve_policy_path(policy)
+        loaded = load_policy_or_exit(policy)  # errors now, with key paths, not in a worker
+        url = ledger_url(ledger) if ledger else default_ledger_url()
+        if not is_loopback(host):  # on loopback the app itself says whether keys exist
+            try:
+                with open_ledger(url) as book:
+                    has_keys = book.has_api_keys()
+            except LedgerError as exc:
+                fail(str(exc), code=EXIT_INVALID)
+            if not has_keys:
+                fail(
+                    f"refusing to serve on {host}: no gateway keys exist, so the gateway would "
+                    "be open to anyone who can reach it; create one with `tierwise keys create "
+                    "--name NAME` or serve on 127.0.0.1",
+                    code=EXIT_INVALID,
+                )
+        config = GatewayConfig(
+            policy_path=str(policy_path.resolve()) if policy_path is not None else None,
+            ledger_url=url,
+            max_body_bytes=max_body_bytes,
+            host=host,
+        )
+        shown = "localhost" if host in ("0.0.0.0", "::") else host
+        base = f"http://{shown}:{port}"
+        typer.echo(
+            f"tierwise gateway on {base} (Anthropic base_url {base}, OpenAI base_url {base}/v1); "
+            f"policy {policy_path or 'embedded default'} ({len(loaded.ladder)} tiers), "
+            f"ledger {url}",
+            err=True,
+        )
+        _run(config, host, port, workers, log_level)
+
+
+def _run(config: GatewayConfig, host: str, port: int, workers: int, log_level: str) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM (uvicorn's graceful shutdown)."""
+    import os
+
+    import uvicorn
+
+    from tierwise.gateway.app import create_app
+    from tierwise.gateway.config import CONFIG_ENV
+    from tierwise.gateway.server import bind_socket, uvicorn_config
+
+    if workers > 1:
+        os.environ[CONFIG_ENV] = config.to_json()
+        uvicorn.run(
+            "tierwise.gateway.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            log_config=None,
+            access_log=False,
+            ws="none",
+            timeout_graceful_shutdown=30,
+        )
+        return
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=1)
+    try:
+        server = uvicorn.Server(uvicorn_config(create_app(config), log_level=log_level))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
