@@ -18,7 +18,8 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,11 @@ class GroupCommitLedger:
     def _defer(self, task_id: str, op: _Op) -> None:
         with self._lock:
             self._pending.setdefault(task_id, []).append(op)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """What :meth:`Ledger.batch` promises — one commit — holds already: writes are deferred."""
+        yield
 
     def record_policy_revision(self, revision: str, policy_json: str, source: str | None) -> None:
         self.ledger.record_policy_revision(revision, policy_json, source)
