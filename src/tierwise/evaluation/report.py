@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 #: Share of a folder held out as dev rows when it has to be split for training.
 DEV_FRACTION = 0.2
+#: Per-benchmark routing sections are shown when a set mixes at most this many benchmarks.
+MAX_SECTIONS = 6
 #: Random-router draws averaged into the sanity curve.
 RANDOM_DRAWS = 100
 
@@ -227,6 +229,13 @@ def evaluate(
     elif train is not None or needs_training:
         train_rows, report_set, evaluated_on = _split_for_training(dataset, seed)
     report_set = report_set.complete_for(ladder.models)
+    everyone = report_set.complete_for(dataset.models)
+    if len(everyone) < len(report_set) and len(everyone) >= 0.98 * len(report_set):
+        notes.append(
+            f"{len(report_set) - len(everyone)} rows without a result for every model left out, "
+            "so every single model is compared on the same rows"
+        )
+        report_set = everyone
     train_rows = [r for r in train_rows if all(m in r.results for m in ladder.models)]
     if limit is not None:
         report_set = report_set.sample(limit, seed)
@@ -453,7 +462,7 @@ def _routing(
     weak_model, strong_model = ladder.models
     groups: dict[str, list[int]] = {"all": list(range(len(rows)))}
     sources = sorted({r.source for r in rows if r.source})
-    if len(sources) > 1:
+    if 1 < len(sources) <= MAX_SECTIONS:
         for name in sources:
             groups[name] = [i for i, r in enumerate(rows) if r.source == name]
     learned = router.strong_score(router.probabilities_for(rows)) if router is not None else None
