@@ -38,40 +38,58 @@ def plot_report(report: EvalReport, path: str | Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, panels, 1)
     with_cost = all(s.cost_per_query is not None for s in report.strategies)
+    markers = iter("osD^vP<>XdhH" * 3)
+    stars = iter(["gold", "limegreen", "orchid", "cyan"] * 3)
     for s in report.strategies:
         x = s.cost_per_query if with_cost and s.cost_per_query is not None else s.top_share
         y = s.quality.value
         if s.group == "single":
-            ax.scatter([x], [y], color="0.6", s=30, zorder=2)
+            ax.scatter([x], [y], color="0.6", s=24, zorder=2)
             ax.annotate(
                 _short(s.name),
                 (x, y),
                 fontsize=7,
-                color="0.4",
+                color="0.45",
                 xytext=(4, -3),
                 textcoords="offset points",
             )
         elif s.group == "bound":
-            ax.scatter([x], [y], marker="*", s=160, color="tab:green", zorder=3)
-            ax.annotate(
-                s.name,
-                (x, y),
-                fontsize=8,
-                color="tab:green",
-                xytext=(5, 3),
-                textcoords="offset points",
+            ax.scatter(
+                [x],
+                [y],
+                marker="*",
+                s=180,
+                zorder=3,
+                label=s.name,
+                color=next(stars),
+                edgecolors="k",
+                linewidths=0.4,
             )
         else:
             ax.errorbar(
                 [x],
                 [y],
                 yerr=[[y - s.quality.low], [s.quality.high - y]],
-                fmt="o",
+                fmt=next(markers),
                 ms=7,
                 capsize=3,
                 zorder=4,
+                label=s.name,
             )
-            ax.annotate(s.name, (x, y), fontsize=8, xytext=(5, 4), textcoords="offset points")
+    ref = next((s for s in report.strategies if s.name == report.reference), None)
+    if with_cost and ref is not None and ref.cost_per_query:
+        ax.axhline(ref.quality.value, color="0.3", lw=0.7, ls="--")
+        ax.axvline(0.4 * ref.cost_per_query, color="0.3", lw=0.7, ls=":")
+        ax.annotate(
+            f"{_short(ref.name)} quality / 40% of its cost",
+            (0.4 * ref.cost_per_query, ref.quality.value),
+            fontsize=7,
+            color="0.3",
+            xytext=(-4, 4),
+            textcoords="offset points",
+            ha="right",
+        )
+    ax.legend(fontsize=7, loc="lower right")
     if with_cost:
         ax.set_xscale("log")
         ax.set_xlabel("cost per query (USD, log scale)")
