@@ -167,3 +167,18 @@ def test_help_has_an_example() -> None:
     result = runner.invoke(build_app(), ["eval", "--help"])
     assert result.exit_code == 0
     assert "Example: tierwise eval" in result.output
+
+
+def test_replay_rows_go_to_the_given_ledger_marked_replay(tmp_path: Path) -> None:
+    """--ledger keeps the replay ledger: every attempt is a replay (or validator) row."""
+    import sqlalchemy as sa
+
+    from tierwise.ledger import open_ledger
+
+    book = tmp_path / "replay.db"
+    report = run_json(str(DATA / "routerarena_partial"), "--limit", "20", "--ledger", str(book))
+    assert report["ledger"] == str(book)
+    with open_ledger(book) as ledger, ledger.engine.connect() as conn:
+        roles = dict(conn.execute(sa.text("select role, count(*) from tasks group by role")).all())
+        assert set(roles) == {"replay"} and roles["replay"] >= 20
+        assert ledger.stats()["tasks"] == 0  # live statistics do not see replays
