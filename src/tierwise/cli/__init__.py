@@ -35,6 +35,22 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         rich_markup_mode="rich",
     )
+
+    def _version(value: bool) -> None:
+        if value:
+            from tierwise import __version__
+
+            typer.echo(f"tierwise {__version__}")
+            raise typer.Exit()
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ) -> None:
+        """Route each LLM task to the cheapest tier that does it well; prove it, count cents."""
+
     for name in _COMMAND_MODULES:
         module = importlib.import_module(f"tierwise.cli.{name}")
         module.register(app)
