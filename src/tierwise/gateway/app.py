@@ -57,27 +57,24 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        import httpx2
-
         from tierwise.gateway.auth import KeyChecker
+        from tierwise.gateway.http import FastTransport, HttpxTransport, Transport, proxy_configured
         from tierwise.gateway.metrics import GatewayMetrics
         from tierwise.gateway.recorder import GroupCommitLedger
         from tierwise.gateway.upstream import UpstreamPool
         from tierwise.ledger import open_ledger
 
         policy = cfg.load_policy()
+        env = cfg.environ()
         ledger = open_ledger(cfg.resolved_ledger_url())
         recorder = GroupCommitLedger(ledger)
-        client = httpx2.AsyncClient(
-            limits=httpx2.Limits(
-                max_connections=cfg.max_connections,
-                max_keepalive_connections=cfg.max_connections,
-            ),
-            timeout=httpx2.Timeout(60.0, connect=10.0),
-            follow_redirects=False,
+        transport: Transport = (
+            HttpxTransport(max_connections=cfg.max_connections)
+            if proxy_configured(env)
+            else FastTransport(max_idle_per_origin=cfg.max_connections)
         )
+        pool = UpstreamPool(policy, transport, env)
         try:
-            pool = UpstreamPool(policy, client, cfg.environ())
             service = GatewayService(
                 policy=policy,
                 ledger=ledger,
@@ -98,7 +95,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         finally:
             state.pop("service", None)
             recorder.close()
-            await client.aclose()
+            await pool.aclose()
             ledger.close()
 
     def service() -> GatewayService:

@@ -447,7 +447,7 @@ class GatewayService:
         else:
             chunks = list(openai_stream(data, include_usage=call.include_usage))
             events = [*chunks[:-1], trailer, chunks[-1]]
-        return Reply(200, headers, stream=_iterate(events))
+        return Reply(200, headers, stream=_iterate([b"".join(events)]))
 
     async def _flush(self, task_id: str) -> None:
         try:

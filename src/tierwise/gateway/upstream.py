@@ -1,8 +1,8 @@
 """Raw upstream providers: the gateway's request path to Anthropic and OpenAI-compatible APIs.
 
-The gateway already holds the request as JSON in the right dialect, so it forwards it with one
-pooled ``httpx2.AsyncClient`` instead of rebuilding it through an SDK (which would parse and
-re-serialise every field and add a few hundred microseconds). Usage is still parsed exactly with
+The gateway already holds the request as JSON in the right dialect, so it forwards it over a
+lean pooled transport (:mod:`tierwise.gateway.http`) instead of rebuilding it through an SDK,
+which would parse and re-serialise every field. Usage is still parsed exactly with
 :mod:`tierwise.pricing`'s functions, errors are mapped into tierwise's error tree (status codes
 as the SDKs map them, transport failures, cut bodies, malformed JSON), and messages never
 contain the upstream key.
@@ -15,7 +15,6 @@ exact bytes for non-streamed calls) so a same-dialect answer can be returned ver
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
@@ -34,6 +33,7 @@ from tierwise.errors import (
     RateLimitedError,
 )
 from tierwise.gateway.dialects import Dialect, neutral_stop_reason
+from tierwise.gateway.http import Transport, TransportError, UpstreamResponse
 from tierwise.gateway.sse import AnthropicCollector, Event, OpenAICollector, SSEDecoder
 from tierwise.gateway.translate import text_of_anthropic_content, text_of_openai_content
 from tierwise.policy import Policy
@@ -164,14 +164,14 @@ class RawProvider:
         self,
         provider: Dialect,
         *,
-        client: httpx2.AsyncClient,
+        transport: Transport,
         base_url: str | None = None,
         api_key: str | None = None,
         api_key_env: str | None = None,
     ) -> None:
         self.name: str = provider
         self.dialect: Dialect = provider
-        self._client = client
+        self._transport = transport
         self._sync: httpx2.Client | None = None
         base = (base_url or DEFAULT_BASE_URLS[provider]).rstrip("/")
         self.url = f"{base}/v1/messages" if provider == "anthropic" else f"{base}/chat/completions"
@@ -232,6 +232,16 @@ class RawProvider:
     def _timeout(self, request: CompletionRequest) -> httpx2.Timeout:
         return httpx2.Timeout(request.timeout_s, connect=min(10.0, request.timeout_s))
 
+    def _transport_error(self, model: str, exc: TransportError) -> ProviderError:
+        where = f"{self.name} model {model!r}"
+        text = redact(f"{where}: {exc}", (self._api_key,))
+        kw: dict[str, Any] = {"provider": self.name, "model": model}
+        if exc.kind == "timeout":
+            return ProviderTimeoutError(text, **kw)
+        if exc.kind == "protocol":
+            return BadResponseError(text, **kw)
+        return ProviderConnectionError(text, **kw)
+
     # -- errors ----------------------------------------------------------------------------------
 
     def _fail(self, model: str, exc: BaseException) -> ProviderError:
@@ -287,17 +297,14 @@ class RawProvider:
         payload = json.dumps(body).encode()
         started = time.perf_counter()
         try:
-            response = await self._client.post(
-                self.url, content=payload, headers=headers, timeout=self._timeout(request)
-            )
-        except httpx2.HTTPError as exc:
-            raise self._fail(request.model, exc) from None
+            response = await self._transport.send(self.url, payload, headers, request.timeout_s)
+            content = await response.read()
+        except TransportError as exc:
+            raise self._transport_error(request.model, exc) from None
         finally:
             elapsed = time.perf_counter() - started
             _add_upstream_time(elapsed)
-        return self._finish(
-            request.model, response.status_code, response.content, response.headers, elapsed
-        )
+        return self._finish(request.model, response.status, content, response.headers, elapsed)
 
     def complete(self, request: CompletionRequest) -> Completion:
         """Blocking twin of :meth:`acomplete` (non-streamed bodies only)."""
@@ -396,8 +403,7 @@ class UpstreamStream:
         self.request = request
         self.body = body
         self.model = request.model
-        self._response: httpx2.Response | None = None
-        self._cm: Any = None
+        self._response: UpstreamResponse | None = None
         self._decoder = SSEDecoder()
         self._anthropic = AnthropicCollector() if provider.dialect == "anthropic" else None
         self._openai = OpenAICollector() if provider.dialect == "openai" else None
@@ -406,8 +412,8 @@ class UpstreamStream:
         self.started = time.perf_counter()
         self.elapsed = 0.0
         self.request_id: str | None = None
-        self._gen: AsyncIterator[tuple[Event, dict[str, Any] | None]] | None = None
-        self._first: tuple[Event, dict[str, Any] | None] | None = None
+        self._gen: AsyncIterator[list[tuple[Event, dict[str, Any] | None]]] | None = None
+        self._first: list[tuple[Event, dict[str, Any] | None]] | None = None
 
     async def __aenter__(self) -> UpstreamStream:
         provider = self.provider
@@ -415,24 +421,14 @@ class UpstreamStream:
         headers["accept"] = "text/event-stream"
         t0 = time.perf_counter()
         try:
-            self._cm = provider._client.stream(
-                "POST",
-                provider.url,
-                content=json.dumps(self.body).encode(),
-                headers=headers,
-                timeout=provider._timeout(self.request),
+            response = await provider._transport.send(
+                provider.url, json.dumps(self.body).encode(), headers, self.request.timeout_s
             )
-            response = await self._cm.__aenter__()
-            if response.status_code != 200:
-                content = await response.aread()
-                await self._cm.__aexit__(None, None, None)
-                self._cm = None
-                raise provider._status_error(
-                    self.model, response.status_code, content, response.headers
-                )
-        except httpx2.HTTPError as exc:
-            await self._close()
-            raise provider._fail(self.model, exc) from None
+            if response.status != 200:
+                content = await response.read()
+                raise provider._status_error(self.model, response.status, content, response.headers)
+        except TransportError as exc:
+            raise provider._transport_error(self.model, exc) from None
         finally:
             self._account(t0)
         self._response = response
@@ -443,10 +439,9 @@ class UpstreamStream:
         await self._close()
 
     async def _close(self) -> None:
-        cm, self._cm = self._cm, None
-        if cm is not None:
-            with contextlib.suppress(httpx2.HTTPError):
-                await cm.__aexit__(None, None, None)
+        response, self._response = self._response, None
+        if response is not None:
+            await response.aclose()
 
     def _account(self, t0: float) -> None:
         spent = time.perf_counter() - t0
@@ -454,11 +449,11 @@ class UpstreamStream:
         _add_upstream_time(spent)
 
     async def prime(self) -> None:
-        """Wait for the first event (buffered for :meth:`events`); raises the mapped error.
+        """Wait for the first events (kept for :meth:`batches`); raises the mapped error.
 
-        Until it arrives nothing has been relayed, so a caller can still try another model.
+        Until they arrive nothing has been relayed, so a caller can still try another model.
         """
-        self._gen = self._events()
+        self._gen = self._batches()
         try:
             self._first = await self._gen.__anext__()
         except StopAsyncIteration:
@@ -468,19 +463,29 @@ class UpstreamStream:
                 model=self.model,
             ) from None
 
-    async def events(self) -> AsyncIterator[tuple[Event, dict[str, Any] | None]]:
-        """The upstream's events (exact bytes, parsed JSON); raises mapped errors on a break."""
+    async def batches(self) -> AsyncIterator[list[tuple[Event, dict[str, Any] | None]]]:
+        """The upstream's events as they arrive, one list per network read.
+
+        Each event keeps its exact bytes and its parsed JSON (``None`` for ``ping`` and
+        ``[DONE]``). Raises the mapped :class:`ProviderError` when the stream breaks.
+        """
         if self._gen is None:
-            self._gen = self._events()
+            self._gen = self._batches()
         elif self._first is not None:
             first, self._first = self._first, None
             yield first
-        async for item in self._gen:
-            yield item
+        async for batch in self._gen:
+            yield batch
 
-    async def _events(self) -> AsyncIterator[tuple[Event, dict[str, Any] | None]]:
+    async def events(self) -> AsyncIterator[tuple[Event, dict[str, Any] | None]]:
+        """:meth:`batches`, one event at a time."""
+        async for batch in self.batches():
+            for item in batch:
+                yield item
+
+    async def _batches(self) -> AsyncIterator[list[tuple[Event, dict[str, Any] | None]]]:
         assert self._response is not None, "use the stream as an async context manager"
-        iterator = self._response.aiter_raw().__aiter__()
+        iterator = self._response.aiter_bytes().__aiter__()
         while True:
             t0 = time.perf_counter()
             try:
@@ -488,14 +493,20 @@ class UpstreamStream:
             except StopAsyncIteration:
                 self._account(t0)
                 break
-            except httpx2.HTTPError as exc:
+            except TransportError as exc:
                 self._account(t0)
-                raise self.provider._fail(self.model, exc) from None
+                raise self.provider._transport_error(self.model, exc) from None
             self._account(t0)
-            for event in self._decoder.feed(chunk):
-                yield event, self._fold(event)
-        for event in self._decoder.flush():
-            yield event, self._fold(event)
+            batch, error = self._fold_all(self._decoder.feed(chunk))
+            if batch:
+                yield batch
+            if error is not None:
+                raise error
+        batch, error = self._fold_all(self._decoder.flush())
+        if batch:
+            yield batch
+        if error is not None:
+            raise error
         if not self._done:
             raise BadResponseError(
                 f"{self.provider.name} model {self.model!r}: the stream ended before its last "
@@ -503,6 +514,18 @@ class UpstreamStream:
                 provider=self.provider.name,
                 model=self.model,
             )
+
+    def _fold_all(
+        self, events: list[Event]
+    ) -> tuple[list[tuple[Event, dict[str, Any] | None]], ProviderError | None]:
+        """Fold events; on an error event, what came before it and the error to raise next."""
+        out: list[tuple[Event, dict[str, Any] | None]] = []
+        for event in events:
+            try:
+                out.append((event, self._fold(event)))
+            except ProviderError as exc:
+                return out, exc
+        return out, None
 
     def _fold(self, event: Event) -> dict[str, Any] | None:
         if self._anthropic is not None:
@@ -602,7 +625,7 @@ class UpstreamPool:
     """
 
     policy: Policy
-    client: httpx2.AsyncClient
+    transport: Transport
     env: Mapping[str, str]
     _tiers: dict[str, list[tuple[str, RawProvider]]] = field(default_factory=dict)
     _providers: dict[tuple[str, str | None, str | None], RawProvider] = field(default_factory=dict)
@@ -630,7 +653,7 @@ class UpstreamPool:
             env_name = key_env or ("ANTHROPIC_API_KEY" if kind == "anthropic" else "OPENAI_API_KEY")
             provider = RawProvider(
                 "anthropic" if kind == "anthropic" else "openai",
-                client=self.client,
+                transport=self.transport,
                 base_url=base_url,
                 api_key=self.env.get(env_name) or None,
                 api_key_env=env_name,
@@ -669,3 +692,4 @@ class UpstreamPool:
     async def aclose(self) -> None:
         for provider in self._providers.values():
             await provider.aclose()
+        await self.transport.aclose()
