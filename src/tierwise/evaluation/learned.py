@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,8 @@ class TextFeatures:
     vocabulary: dict[str, int]
     idf: FloatArray
     ngram_range: tuple[int, int] = (1, 2)
+    #: The counting vectorizer, built on first use and reused (building one per call is slow).
+    _counter: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(
@@ -83,11 +85,14 @@ class TextFeatures:
         from sklearn.feature_extraction.text import CountVectorizer
         from sklearn.preprocessing import normalize
 
-        counts = CountVectorizer(
-            vocabulary=self.vocabulary,
-            ngram_range=self.ngram_range,
-            token_pattern=_TOKEN_PATTERN,
-        ).transform(texts)
+        if self._counter is None:
+            counter = CountVectorizer(
+                vocabulary=self.vocabulary,
+                ngram_range=self.ngram_range,
+                token_pattern=_TOKEN_PATTERN,
+            )
+            object.__setattr__(self, "_counter", counter)
+        counts = self._counter.transform(texts)
         tf = counts.astype(float).tocsr()
         np.log(tf.data, out=tf.data)
         tf.data += 1.0

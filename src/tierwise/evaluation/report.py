@@ -51,7 +51,10 @@ from tierwise.evaluation.strategies import (
 )
 
 if TYPE_CHECKING:
+    from tierwise.cascade import Scorer
+    from tierwise.cascade.validators import Validator
     from tierwise.evaluation.learned import LearnedRouter
+    from tierwise.evaluation.verifier import ResponseVerifier
     from tierwise.policy import Policy
 
 #: Share of a folder held out as dev rows when it has to be split for training.
@@ -60,6 +63,8 @@ DEV_FRACTION = 0.2
 MAX_SECTIONS = 6
 #: Random-router draws averaged into the sanity curve.
 RANDOM_DRAWS = 100
+#: The strategy name of the response-verifier cascade.
+VERIFIER_CASCADE = "cascade: learned verifier"
 
 
 class Progress(Protocol):
@@ -204,10 +209,12 @@ def evaluate(
 
     # -- what to train on, what to report on --------------------------------------------------
     loaded: LearnedRouter | None = None
+    loaded_verifier: ResponseVerifier | None = None
     if router_file is not None:
         from tierwise.evaluation.learned import LearnedRouter
 
         loaded = LearnedRouter.load(router_file)
+        loaded_verifier = _load_verifier(router_file)
         if tuple(loaded.models) != ladder.models or tuple(loaded.tiers) != ladder.tiers:
             raise DatasetError(
                 f"the router in {router_file} was trained for the ladder "
@@ -263,6 +270,34 @@ def evaluate(
             notes.append(f"no learned router: {exc}")
         if progress is not None:
             progress.advance()
+    verifier = loaded_verifier
+    has_responses = dataset.has_responses(ladder.models)
+    answered_below = dataset.has_responses(ladder.models[:-1])
+    if verifier is None and loaded is None and dataset.has_text and answered_below and train_rows:
+        from tierwise.evaluation.verifier import ResponseVerifier
+
+        if progress is not None:
+            progress.start("training the response verifier", 1)
+        try:
+            verifier = ResponseVerifier.train(
+                train_rows,
+                ladder,
+                {k: dataset.format_of(k) for k in kinds},
+                threshold=dataset.pass_threshold,
+                seed=seed,
+                tolerance=tolerance,
+            )
+        except DatasetError as exc:
+            notes.append(f"no response verifier: {exc}")
+        if progress is not None:
+            progress.advance()
+    if verifier is not None and (
+        verifier.models != ladder.models or verifier.tiers != ladder.tiers
+    ):
+        raise DatasetError(
+            f"the response verifier in {router_file} was trained for another ladder "
+            f"({','.join(verifier.models)}); this run's ladder is {ladder.format()}"
+        )
     if router is not None:
         router_info = {
             "source": str(router_file) if router_file else f"trained on {len(train_rows)} rows",
@@ -270,8 +305,13 @@ def evaluate(
             "features": len(router.features.vocabulary),
             "calibration": router.calibration.as_dict() if router.calibration else None,
         }
+        if verifier is not None:
+            router_info["verifier"] = {
+                "thresholds": list(verifier.thresholds),
+                "calibration": verifier.calibration.as_dict() if verifier.calibration else None,
+            }
         if save_router is not None:
-            router.save(save_router)
+            _save(router, verifier, save_router)
             router_info["saved_to"] = str(save_router)
 
     # -- strategies -----------------------------------------------------------------------------
@@ -294,8 +334,7 @@ def evaluate(
         ledger_label = ledger_url
     from tierwise.ledger import open_ledger
 
-    has_responses = dataset.has_responses(ladder.models)
-    plans = _plans(dataset, ladder, policy, train_rows, router, has_responses, kinds)
+    plans = _plans(dataset, ladder, policy, train_rows, router, has_responses, kinds, verifier)
     try:
         with open_ledger(ledger_target) as ledger:
             replayer = Replayer(
@@ -316,6 +355,7 @@ def evaluate(
                         scorer=plan.scorer,
                         start_tier=plan.start_tier,
                         agreement=plan.agreement,
+                        validators=plan.validators,
                         note=plan.note,
                     )
                 )
@@ -345,7 +385,13 @@ def evaluate(
         )
         for r in runs
     ]
-    routing = _routing(rows, ladder, router, runs, seed) if len(ladder) == 2 else []
+    routing = _routing(rows, ladder, router, runs, seed, verifier) if len(ladder) == 2 else []
+    if routing and verifier is not None:
+        notes.append(
+            "the verifier cascade's routing curve sweeps its acceptance threshold; its x axis is "
+            "the strong-call share as RouteLLM defines it, but a cascade always pays the weak "
+            "call too (its cost is in the strategies table, not on that axis)"
+        )
     return EvalReport(
         dataset={
             "name": dataset.name,
@@ -375,9 +421,10 @@ def _position(ladder: Ladder, model: str) -> int:
 class _Plan:
     name: str
     policy: Policy
-    scorer: LearnedRouter | None = None
+    scorer: Scorer | None = None
     start_tier: str | None = None
     agreement: bool = False
+    validators: tuple[Validator, ...] = ()
     note: str = ""
 
 
@@ -389,6 +436,7 @@ def _plans(
     router: LearnedRouter | None,
     has_responses: bool,
     kinds: set[str],
+    verifier: ResponseVerifier | None = None,
 ) -> list[_Plan]:
     """The cascade strategies this data allows."""
     plans: list[_Plan] = []
@@ -429,6 +477,20 @@ def _plans(
                     note=f"starts at {start}; cheaper tiers must agree",
                 )
             )
+    if verifier is not None and has_responses:
+        ts = "/".join(f"{t:.3f}" for t in verifier.thresholds)
+        plans.append(
+            _Plan(
+                VERIFIER_CASCADE,
+                eval_policy(dataset, ladder),
+                scorer=verifier,
+                validators=(verifier.validator(),),
+                note=(
+                    "P(correct) from prompt + answer (+ agreement of the cheaper tiers for "
+                    f"choice/number); escalates below thresholds {ts} calibrated on training rows"
+                ),
+            )
+        )
     if router is not None:
         plans.append(
             _Plan(
@@ -457,6 +519,7 @@ def _routing(
     router: LearnedRouter | None,
     runs: Sequence[StrategyRun],
     seed: int,
+    verifier: ResponseVerifier | None = None,
 ) -> list[RoutingSection]:
     """RouteLLM's curves for a two-tier ladder, for all rows and per benchmark."""
     weak_model, strong_model = ladder.models
@@ -466,7 +529,15 @@ def _routing(
         for name in sources:
             groups[name] = [i for i, r in enumerate(rows) if r.source == name]
     learned = router.strong_score(router.probabilities_for(rows)) if router is not None else None
-    cascades = [r for r in runs if r.group == STRATEGY and r.name.startswith("cascade")]
+    cascades = [
+        r
+        for r in runs
+        if r.group == STRATEGY and r.name.startswith("cascade") and r.name != VERIFIER_CASCADE
+    ]
+    verified = None
+    if verifier is not None and all(r.results[weak_model].response is not None for r in rows):
+        verified = 1.0 - verifier.probabilities_for(rows)[:, 0]
+    verifier_run = next((r for r in runs if r.name == VERIFIER_CASCADE), None)
     sections = []
     for source, idx in groups.items():
         sub = [rows[i] for i in idx]
@@ -476,6 +547,23 @@ def _routing(
         curves.append(_random_curve(w, s, seed))
         if learned is not None:
             curves.append(router_curve("learned router", learned[idx], w, s))
+        if verified is not None:
+            point = None
+            if verifier_run is not None:
+                traces = [verifier_run.traces[i] for i in idx]
+                point = (
+                    float(np.mean([t.tier == ladder.top for t in traces])),
+                    float(np.mean([t.score for t in traces])),
+                )
+            curves.append(
+                router_curve(
+                    "learned verifier cascade (threshold swept)",
+                    verified[idx],
+                    w,
+                    s,
+                    operating_point=point,
+                )
+            )
         for run in cascades:
             traces = [run.traces[i] for i in idx]
             point = (
@@ -496,6 +584,27 @@ def _routing(
             )
         )
     return sections
+
+
+def _save(router: LearnedRouter, verifier: ResponseVerifier | None, path: str | Path) -> None:
+    """The router's JSON, with the response verifier under ``"verifier"`` when there is one."""
+    import json
+
+    data = router.to_json()
+    if verifier is not None:
+        data["verifier"] = verifier.to_json()
+    Path(path).write_text(json.dumps(data), encoding="utf-8")
+
+
+def _load_verifier(path: str | Path) -> ResponseVerifier | None:
+    """The response verifier saved with a router file, or ``None`` when it has none."""
+    import json
+
+    from tierwise.evaluation.verifier import ResponseVerifier
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))  # LearnedRouter.load read it
+    found = data.get("verifier") if isinstance(data, dict) else None
+    return None if found is None else ResponseVerifier.from_json(found)
 
 
 def _random_curve(w: np.ndarray, s: np.ndarray, seed: int) -> RouterCurve:

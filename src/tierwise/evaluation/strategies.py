@@ -35,8 +35,9 @@ from tierwise.evaluation.dataset import Dataset, Ladder, Row
 from tierwise.evaluation.metrics import FloatArray, Step, Trace
 
 if TYPE_CHECKING:
-    from tierwise.cascade import Scorer
+    from tierwise.cascade import Cascade, Scorer
     from tierwise.cascade.result import AttemptRecord
+    from tierwise.cascade.validators import Validator
     from tierwise.ledger import Ledger
     from tierwise.policy import Policy
     from tierwise.policy.schema import Tier
@@ -322,14 +323,18 @@ class Replayer:
         scorer: Scorer | None = None,
         start_tier: str | None = None,
         agreement: bool = False,
+        validators: Sequence[Validator] = (),
         note: str = "",
     ) -> StrategyRun:
-        """Run every row through a cascade built from *policy*; one trace per row."""
-        from tierwise.cascade import Cascade
+        """Run every row through a cascade built from *policy*; one trace per row.
+
+        *validators* run after the policy's own for every kind (validator objects that a
+        policy file cannot name, such as a trained :class:`~.verifier.ResponseVerifier`).
+        """
         from tierwise.errors import BudgetExceededError, EscalationExhaustedError
 
         slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-        cascade = Cascade(
+        cascade = _cascade_with(validators)(
             policy,
             providers=self.source,
             ledger=self.ledger,
@@ -407,6 +412,22 @@ class Replayer:
             steps=tuple(steps),
             exhausted=exhausted,
         )
+
+
+def _cascade_with(extra: Sequence[Validator]) -> type[Cascade]:
+    """The real :class:`~tierwise.cascade.Cascade`, or a subclass whose every kind also runs
+    *extra* validators after the policy's (the loop, ledger and escalation are unchanged)."""
+    from tierwise.cascade import Cascade
+
+    if not extra:
+        return Cascade
+    added = tuple(extra)
+
+    class _WithValidators(Cascade):
+        def validators_for(self, task: Task) -> tuple[Validator, ...]:
+            return (*super().validators_for(task), *added)
+
+    return _WithValidators
 
 
 def _task(row: Row, task_id: str, meta: dict[str, str], run_id: str, slug: str) -> Task:
