@@ -272,8 +272,9 @@ def evaluate(
             progress.advance()
     verifier = loaded_verifier
     has_responses = dataset.has_responses(ladder.models)
-    answered_below = dataset.has_responses(ladder.models[:-1])
-    if verifier is None and loaded is None and dataset.has_text and answered_below and train_rows:
+    below = ladder.models[:-1]
+    answered = any(all(r.results[m].response is not None for m in below) for r in train_rows)
+    if verifier is None and loaded is None and dataset.has_text and answered:
         from tierwise.evaluation.verifier import ResponseVerifier
 
         if progress is not None:
@@ -534,9 +535,11 @@ def _routing(
         for r in runs
         if r.group == STRATEGY and r.name.startswith("cascade") and r.name != VERIFIER_CASCADE
     ]
-    verified = None
-    if verifier is not None and all(r.results[weak_model].response is not None for r in rows):
-        verified = 1.0 - verifier.probabilities_for(rows)[:, 0]
+    answered = [i for i, r in enumerate(rows) if r.results[weak_model].response is not None]
+    verified = np.full(len(rows), np.nan)
+    if verifier is not None and answered:
+        probs = verifier.probabilities_for([rows[i] for i in answered])
+        verified[answered] = 1.0 - probs[:, 0]
     verifier_run = next((r for r in runs if r.name == VERIFIER_CASCADE), None)
     sections = []
     for source, idx in groups.items():
@@ -547,7 +550,7 @@ def _routing(
         curves.append(_random_curve(w, s, seed))
         if learned is not None:
             curves.append(router_curve("learned router", learned[idx], w, s))
-        if verified is not None:
+        if not np.isnan(verified[idx]).any():
             point = None
             if verifier_run is not None:
                 traces = [verifier_run.traces[i] for i in idx]
