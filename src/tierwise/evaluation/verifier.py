@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import itertools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,22 @@ MAX_RESPONSE_CHARS = 3000
 #: Answer forms that agreement compares, by the dataset's answer format.
 AGREEMENT = {"choice": "choice", "number": "number"}
 #: Dense features after the two TF-IDF blocks (see :func:`dense_features`).
-DENSE = ("has_answer", "has_cheaper", "agrees_all", "agree_share", "log_length")
+DENSE = (
+    "has_answer",
+    "has_cheaper",
+    "agrees_all",
+    "agree_share",
+    "log_length",
+    "log_prompt_length",
+    "log_lines",
+    "log_calculator_notes",
+    "calculator_notes_check",
+    "log_prompt_numbers",
+    "prompt_numbers_used",
+    "final_is_integer",
+    "final_in_prompt",
+    "log_final_magnitude",
+)
 #: Threshold grid the calibration searches (per tier below the top).
 GRID = tuple(float(x) for x in np.round(np.linspace(0.0, 1.0, 41), 3))
 
@@ -94,16 +110,54 @@ def response_text(kind: str, answer: str | None, response: str) -> str:
     return f"kindtoken_{safe_kind} anstoken_{safe_answer} {response[-MAX_RESPONSE_CHARS:]}"
 
 
-def dense_features(answer: str | None, response: str, cheaper: Sequence[str | None]) -> list[float]:
-    """The :data:`DENSE` features of one answer, given the cheaper tiers' answers (if asked)."""
+def dense_features(
+    answer: str | None, response: str, cheaper: Sequence[str | None], prompt: str = ""
+) -> list[float]:
+    """The :data:`DENSE` features of one answer, given the cheaper tiers' answers (if asked).
+
+    Besides format and agreement, a few numeric signals of worked answers: how many lines and
+    calculator notes it has, whether its calculator notes check out, how many of the prompt's
+    numbers it uses, and whether its final number is an integer or one of the prompt's own.
+    """
+    from tierwise.evaluation.checks import arithmetic
+
     agree = [answer is not None and a == answer for a in cheaper]
+    prompt_numbers = set(_NUMBER.findall(prompt.replace(",", "")))
+    answer_numbers = set(_NUMBER.findall(response.replace(",", "")))
+    final = _final_number(response)
     return [
         1.0 if answer is not None else 0.0,
         1.0 if cheaper else 0.0,
         1.0 if cheaper and all(agree) else 0.0,
         sum(agree) / len(agree) if cheaper else 0.0,
         math.log1p(len(response)) / 10.0,
+        math.log1p(len(prompt)) / 10.0,
+        math.log1p(response.count("\n")) / 5.0,
+        math.log1p(response.count("<<")) / 3.0,
+        1.0 if "<<" in response and arithmetic(response)[0] else 0.0,
+        math.log1p(len(prompt_numbers)) / 3.0,
+        len(prompt_numbers & answer_numbers) / len(prompt_numbers) if prompt_numbers else 0.0,
+        1.0 if final is not None and final == int(final) else 0.0,
+        1.0 if final is not None and _plain(final) in prompt_numbers else 0.0,
+        math.log1p(abs(final)) / 10.0 if final is not None else 0.0,
     ]
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _final_number(text: str) -> float | None:
+    from tierwise.cascade.validators import extract_number
+
+    found = extract_number(text)
+    if found is None:
+        return None
+    value = float(found)
+    return value if math.isfinite(value) and abs(value) < 1e15 else None
+
+
+def _plain(x: float) -> str:
+    return str(int(x)) if x == int(x) and abs(x) < 1e15 else str(x)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +277,8 @@ class ResponseVerifier:
         (pass them only when :meth:`asks_cheaper`)."""
         fmt = self.formats.get(kind, "text")
         answer = answer_of(response, fmt)
-        dense = [dense_features(answer, response, [answer_of(c, fmt) for c in cheaper])]
+        others = [answer_of(c, fmt) for c in cheaper]
+        dense = [dense_features(answer, response, others, prompt)]
         x = self._matrix([kind], [prompt], [response_text(kind, answer, response)], dense)
         z = float((x @ self.coef[index])[0]) + float(self.intercept[index])
         return 1.0 / (1.0 + math.exp(-z))
@@ -551,7 +606,7 @@ def _features(
         kinds.append(r.kind)
         prompts.append(r.prompt or "")
         texts.append(response_text(r.kind, answer, response))
-        dense.append(dense_features(answer, response, cheaper))
+        dense.append(dense_features(answer, response, cheaper, r.prompt or ""))
     return kinds, prompts, texts, dense
 
 
