@@ -115,6 +115,19 @@ def render(report: EvalReport) -> None:
                 else ""
             )
         )
+        ver = report.router.get("verifier")
+        if ver:
+            vcal = ver.get("calibration") or {}
+            console.print(
+                "response verifier: thresholds "
+                + "/".join(f"{t:.3f}" for t in ver["thresholds"])
+                + (
+                    f" (calibrated on {vcal['rows']} training rows: quality {vcal['quality']:.3f},"
+                    f" target {vcal['target_quality']:.3f})"
+                    if vcal
+                    else ""
+                )
+            )
     console.print(f"replay ledger: {report.ledger}")
     for note in report.notes:
         console.print(f"[dim]note: {note}[/dim]")
@@ -206,9 +219,10 @@ def register(app: typer.Typer) -> None:
 
         Reads any folder of RouterBench, RouteLLM, MMLU-Pro, RouterArena, WildBench or tierwise
         JSONL results (recognised from content), runs single models, the policy by kind,
-        cascades with validators, a learned router and the oracle bounds, and prints quality
-        (95% CI), cost, cost share of the best single model, escalations, wasted spend,
-        validator errors and the gap to the oracle; APGR/CPT for two-model sets.
+        cascades with validators, a learned response verifier, a learned router and the oracle
+        bounds, and prints quality (95% CI), cost, cost share of the best single model,
+        escalations, wasted spend, validator errors and the gap to the oracle; APGR/CPT for
+        two-model sets.
 
         Example: tierwise eval data/routerbench_subset --train data/routerbench_subset --plot rb.png
         """
