@@ -11,7 +11,8 @@ report = evaluate("data/routerbench_subset", train="data/routerbench_subset")
 Modules: :mod:`~tierwise.evaluation.dataset` (the neutral form), :mod:`~.loaders` (one per
 source format), :mod:`~.prices` (costing results recorded without one), :mod:`~.checks`
 (validators for benchmark answers), :mod:`~.strategies`, :mod:`~.learned` (the TF-IDF +
-logistic-regression router), :mod:`~.metrics` (CIs, APGR, CPT), :mod:`~.report`
+logistic-regression router), :mod:`~.verifier` (the learned response verifier, a cascade
+validator), :mod:`~.metrics` (CIs, APGR, CPT), :mod:`~.report`
 (:func:`evaluate`) and :mod:`~.plot`. numpy, scikit-learn and matplotlib (the ``eval`` extra) are
 imported only by the modules that need them.
 """
@@ -26,6 +27,7 @@ from tierwise.evaluation.loaders import detect_format, dump_rows, load_dataset
 if TYPE_CHECKING:
     from tierwise.evaluation.learned import LearnedRouter
     from tierwise.evaluation.report import EvalReport, evaluate
+    from tierwise.evaluation.verifier import ResponseVerifier
 
 __all__ = [
     "Dataset",
@@ -34,6 +36,7 @@ __all__ = [
     "Ladder",
     "LearnedRouter",
     "ModelResult",
+    "ResponseVerifier",
     "Row",
     "detect_format",
     "dump_rows",
@@ -45,6 +48,7 @@ _LAZY = {
     "EvalReport": "tierwise.evaluation.report",
     "evaluate": "tierwise.evaluation.report",
     "LearnedRouter": "tierwise.evaluation.learned",
+    "ResponseVerifier": "tierwise.evaluation.verifier",
 }
 
 
