@@ -89,19 +89,35 @@ class _Origin:
 
 
 class _Connection:
-    __slots__ = ("idle_since", "origin", "reader", "reused", "writer")
+    __slots__ = ("idle_since", "origin", "reader", "reaper", "reused", "writer")
 
     def __init__(
-        self, origin: _Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        origin: _Origin,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        reaper: set[asyncio.Task[None]],
     ) -> None:
         self.origin = origin
         self.reader = reader
         self.writer = writer
+        self.reaper = reaper
         self.idle_since = time.monotonic()
         self.reused = False
 
     def close(self) -> None:
+        """Close now; the socket is released by a task the transport awaits on ``aclose``."""
+        if self.writer.is_closing():
+            return
         self.writer.close()
+        task = asyncio.get_running_loop().create_task(self._wait_closed())
+        self.reaper.add(task)
+        task.add_done_callback(self.reaper.discard)
+
+    async def _wait_closed(self) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+            async with asyncio.timeout(5):
+                await self.writer.wait_closed()
 
 
 class _FastResponse:
@@ -199,10 +215,12 @@ class _FastResponse:
 
     async def read(self) -> bytes:
         if self._remaining is not None and not self._chunked:
-            data = await self._read(self._remaining) if self._remaining else b""
-            self._remaining = 0
-            self._done = True
-            await self.aclose()
+            try:
+                data = await self._read(self._remaining) if self._remaining else b""
+                self._remaining = 0
+                self._done = True
+            finally:
+                await self.aclose()
             return data
         return b"".join([part async for part in self.aiter_bytes()])
 
@@ -234,6 +252,7 @@ class FastTransport:
         self.max_idle_per_origin = max_idle_per_origin
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._origins: dict[str, tuple[_Origin, str]] = {}
         self._closed = False
 
@@ -276,7 +295,7 @@ class FastTransport:
             raise TransportError(
                 "connect", f"cannot connect to {origin.host}:{origin.port}: {exc}"
             ) from exc
-        return _Connection(origin, reader, writer)
+        return _Connection(origin, reader, writer, self._closing)
 
     def _acquire_idle(self, origin: _Origin) -> _Connection | None:
         pool = self._idle.get(origin.key)
@@ -374,8 +393,8 @@ class FastTransport:
         for pool in pools.values():
             for conn in pool:
                 conn.close()
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    await conn.writer.wait_closed()
+        while self._closing:
+            await asyncio.gather(*list(self._closing))
 
 
 class _StaleConnection(Exception):
