@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -200,3 +201,23 @@ def test_graceful_shutdown_finishes_requests_in_flight(
         task = book.task(str(results["task"]))
         assert task is not None and task["outcome"] == "accepted"
         assert len(book.attempts_of(str(results["task"]))) == 1
+
+
+def test_not_waiting_for_the_ledger_still_records_every_request(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    db = tmp_path / "ledger.db"
+    config = replace(_config(fake_upstream, db), wait_for_ledger=False)
+    with (
+        GatewayServer(config) as server,
+        anthropic.Anthropic(base_url=server.base_url, api_key="x", max_retries=0) as c,
+    ):
+        ids = [
+            c.messages.with_raw_response.create(
+                model="tierwise/x", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+            ).headers["x-tierwise-task-id"]
+            for _ in range(5)
+        ]
+    # the server has shut down: whatever was queued is committed by now
+    with open_ledger(db) as book:
+        assert all((book.task(i) or {}).get("outcome") == "accepted" for i in ids)

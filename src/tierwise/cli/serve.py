@@ -31,6 +31,12 @@ def register(app: typer.Typer) -> None:
             10 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger request bodies get 413."
         ),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+        no_wait_for_ledger: bool = typer.Option(
+            False,
+            "--no-wait-for-ledger",
+            help="Answer before the ledger commit is on disk: lower latency, but a crash can "
+            "lose the last few milliseconds of rows.",
+        ),
     ) -> None:
         """Serve the gateway: point an agent's Anthropic or OpenAI client at it.
 
@@ -76,6 +82,7 @@ def register(app: typer.Typer) -> None:
             ledger_url=url,
             max_body_bytes=max_body_bytes,
             host=host,
+            wait_for_ledger=not no_wait_for_ledger,
         )
         shown = "localhost" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"

@@ -82,6 +82,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
                 pool=pool,
                 keys=KeyChecker(ledger, ttl_s=cfg.key_cache_s),
                 metrics=GatewayMetrics(),
+                wait_for_ledger=cfg.wait_for_ledger,
             )
             state["service"] = service
             app.state.service = service

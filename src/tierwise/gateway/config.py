@@ -43,6 +43,9 @@ class GatewayConfig:
             the ledger is asked again; a revoked key stops working within this time.
         max_connections: upstream connection pool size.
         host: the address served (only used to label logs; binding is uvicorn's).
+        wait_for_ledger: answer only once the request's ledger rows are committed (default).
+            ``False`` answers first and commits a moment later: lower latency, but a crash can
+            lose the rows of the last few milliseconds of answers.
     """
 
     policy: Policy | None = None
@@ -53,6 +56,7 @@ class GatewayConfig:
     key_cache_s: float = 2.0
     max_connections: int = 512
     host: str = "127.0.0.1"
+    wait_for_ledger: bool = True
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -95,6 +99,7 @@ class GatewayConfig:
                 "key_cache_s": self.key_cache_s,
                 "max_connections": self.max_connections,
                 "host": self.host,
+                "wait_for_ledger": self.wait_for_ledger,
             }
         )
 

@@ -124,8 +124,10 @@ class GatewayService:
         pool: UpstreamPool,
         keys: KeyChecker,
         metrics: GatewayMetrics,
+        wait_for_ledger: bool = True,
     ) -> None:
         self.policy = policy
+        self.wait_for_ledger = wait_for_ledger
         self.ledger = ledger
         self.recorder = recorder
         self.pool = pool
@@ -450,6 +452,10 @@ class GatewayService:
         return Reply(200, headers, stream=_iterate([b"".join(events)]))
 
     async def _flush(self, task_id: str) -> None:
+        """Commit the task's rows before its answer leaves (unless configured not to wait)."""
+        if not self.wait_for_ledger:
+            self.recorder.flush_later(task_id)
+            return
         try:
             await self.recorder.flush(task_id)
         except TierwiseError as exc:
