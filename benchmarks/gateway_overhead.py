@@ -148,6 +148,15 @@ class Connection:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.last_used = 0.0
+
+    async def fresh(self, max_idle_s: float = 4.0) -> None:
+        """Reconnect (untimed) if idle long enough for the server to drop it (uvicorn: 5 s)."""
+        if self.writer is not None and time.perf_counter() - self.last_used > max_idle_s:
+            await self.close()
+            self.writer = None
+        if self.writer is None:
+            await self.open()
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -193,6 +202,7 @@ class Connection:
         if fields.get("connection", "").lower() == "close":
             await self.close()
             self.writer = None
+        self.last_used = time.perf_counter()
         return status, data
 
 
@@ -216,6 +226,7 @@ class Target:
 
 
 async def one(conn: Connection, target: Target, body: bytes, stream: bool) -> float:
+    await conn.fresh()
     t0 = time.perf_counter()
     status, data = await conn.post(target.path, body, target.headers)
     elapsed = time.perf_counter() - t0
