@@ -77,11 +77,13 @@ class GatewayConfig:
         return load_policy(local) if local.exists() else default_policy()
 
     def resolved_ledger_url(self) -> str:
+        """The ledger URL to open (see ``ledger_url``)."""
         from tierwise.ledger import default_ledger_url, ledger_url
 
         return ledger_url(self.ledger_url) if self.ledger_url else default_ledger_url()
 
     def environ(self) -> Mapping[str, str]:
+        """Where upstream API keys are read from."""
         return os.environ if self.env is None else self.env
 
     def to_json(self) -> str:
@@ -105,6 +107,7 @@ class GatewayConfig:
 
     @classmethod
     def from_json(cls, text: str) -> GatewayConfig:
+        """The inverse of :meth:`to_json`."""
         data = json.loads(text)
         return cls(**data)
 

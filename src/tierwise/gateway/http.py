@@ -54,19 +54,26 @@ class UpstreamResponse(Protocol):
     status: int
     headers: Mapping[str, str]
 
-    async def read(self) -> bytes: ...
+    async def read(self) -> bytes:
+        """The whole body (then the connection is released)."""
 
-    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives."""
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release the connection (closed if the body was not read)."""
 
 
 class Transport(Protocol):
+    """Sends one upstream request; see :class:`FastTransport`."""
+
     async def send(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
-    ) -> UpstreamResponse: ...
+    ) -> UpstreamResponse:
+        """POST *body*; returns once the status line and headers have arrived."""
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close pooled connections."""
 
 
 def proxy_configured(env: Mapping[str, str]) -> bool:
@@ -388,6 +395,7 @@ class FastTransport:
         return _FastResponse(self, conn, status, headers, timeout_s)
 
     async def aclose(self) -> None:
+        """Close every connection this transport opened."""
         self._closed = True
         pools, self._idle = self._idle, {}
         for pool in pools.values():
@@ -462,6 +470,7 @@ class HttpxTransport:
     async def send(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
     ) -> UpstreamResponse:
+        """POST *body* through httpx2 (proxies honoured); the body is streamed."""
         import httpx2
 
         request = self._client.build_request(
@@ -478,4 +487,5 @@ class HttpxTransport:
         return _HttpxResponse(response)
 
     async def aclose(self) -> None:
+        """Close the httpx2 client."""
         await self._client.aclose()

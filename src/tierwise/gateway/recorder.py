@@ -70,6 +70,7 @@ class GroupCommitLedger:
         yield
 
     def record_policy_revision(self, revision: str, policy_json: str, source: str | None) -> None:
+        """Written at once (rare: once per cascade)."""
         self.ledger.record_policy_revision(revision, policy_json, source)
 
     def begin_task(
@@ -81,6 +82,7 @@ class GroupCommitLedger:
         role: str,
         store_content: bool,
     ) -> None:
+        """Deferred until :meth:`flush`."""
         self._defer(
             task.id,
             lambda: self.ledger.begin_task(
@@ -93,6 +95,7 @@ class GroupCommitLedger:
         )
 
     def record_attempt(self, attempt: AttemptRecord, *, store_content: bool) -> int:
+        """Deferred until :meth:`flush`; returns 0 (no row id yet)."""
         self._defer(
             attempt.task_id,
             lambda: _discard(self.ledger.record_attempt(attempt, store_content=store_content)),
@@ -100,20 +103,24 @@ class GroupCommitLedger:
         return 0
 
     def finish_task(self, task_id: str, **kwargs: Any) -> None:
+        """Deferred until :meth:`flush`."""
         self._defer(task_id, lambda: self.ledger.finish_task(task_id, **kwargs))
 
     def reserve(
         self, task_id: str, limits: Mapping[str, Decimal], amount_usd: Decimal
     ) -> Reservation:
+        """Written at once when there are limits: the check must be atomic across processes."""
         if not limits:
             return Reservation(None, task_id, (), Decimal(amount_usd))
         return self.ledger.reserve(task_id, limits, amount_usd)
 
     def settle(self, reservation: Reservation, actual_usd: Decimal) -> None:
+        """Deferred until :meth:`flush`."""
         if reservation.id is not None:
             self._defer(reservation.task_id, lambda: self.ledger.settle(reservation, actual_usd))
 
     def release(self, reservation: Reservation) -> None:
+        """Deferred until :meth:`flush`."""
         if reservation.id is not None:
             self._defer(reservation.task_id, lambda: self.ledger.release(reservation))
 

@@ -64,14 +64,17 @@ class GatewayServer:
 
     @property
     def base_url(self) -> str:
+        """What an Anthropic client takes as ``base_url``."""
         return f"http://{self.host}:{self.port}"
 
     @property
     def openai_base_url(self) -> str:
+        """What an OpenAI client takes as ``base_url``."""
         return f"{self.base_url}/v1"
 
     @property
     def app(self) -> Any:
+        """The running ASGI app (``None`` when stopped)."""
         return None if self.server is None else self.server.config.app
 
     def start(self, timeout_s: float = 15.0) -> GatewayServer:

@@ -544,6 +544,7 @@ class GatewayService:
     # -- bookkeeping outside the cascade loop ----------------------------------------------------
 
     def begin(self, call: Call, decision: Decision) -> None:
+        """Queue the task's start row (routing decision included)."""
         self.recorder.begin_task(
             call.task,
             decision,
@@ -569,6 +570,7 @@ class GatewayService:
         error: BaseException | None = None,
         escalated_from: int | None = None,
     ) -> AttemptRecord:
+        """An :class:`AttemptRecord` for an attempt made outside the cascade loop."""
         return AttemptRecord(
             task_id=call.task.id,
             attempt_no=attempt_no,
@@ -600,6 +602,7 @@ class GatewayService:
         tier: str | None,
         output: str | None,
     ) -> Decimal:
+        """Queue the task's end row; returns the task's total cost."""
         cost = sum((a.cost_usd for a in attempts), Decimal(0))
         self.recorder.finish_task(
             call.task.id,
@@ -614,6 +617,7 @@ class GatewayService:
         return cost
 
     def record(self, attempt: AttemptRecord) -> None:
+        """Queue one attempt row."""
         self.recorder.record_attempt(attempt, store_content=self.policy.model.store_content)
 
 

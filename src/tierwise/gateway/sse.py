@@ -65,6 +65,7 @@ class Event:
     raw: bytes
 
     def json(self) -> Any:
+        """The event's data parsed as JSON."""
         return json.loads(self.data)
 
 
@@ -79,6 +80,7 @@ class SSEDecoder:
         self._cr = b""
 
     def feed(self, chunk: bytes) -> list[Event]:
+        """Events completed by *chunk* (an incomplete tail is kept for the next call)."""
         self._buffer += self._cr + chunk
         self._cr = b""
         if b"\r" in self._buffer:
@@ -147,6 +149,7 @@ class AnthropicCollector:
         self.error: dict[str, Any] | None = None
 
     def feed(self, data: dict[str, Any]) -> None:
+        """Fold one event (its parsed data)."""
         kind = data.get("type")
         if kind == "message_start":
             self.started = True
@@ -227,6 +230,7 @@ class OpenAICollector:
         self.error: dict[str, Any] | None = None
 
     def feed(self, chunk: dict[str, Any]) -> None:
+        """Fold one chunk (its parsed data)."""
         if "error" in chunk and not chunk.get("choices"):
             self.error = chunk
             return

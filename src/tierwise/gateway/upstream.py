@@ -388,6 +388,7 @@ class RawProvider:
         return UpstreamStream(self, request, body)
 
     async def aclose(self) -> None:
+        """Close the blocking client, if one was made."""
         if self._sync is not None:
             self._sync.close()
             self._sync = None
@@ -690,6 +691,7 @@ class UpstreamPool:
         return list(seen.items())
 
     async def aclose(self) -> None:
+        """Close the providers and the transport."""
         for provider in self._providers.values():
             await provider.aclose()
         await self.transport.aclose()
