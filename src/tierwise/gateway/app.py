@@ -58,7 +58,13 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from tierwise.gateway.auth import KeyChecker
-        from tierwise.gateway.http import FastTransport, HttpxTransport, Transport, proxy_configured
+        from tierwise.gateway.http import (
+            FastTransport,
+            HttpxTransport,
+            SchemeTransport,
+            Transport,
+            proxy_configured,
+        )
         from tierwise.gateway.metrics import GatewayMetrics
         from tierwise.gateway.recorder import GroupCommitLedger
         from tierwise.gateway.upstream import UpstreamPool
@@ -71,7 +77,10 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         transport: Transport = (
             HttpxTransport(max_connections=cfg.max_connections)
             if proxy_configured(env)
-            else FastTransport(max_idle_per_origin=cfg.max_connections)
+            else SchemeTransport(
+                FastTransport(max_idle_per_origin=cfg.max_connections),
+                HttpxTransport(max_connections=cfg.max_connections),
+            )
         )
         pool = UpstreamPool(policy, transport, env)
         try:

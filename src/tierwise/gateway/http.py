@@ -1,12 +1,14 @@
-"""The gateway's upstream HTTP transports: a lean pooled HTTP/1.1 client, and httpx2 for proxies.
+"""The gateway's upstream HTTP transports: a lean pooled HTTP/1.1 client, and httpx2.
 
 Measured on loopback, ``httpx2.AsyncClient.post`` spends about a millisecond of CPU per call
 building and parsing what this module does in tens of microseconds, and the gateway's overhead
-budget is a millisecond. So the request path uses :class:`FastTransport`: keep-alive
-connections per origin (``http`` and ``https``), one write per request, Content-Length and
-chunked bodies, connect/read timeouts, and one transparent retry when a pooled connection turns
-out to have been closed by the server before it answered. When an HTTP proxy is configured
-(``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``), :class:`HttpxTransport` is used instead.
+budget is a millisecond. So ``http://`` upstreams (local OpenAI-compatible servers, loopback) go
+through :class:`FastTransport`: keep-alive connections per origin, one write per request,
+Content-Length and chunked bodies, connect/read timeouts, and one transparent retry when a
+pooled connection turns out to have been closed by the server before it answered. ``https://``
+upstreams (the public providers, where network latency dwarfs the client's cost) and every
+upstream when an HTTP proxy is configured (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``) go
+through :class:`HttpxTransport`, the maintained library; :class:`SchemeTransport` dispatches.
 
 Both raise only :class:`TransportError` (``kind``: ``connect``, ``timeout`` or ``protocol``), so
 :mod:`tierwise.gateway.upstream` maps one small tree into tierwise's provider errors.
@@ -26,6 +28,7 @@ from urllib.parse import urlsplit
 __all__ = [
     "FastTransport",
     "HttpxTransport",
+    "SchemeTransport",
     "Transport",
     "TransportError",
     "UpstreamResponse",
@@ -489,3 +492,28 @@ class HttpxTransport:
     async def aclose(self) -> None:
         """Close the httpx2 client."""
         await self._client.aclose()
+
+
+class SchemeTransport:
+    """``http://`` upstreams (local servers, loopback) on the lean client, ``https://`` on httpx2.
+
+    The lean client's TLS path is not exercised by this project's tests, and public provider
+    endpoints are HTTPS with network latency that dwarfs the client's cost, so they go through
+    the maintained library; local OpenAI-compatible servers get the millisecond back.
+    """
+
+    def __init__(self, plain: Transport, secure: Transport) -> None:
+        self._plain = plain
+        self._secure = secure
+
+    async def send(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+    ) -> UpstreamResponse:
+        chosen = self._secure if url.startswith("https:") else self._plain
+        return await chosen.send(url, body, headers, timeout_s)
+
+    async def aclose(self) -> None:
+        try:
+            await self._plain.aclose()
+        finally:
+            await self._secure.aclose()
