@@ -60,11 +60,6 @@ def _finish_statement() -> sa.Update:
     return tasks.update().where(tasks.c.id == sa.bindparam("b_id"))
 
 
-@cache
-def _task_exists_statement() -> sa.Select[tuple[str]]:
-    return sa.select(tasks.c.id).where(tasks.c.id == sa.bindparam("b_id"))
-
-
 def open_ledger(
     url: str | Path,
     *,
@@ -125,6 +120,7 @@ class Ledger:
         self._redact = redactor or Redactor()
         self._closed = False
         self._local = threading.local()  # the open batch() transaction of each thread
+        self._revisions: set[str] = set()  # policy revisions known committed
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -179,17 +175,23 @@ class Ledger:
                 self._local.conn = None
 
     @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit."""
+    def _write(self, *, single: bool = False) -> Iterator[sa.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit.
+
+        Inside :meth:`batch` the write joins the batch's transaction under a SAVEPOINT, so that
+        a write that fails (a reservation that would overrun, say) still changes nothing. A
+        *single*-statement write skips the savepoint: one statement is atomic on its own.
+        """
         if self._closed:
             raise LedgerError("the ledger is closed")
         shared = getattr(self._local, "conn", None)
         if shared is not None:
-            # Inside batch(): join its transaction, under a SAVEPOINT so that a write that fails
-            # (a reservation that would overrun, say) still changes nothing, as outside a batch.
             try:
-                with shared.begin_nested():
+                if single:
                     yield shared
+                else:
+                    with shared.begin_nested():
+                        yield shared
             except sa.exc.SQLAlchemyError as exc:
                 raise LedgerError(f"ledger write failed: {_reason(exc)}") from None
             return
@@ -224,8 +226,12 @@ class Ledger:
                 .where(c.revision == revision, c.policy_json.is_(None))
                 .values(policy_json=policy_json, source=source)
             )
+        if getattr(self._local, "conn", None) is None:  # committed: later tasks may skip it
+            self._revisions.add(revision)
 
     def _ensure_revision(self, conn: sa.Connection, revision: str) -> None:
+        if revision in self._revisions:  # written and committed by this process already
+            return
         insert_ignore(
             conn, policy_revisions, ["revision"], {"revision": revision, "created_at": self._now()}
         )
@@ -248,13 +254,29 @@ class Ledger:
                 ``Task.id``), or the write failed.
         """
         now = self._now()
+        duplicate = LedgerError(
+            f"task {task.id} is already in the ledger; each run needs its own task "
+            "id, e.g. task.with_(id=uuid.uuid4().hex)"
+        )
+        try:
+            self._insert_task(task, decision, policy_revision, role, store_content, now)
+        except LedgerError:
+            # The primary key refused the row (the only way this insert fails once the policy
+            # revision is known); say so plainly instead of the driver's words.
+            if self.task(task.id) is not None:
+                raise duplicate from None
+            raise
+
+    def _insert_task(
+        self,
+        task: Task,
+        decision: Decision,
+        policy_revision: str,
+        role: str,
+        store_content: bool,
+        now: datetime,
+    ) -> None:
         with self._write() as conn:
-            exists = conn.execute(_task_exists_statement(), {"b_id": task.id}).first()
-            if exists is not None:
-                raise LedgerError(
-                    f"task {task.id} is already in the ledger; each run needs its own task "
-                    "id, e.g. task.with_(id=uuid.uuid4().hex)"
-                )
             self._ensure_revision(conn, policy_revision)
             if task.session:
                 upsert(
@@ -333,7 +355,7 @@ class Ledger:
             "recorded_at": self._now(),
         }
         update = [k for k in values if k not in ("task_id", "attempt_no")]
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             result = upsert(conn, attempts, ["task_id", "attempt_no"], values, update, "id")
             return int(result.scalar_one())
 
@@ -356,7 +378,7 @@ class Ledger:
         """
         if outcome not in TASK_OUTCOMES:
             raise ValueError(f"task outcome must be one of {TASK_OUTCOMES}, got {outcome!r}")
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             result = conn.execute(
                 _finish_statement(),
                 {
