@@ -3,8 +3,9 @@
 The loop is written once, as a generator that *yields* the two kinds of I/O it needs — a provider
 call and a validation pass — and receives their results. :meth:`Cascade.run` drives it with
 blocking calls and :meth:`Cascade.arun` with awaits, so the sync and async paths can never drift
-apart. Ledger writes happen inline: a small WAL insert costs tens of microseconds and every
-attempt must be on disk before the next hop starts.
+apart. Ledger writes happen inline, two commits per attempt (the budget reservation before the
+call; the settlement, the attempt's row and, at the end, the task's row after validation), so every
+attempt is on disk before the next hop starts and before the caller sees a result.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from tierwise.task import Decision, Message, Task
 
 if TYPE_CHECKING:
     from tierwise.cascade.validators import Validator
-    from tierwise.ledger import Ledger
     from tierwise.policy import Policy
     from tierwise.policy.schema import Tier
     from tierwise.pricing import ModelPrices, PriceCatalog
@@ -59,6 +59,48 @@ class Scorer(Protocol):
     """A pre-routing scorer (e.g. a learned router): proposes the tier to start at, or ``None``."""
 
     def propose(self, task: Task) -> str | None: ...
+
+
+class LedgerSink(Protocol):
+    """What the cascade writes to: :class:`tierwise.ledger.Ledger`, or a wrapper around it
+    (the gateway's group-commit recorder). Budgets are reserved through the same object."""
+
+    def batch(self) -> AbstractContextManager[None]: ...
+
+    def record_policy_revision(
+        self, revision: str, policy_json: str, source: str | None
+    ) -> None: ...
+
+    def begin_task(
+        self,
+        task: Task,
+        decision: Decision,
+        *,
+        policy_revision: str,
+        role: str,
+        store_content: bool,
+    ) -> None: ...
+
+    def record_attempt(self, attempt: AttemptRecord, *, store_content: bool) -> int: ...
+
+    def finish_task(
+        self,
+        task_id: str,
+        *,
+        outcome: str,
+        final_tier: str | None,
+        cost_usd: Decimal,
+        latency_s: float,
+        attempts: int,
+        output: str | None,
+        store_content: bool,
+    ) -> None: ...
+
+    def reserve(self, task_id: str, limits: Mapping[str, Decimal], amount_usd: Decimal) -> Any: ...
+
+    def settle(self, reservation: Any, actual_usd: Decimal) -> None: ...
+
+    def release(self, reservation: Any) -> None: ...
 
 
 class ProviderSource(Protocol):
@@ -175,7 +217,7 @@ class Cascade:
         policy: Policy,
         *,
         providers: ProviderSource | None = None,
-        ledger: Ledger | None = None,
+        ledger: LedgerSink | None = None,
         router: Router | None = None,
         scorer: Scorer | None = None,
         catalog: PriceCatalog | None = None,
@@ -208,7 +250,9 @@ class Cascade:
         self._sleep = sleep
         self._clock = clock
         self._now = now
-        self._budgets: Ledger | MemoryBudgets = ledger if ledger is not None else MemoryBudgets()
+        self._budgets: LedgerSink | MemoryBudgets = (
+            ledger if ledger is not None else MemoryBudgets()
+        )
         self._validators: dict[tuple[str, tuple[str, ...]], tuple[Validator, ...]] = {}
         #: (kind, from tier, reason) → count; read by learning and metrics.
         self.escalations: Counter[tuple[str, str, str]] = Counter()

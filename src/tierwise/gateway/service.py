@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from tierwise.cascade.result import AttemptRecord
 from tierwise.cascade.runner import Cascade, Failure, default_request_builder
@@ -137,7 +137,7 @@ class GatewayService:
         self.cascade = Cascade(
             policy,
             providers=pool,
-            ledger=cast("Ledger", recorder),
+            ledger=recorder,
             request_builder=self.build_request,
         )
         self.validator_names = frozenset(policy.model.validators)
