@@ -477,7 +477,7 @@ class Cascade:
                 self.cooldown.record_failure(model)
                 last_error = result
                 with self._batch():
-                    self._budgets.release(reservation)
+                    self._release(reservation)
                     self._append(
                         run,
                         AttemptRecord(
@@ -554,7 +554,7 @@ class Cascade:
         )
         if isinstance(result, ProviderError):
             with self._batch():
-                self._budgets.release(reservation)
+                self._release(reservation)
                 self._append(
                     run,
                     AttemptRecord(
@@ -570,7 +570,7 @@ class Cascade:
             raise result
         cost = self._cost(result, prices)
         with self._batch():
-            self._budgets.settle(reservation, cost)
+            self._settle(reservation, cost)
             self._append(
                 run,
                 AttemptRecord(
@@ -603,7 +603,17 @@ class Cascade:
             amount = max_cost(
                 prices, input_tokens=input_token_bound(request), max_tokens=request.max_tokens
             )
+        if not run.limits:
+            return None  # no budget applies: nothing to hold, and no commit to pay for
         return self._budgets.reserve(run.task.id, run.limits, amount)
+
+    def _settle(self, reservation: Any, cost: Decimal) -> None:
+        if reservation is not None:
+            self._budgets.settle(reservation, cost)
+
+    def _release(self, reservation: Any) -> None:
+        if reservation is not None:
+            self._budgets.release(reservation)
 
     def _cost(self, completion: Completion, prices: ModelPrices | None) -> Decimal:
         from tierwise.pricing import cost_of
@@ -654,7 +664,7 @@ class Cascade:
         run.attempts[pos] = final
         if run.held is not None:
             reservation, cost = run.held
-            self._budgets.settle(reservation, cost)
+            self._settle(reservation, cost)
             run.held = None
         self._begin(run)
         if self.ledger is not None:
