@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from tierwise.cascade.result import AttemptRecord, CascadeResult, Verdict
-from tierwise.cascade.runner import (
-    Cascade,
+from tierwise.cascade.runner import Cascade
+from tierwise.cascade.seams import (
     Failure,
+    LedgerSink,
+    ProviderSource,
     RequestBuilder,
     Scorer,
     default_request_builder,
@@ -16,6 +18,8 @@ __all__ = [
     "Cascade",
     "CascadeResult",
     "Failure",
+    "LedgerSink",
+    "ProviderSource",
     "RequestBuilder",
     "Scorer",
     "Verdict",

@@ -4,8 +4,9 @@ The loop is written once, as a generator that *yields* the two kinds of I/O it n
 call and a validation pass — and receives their results. :meth:`Cascade.run` drives it with
 blocking calls and :meth:`Cascade.arun` with awaits, so the sync and async paths can never drift
 apart. Ledger writes happen inline, two commits per attempt (the budget reservation before the
-call; the settlement, the attempt's row and, at the end, the task's row after validation), so every
-attempt is on disk before the next hop starts and before the caller sees a result.
+call, skipped when no budget applies; then the settlement, the attempt's row and, at the end, the
+task's row after validation), so every attempt is on disk before the next hop starts and before
+the caller sees a result. The seams it calls out through are in :mod:`tierwise.cascade.seams`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,24 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from tierwise.cascade.budget import MemoryBudgets, budget_limits, input_token_bound
 from tierwise.cascade.result import AttemptRecord, CascadeResult, Role, Verdict
+from tierwise.cascade.seams import (
+    Failure,
+    LedgerSink,
+    ProviderSource,
+    RequestBuilder,
+    Scorer,
+    default_request_builder,
+)
 from tierwise.errors import (
     BudgetExceededError,
     EscalationExhaustedError,
@@ -32,7 +41,7 @@ from tierwise.errors import (
 )
 from tierwise.pricing.usage import Usage
 from tierwise.providers.base import Completion, CompletionRequest, Provider
-from tierwise.task import Decision, Message, Task
+from tierwise.task import Decision, Task
 
 if TYPE_CHECKING:
     from tierwise.cascade.validators import Validator
@@ -41,100 +50,6 @@ if TYPE_CHECKING:
     from tierwise.pricing import ModelPrices, PriceCatalog
     from tierwise.providers.factory import ProviderPool
     from tierwise.routing import Router
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Why the previous tier's attempt was not accepted, handed to the next tier as context."""
-
-    tier: str
-    reason: str
-    output: str | None = None
-
-
-RequestBuilder = Callable[[Task, "Tier", str, int, "Failure | None"], CompletionRequest]
-
-
-class Scorer(Protocol):
-    """A pre-routing scorer (e.g. a learned router): proposes the tier to start at, or ``None``."""
-
-    def propose(self, task: Task) -> str | None: ...
-
-
-class LedgerSink(Protocol):
-    """What the cascade writes to: :class:`tierwise.ledger.Ledger`, or a wrapper around it
-    (the gateway's group-commit recorder). Budgets are reserved through the same object."""
-
-    def batch(self) -> AbstractContextManager[None]: ...
-
-    def record_policy_revision(
-        self, revision: str, policy_json: str, source: str | None
-    ) -> None: ...
-
-    def begin_task(
-        self,
-        task: Task,
-        decision: Decision,
-        *,
-        policy_revision: str,
-        role: str,
-        store_content: bool,
-    ) -> None: ...
-
-    def record_attempt(self, attempt: AttemptRecord, *, store_content: bool) -> int: ...
-
-    def finish_task(
-        self,
-        task_id: str,
-        *,
-        outcome: str,
-        final_tier: str | None,
-        cost_usd: Decimal,
-        latency_s: float,
-        attempts: int,
-        output: str | None,
-        store_content: bool,
-    ) -> None: ...
-
-    def reserve(self, task_id: str, limits: Mapping[str, Decimal], amount_usd: Decimal) -> Any: ...
-
-    def settle(self, reservation: Any, actual_usd: Decimal) -> None: ...
-
-    def release(self, reservation: Any) -> None: ...
-
-
-class ProviderSource(Protocol):
-    """Where the cascade gets providers: ``for_tier`` lists (model, provider), primary first."""
-
-    def for_tier(self, tier: str) -> Sequence[tuple[str, Provider]]: ...
-
-
-def default_request_builder(
-    task: Task, tier: Tier, model: str, max_tokens: int, failure: Failure | None
-) -> CompletionRequest:
-    """Build the request for one attempt: the task's turns, plus the failure when escalating.
-
-    The failed output goes back as the assistant's turn and the validator's reason as the next
-    user turn, so the stronger model sees what went wrong instead of starting blind.
-    """
-    messages = [*task.history, Message("user", task.prompt)]
-    if failure is not None and failure.output is not None:
-        messages.append(Message("assistant", failure.output or "(empty answer)"))
-        messages.append(
-            Message(
-                "user",
-                f"That answer was rejected by an automatic check: {failure.reason}. "
-                "Answer the original request again, correcting this.",
-            )
-        )
-    return CompletionRequest(
-        model=model,
-        messages=tuple(messages),
-        system=task.system,
-        max_tokens=max_tokens,
-        timeout_s=tier.timeout_s,
-        extra={"prompt_id": task.id, "kind": task.kind},
-    )
 
 
 # -- the effects the loop yields ------------------------------------------------------------------

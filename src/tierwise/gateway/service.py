@@ -28,7 +28,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from tierwise.cascade.result import AttemptRecord
-from tierwise.cascade.runner import Cascade, Failure, default_request_builder
+from tierwise.cascade.runner import Cascade
+from tierwise.cascade.seams import Failure, default_request_builder
 from tierwise.errors import (
     BudgetExceededError,
     EscalationExhaustedError,

@@ -8,7 +8,7 @@ as the SDKs map them, transport failures, cut bodies, malformed JSON), and messa
 contain the upstream key.
 
 :class:`RawProvider` implements the :class:`~tierwise.providers.base.Provider` protocol;
-:class:`UpstreamPool` is the :class:`~tierwise.cascade.runner.ProviderSource` the gateway's
+:class:`UpstreamPool` is the :class:`~tierwise.cascade.seams.ProviderSource` the gateway's
 cascade uses. ``Completion.raw`` is an :class:`UpstreamReply` with the upstream's JSON (and its
 exact bytes for non-streamed calls) so a same-dialect answer can be returned verbatim.
 """
