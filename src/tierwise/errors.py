@@ -2,6 +2,8 @@
 
     TierwiseError
      ├── PolicyError                 a policy file is unreadable or invalid (lists every issue)
+     ├── UnknownTierError            a tier name the policy's ladder lacks (also a KeyError;
+     │                               defined in tierwise.policy.core)
      ├── PricingError
      │    └── UnknownModelError      no catalog price and no override for a model
      ├── ProviderError               one upstream call failed (mapped once, per provider)
@@ -14,7 +16,9 @@
      │    └── BadResponseError           a reply that cannot be parsed or is cut short
      ├── BudgetExceededError         a budget would be overrun; carries the attempts so far
      ├── EscalationExhaustedError    every tier of the ladder failed; carries the whole trail
-     └── LedgerError                 the ledger cannot be opened, migrated or written
+     ├── LedgerError                 the ledger cannot be opened, migrated or written
+     └── DatasetError                recorded results for `tierwise eval` are missing or
+                                     malformed (defined in tierwise.evaluation.dataset)
 
 Retries dispatch on class (``ProviderError.retryable``), never on message text. Messages say
 what was expected and what was found, and never contain credentials.
