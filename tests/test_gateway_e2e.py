@@ -611,3 +611,19 @@ def test_no_body_bytes_is_a_named_400(gateway: GatewayServer) -> None:
     response = httpx2.post(f"{gateway.base_url}/v1/chat/completions", content=b"")
     assert response.status_code == 400
     assert "JSON" in response.json()["error"]["message"]
+
+
+def test_an_upstream_400_on_a_passed_through_model_reaches_the_caller_as_400(
+    up: FakeUpstream, claude: anthropic.Anthropic, ledger: Ledger
+) -> None:
+    up.set_script(STRONG, ModelScript(reply="never", faults=("400:always",)))
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.create(
+            model=STRONG, max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    assert info.value.status_code == 400
+    assert len(up.requests_for(STRONG)) == 1  # a bad request is not retried
+    task_id = info.value.response.headers["x-tierwise-task-id"]
+    rows = ledger.attempts_of(task_id)
+    assert [r["outcome"] for r in rows] == ["error"]
+    assert rows[0]["error_class"] == "BadRequestError"
