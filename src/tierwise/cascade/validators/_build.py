@@ -116,8 +116,8 @@ def build_validator(
 
 
 def _schema_checker(schema: str | dict[str, Any], base_dir: Path, where: str) -> Any:
-    from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
-    from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
 
     document: Any = schema
     if isinstance(schema, str):
@@ -146,7 +146,8 @@ def _schema_checker(schema: str | dict[str, Any], base_dir: Path, where: str) ->
     if caught and isinstance(document, dict):
         raise _error(where, f"unknown $schema {document.get('$schema')!r}")
     try:
-        cls.check_schema(document)
+        if isinstance(document, dict):  # true and false are valid schemas as they stand
+            cls.check_schema(document)
     except SchemaError as exc:
         raise _error(where, f"invalid JSON Schema at {exc.json_path}: {exc.message}") from None
     return cls(document, format_checker=cls.FORMAT_CHECKER)

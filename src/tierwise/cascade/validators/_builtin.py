@@ -14,7 +14,7 @@ from tierwise.cascade.validators._base import BaseValidator, ValidationContext, 
 from tierwise.cascade.validators._text import parse_confidence, parse_json, shorten
 
 if TYPE_CHECKING:
-    from jsonschema.protocols import Validator as SchemaChecker  # type: ignore[import-untyped]
+    from jsonschema.protocols import Validator as SchemaChecker
 
 
 class JsonValidator(BaseValidator):
@@ -38,7 +38,7 @@ class JsonSchemaValidator(BaseValidator):
         self.checker = checker
 
     def _check(self, output: str, ctx: ValidationContext) -> Verdict:
-        from jsonschema.exceptions import best_match, relevance  # type: ignore[import-untyped]
+        from jsonschema.exceptions import best_match, relevance
 
         ok, document, error = parse_json(output)
         if not ok:
