@@ -45,6 +45,17 @@ def _upsert(
     return stmt.returning(table.c[returning]) if returning else stmt
 
 
+def upsert_statement(
+    dialect: str,
+    table: sa.Table,
+    keys: Sequence[str],
+    update: Sequence[str],
+    returning: str | None = None,
+) -> Any:
+    """The (cached) ``INSERT … ON CONFLICT (keys) DO UPDATE`` statement for *dialect*."""
+    return _upsert(dialect, table, tuple(keys), tuple(update), returning)
+
+
 def insert_ignore(
     conn: sa.Connection, table: sa.Table, keys: Sequence[str], values: Mapping[str, Any]
 ) -> sa.CursorResult[Any]:

@@ -12,9 +12,9 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,9 +34,10 @@ from tierwise.ledger.engine import (
     migrate,
 )
 from tierwise.ledger.keys import ApiKey
+from tierwise.ledger.prepared import Prepared, prepare, savepoint
 from tierwise.ledger.redact import Redactor, secret_values
 from tierwise.ledger.schema import attempts, policy_revisions, sessions, tasks, to_pico
-from tierwise.ledger.sql import insert_ignore, upsert
+from tierwise.ledger.sql import insert_ignore, upsert_statement
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -55,9 +56,105 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@cache
-def _finish_statement() -> sa.Update:
-    return tasks.update().where(tasks.c.id == sa.bindparam("b_id"))
+_TASK_COLUMNS = (
+    "id",
+    "kind",
+    "session_id",
+    "role",
+    "policy_revision",
+    "decision_tier",
+    "decision_tier_index",
+    "decision_step",
+    "decision_rule",
+    "decision_floor",
+    "decision_json",
+    "prompt_sha256",
+    "prompt_chars",
+    "prompt_text",
+    "outcome",
+    "created_at",
+)
+_ATTEMPT_KEYS = ("task_id", "attempt_no")
+_ATTEMPT_COLUMNS = (
+    *_ATTEMPT_KEYS,
+    "kind",
+    "session_id",
+    "role",
+    "tier",
+    "tier_index",
+    "model",
+    "provider",
+    "outcome",
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+    "cost_pusd",
+    "latency_s",
+    "verdicts_json",
+    "failure",
+    "error_class",
+    "escalated_from",
+    "stop_reason",
+    "output_sha256",
+    "output_chars",
+    "output_text",
+    "started_at",
+    "recorded_at",
+)
+_FINISH_COLUMNS = (
+    "outcome",
+    "final_tier",
+    "cost_pusd",
+    "latency_s",
+    "attempts",
+    "output_sha256",
+    "output_chars",
+    "output_text",
+    "finished_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The request-path writes, compiled once for one engine's dialect."""
+
+    insert_task: Prepared
+    touch_session: Prepared
+    upsert_attempt: Prepared
+    finish_task: Prepared
+
+    @classmethod
+    def build(cls, dialect: sa.Dialect) -> _Statements:
+        name = dialect.name
+        return cls(
+            insert_task=prepare(tasks.insert(), dialect, _TASK_COLUMNS),
+            touch_session=prepare(
+                upsert_statement(name, sessions, ("id",), ("last_seen_at",)),
+                dialect,
+                ("id", "created_at", "last_seen_at"),
+            ),
+            upsert_attempt=prepare(
+                upsert_statement(
+                    name, attempts, _ATTEMPT_KEYS, _ATTEMPT_COLUMNS[len(_ATTEMPT_KEYS) :], "id"
+                ),
+                dialect,
+                _ATTEMPT_COLUMNS,
+            ),
+            finish_task=prepare(
+                tasks.update().where(tasks.c.id == sa.bindparam("b_id")), dialect, _FINISH_COLUMNS
+            ),
+        )
+
+
+@dataclass(slots=True)
+class _Tx:
+    """One write transaction: its connection, a DBAPI cursor on it, what to do once committed."""
+
+    conn: sa.Connection
+    cursor: Any
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 def open_ledger(
@@ -93,11 +190,17 @@ def open_ledger(
     return Ledger(engine, now=now or _utcnow, redactor=redactor)
 
 
-def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+def _reason(exc: Exception) -> str:
     # The DBAPI's own message only: SQLAlchemy's str() appends the bound parameters, which may
-    # hold prompt or output text.
+    # hold prompt or output text. A driver error raised on the DBAPI cursor is its own message.
+    if not isinstance(exc, sa.exc.SQLAlchemyError):
+        return f"{type(exc).__name__}: {exc}"
     orig = getattr(exc, "orig", None)
     return f"{type(orig).__name__}: {orig}" if orig is not None else type(exc).__name__
+
+
+def _hour(now: datetime) -> datetime:
+    return now.replace(minute=0, second=0, microsecond=0)
 
 
 class Ledger:
@@ -121,6 +224,13 @@ class Ledger:
         self._closed = False
         self._local = threading.local()  # the open batch() transaction of each thread
         self._revisions: set[str] = set()  # policy revisions known committed
+        # sessions whose row this process committed during the hour _session_hour
+        self._session_hour: datetime | None = None
+        self._sessions: set[str] = set()
+        self._sql: _Statements | None = None
+        self._driver_error: type[Exception] = getattr(
+            engine.dialect.loaded_dbapi, "Error", sa.exc.DBAPIError
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -164,42 +274,60 @@ class Ledger:
         the block is still all-or-nothing (a savepoint). Reads inside the block see only what
         was committed before it, and on SQLite the block holds the write lock: keep it short.
         """
-        if getattr(self._local, "conn", None) is not None:
+        if getattr(self._local, "tx", None) is not None:
             yield
             return
-        with self._write() as conn:
-            self._local.conn = conn
+        with self._write() as tx:
+            self._local.tx = tx
             try:
                 yield
             finally:
-                self._local.conn = None
+                self._local.tx = None
 
     @contextmanager
-    def _write(self, *, single: bool = False) -> Iterator[sa.Connection]:
+    def _write(self, *, single: bool = False) -> Iterator[_Tx]:
         """One write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit.
 
         Inside :meth:`batch` the write joins the batch's transaction under a SAVEPOINT, so that
         a write that fails (a reservation that would overrun, say) still changes nothing. A
         *single*-statement write skips the savepoint: one statement is atomic on its own.
+        The transaction's ``on_commit`` callbacks run once it is committed (those of a write
+        rolled back to its savepoint are dropped).
         """
         if self._closed:
             raise LedgerError("the ledger is closed")
-        shared = getattr(self._local, "conn", None)
+        shared: _Tx | None = getattr(self._local, "tx", None)
         if shared is not None:
             try:
                 if single:
                     yield shared
                 else:
-                    with shared.begin_nested():
-                        yield shared
-            except sa.exc.SQLAlchemyError as exc:
+                    mark = len(shared.on_commit)
+                    try:
+                        with savepoint(shared.cursor):
+                            yield shared
+                    except BaseException:
+                        del shared.on_commit[mark:]
+                        raise
+            except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
                 raise LedgerError(f"ledger write failed: {_reason(exc)}") from None
             return
         try:
             with self._engine.begin() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
+                tx = _Tx(conn, conn.connection.cursor())
+                try:
+                    yield tx
+                finally:
+                    tx.cursor.close()
+        except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
             raise LedgerError(f"ledger write failed: {_reason(exc)}") from None
+        for callback in tx.on_commit:
+            callback()
+
+    def _statements(self) -> _Statements:
+        if self._sql is None:  # a race builds it twice, harmlessly
+            self._sql = _Statements.build(self._engine.dialect)
+        return self._sql
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
@@ -218,23 +346,45 @@ class Ledger:
 
     def record_policy_revision(self, revision: str, policy_json: str, source: str | None) -> None:
         """Record the effective policy in force under *revision* (idempotent)."""
-        with self._write() as conn:
-            self._ensure_revision(conn, revision)
+        with self._write() as tx:
+            self._ensure_revision(tx, revision)
             c = policy_revisions.c
-            conn.execute(
+            tx.conn.execute(
                 sa.update(policy_revisions)
                 .where(c.revision == revision, c.policy_json.is_(None))
                 .values(policy_json=policy_json, source=source)
             )
-        if getattr(self._local, "conn", None) is None:  # committed: later tasks may skip it
-            self._revisions.add(revision)
 
-    def _ensure_revision(self, conn: sa.Connection, revision: str) -> None:
+    def _ensure_revision(self, tx: _Tx, revision: str) -> None:
         if revision in self._revisions:  # written and committed by this process already
             return
         insert_ignore(
-            conn, policy_revisions, ["revision"], {"revision": revision, "created_at": self._now()}
+            tx.conn,
+            policy_revisions,
+            ["revision"],
+            {"revision": revision, "created_at": self._now()},
         )
+        tx.on_commit.append(lambda: self._revisions.add(revision))
+
+    def _touch_session(self, tx: _Tx, session: str, now: datetime) -> None:
+        """Upsert the session's row, unless this process committed it earlier this hour.
+
+        ``sessions.last_seen_at`` is therefore exact to the hour, not to the task.
+        """
+        hour = _hour(now)
+        if hour == self._session_hour and session in self._sessions:
+            return
+        values = {"id": session, "created_at": now, "last_seen_at": now}
+        self._statements().touch_session.run(tx.cursor, values)
+
+        def committed() -> None:
+            if hour != self._session_hour:
+                if self._session_hour is not None and hour < self._session_hour:
+                    return  # a late commit from the previous hour
+                self._session_hour, self._sessions = hour, set()
+            self._sessions.add(session)
+
+        tx.on_commit.append(committed)
 
     def begin_task(
         self,
@@ -276,42 +426,41 @@ class Ledger:
         store_content: bool,
         now: datetime,
     ) -> None:
-        with self._write() as conn:
-            self._ensure_revision(conn, policy_revision)
+        rule = decision.rule_name or (
+            None if decision.rule_index is None else f"#{decision.rule_index}"
+        )
+        if decision.step == "frontier":
+            rule = decision.constraint_name or f"frontier#{decision.constraint_index}"
+        values = {
+            "id": task.id,
+            "kind": task.kind,
+            "session_id": task.session,
+            "role": role,
+            "policy_revision": policy_revision,
+            "decision_tier": decision.tier,
+            "decision_tier_index": decision.tier_index,
+            "decision_step": decision.step,
+            "decision_rule": rule,
+            "decision_floor": decision.floor,
+            "decision_json": json.dumps(decision.as_dict()),
+            "prompt_sha256": _sha256(task.prompt),
+            "prompt_chars": len(task.prompt),
+            "prompt_text": self._redact(task.prompt) if store_content else None,
+            "outcome": "running",
+            "created_at": now,
+        }
+        statement = self._statements().insert_task
+        # Only the task row itself, when the revision and session are known committed: a
+        # single statement needs no savepoint.
+        single = policy_revision in self._revisions and (
+            not task.session
+            or (task.session in self._sessions and self._session_hour == _hour(now))
+        )
+        with self._write(single=single) as tx:
+            self._ensure_revision(tx, policy_revision)
             if task.session:
-                upsert(
-                    conn,
-                    sessions,
-                    ["id"],
-                    {"id": task.session, "created_at": now, "last_seen_at": now},
-                    ["last_seen_at"],
-                )
-            rule = decision.rule_name or (
-                None if decision.rule_index is None else f"#{decision.rule_index}"
-            )
-            if decision.step == "frontier":
-                rule = decision.constraint_name or f"frontier#{decision.constraint_index}"
-            conn.execute(
-                tasks.insert(),
-                dict(
-                    id=task.id,
-                    kind=task.kind,
-                    session_id=task.session,
-                    role=role,
-                    policy_revision=policy_revision,
-                    decision_tier=decision.tier,
-                    decision_tier_index=decision.tier_index,
-                    decision_step=decision.step,
-                    decision_rule=rule,
-                    decision_floor=decision.floor,
-                    decision_json=json.dumps(decision.as_dict()),
-                    prompt_sha256=_sha256(task.prompt),
-                    prompt_chars=len(task.prompt),
-                    prompt_text=self._redact(task.prompt) if store_content else None,
-                    outcome="running",
-                    created_at=now,
-                ),
-            )
+                self._touch_session(tx, task.session, now)
+            statement.run(tx.cursor, values)
 
     def record_attempt(self, attempt: AttemptRecord, *, store_content: bool) -> int:
         """Write one attempt, replacing any earlier row for (task_id, attempt_no); return its id.
@@ -354,10 +503,10 @@ class Ledger:
             "started_at": attempt.started_at,
             "recorded_at": self._now(),
         }
-        update = [k for k in values if k not in ("task_id", "attempt_no")]
-        with self._write(single=True) as conn:
-            result = upsert(conn, attempts, ["task_id", "attempt_no"], values, update, "id")
-            return int(result.scalar_one())
+        statement = self._statements().upsert_attempt
+        with self._write(single=True) as tx:
+            row = statement.run(tx.cursor, values).fetchone()
+        return int(row[0])
 
     def finish_task(
         self,
@@ -378,24 +527,23 @@ class Ledger:
         """
         if outcome not in TASK_OUTCOMES:
             raise ValueError(f"task outcome must be one of {TASK_OUTCOMES}, got {outcome!r}")
-        with self._write(single=True) as conn:
-            result = conn.execute(
-                _finish_statement(),
-                {
-                    "b_id": task_id,
-                    "outcome": outcome,
-                    "final_tier": final_tier,
-                    "cost_pusd": to_pico(cost_usd),
-                    "latency_s": float(latency_s),
-                    "attempts": attempts,
-                    "output_sha256": None if output is None else _sha256(output),
-                    "output_chars": None if output is None else len(output),
-                    "output_text": self._redact(output) if store_content and output else None,
-                    "finished_at": self._now(),
-                },
-            )
-            if result.rowcount != 1:
-                raise LedgerError(f"task {task_id} is not in the ledger; call begin_task first")
+        values = {
+            "b_id": task_id,
+            "outcome": outcome,
+            "final_tier": final_tier,
+            "cost_pusd": to_pico(cost_usd),
+            "latency_s": float(latency_s),
+            "attempts": attempts,
+            "output_sha256": None if output is None else _sha256(output),
+            "output_chars": None if output is None else len(output),
+            "output_text": self._redact(output) if store_content and output else None,
+            "finished_at": self._now(),
+        }
+        statement = self._statements().finish_task
+        with self._write(single=True) as tx:
+            updated = statement.run(tx.cursor, values).rowcount
+        if updated != 1:
+            raise LedgerError(f"task {task_id} is not in the ledger; call begin_task first")
 
     # -- budgets -------------------------------------------------------------------------------
 
@@ -410,8 +558,8 @@ class Ledger:
         Raises:
             BudgetExceededError: some scope would overrun (the first one, in scope order).
         """
-        with self._write() as conn:
-            return _budgets.reserve(conn, task_id, limits, amount_usd, self._now())
+        with self._write() as tx:
+            return _budgets.reserve(tx.conn, task_id, limits, amount_usd, self._now())
 
     def settle(self, reservation: Reservation, actual_usd: Decimal) -> None:
         """Replace a held reservation by the actual cost of the attempt.
@@ -419,13 +567,13 @@ class Ledger:
         Raises:
             LedgerError: the reservation was already settled or released.
         """
-        with self._write() as conn:
-            _budgets.close(conn, reservation, actual_usd, "settled", self._now())
+        with self._write() as tx:
+            _budgets.close(tx.conn, reservation, actual_usd, "settled", self._now())
 
     def release(self, reservation: Reservation) -> None:
         """Drop a held reservation without spending (the attempt cost nothing)."""
-        with self._write() as conn:
-            _budgets.close(conn, reservation, Decimal(0), "released", self._now())
+        with self._write() as tx:
+            _budgets.close(tx.conn, reservation, Decimal(0), "released", self._now())
 
     def spent(self, scope: str) -> Decimal:
         """Spent plus held in *scope* (what the next reservation is checked against)."""
@@ -446,10 +594,10 @@ class Ledger:
             ids = _budgets.stale_ids(conn, self._now() - older_than)
         released = 0
         for rid in ids:
-            with self._write() as conn:
-                res = _budgets.load(conn, rid)
+            with self._write() as tx:
+                res = _budgets.load(tx.conn, rid)
                 try:
-                    _budgets.close(conn, res, Decimal(0), "released", self._now())
+                    _budgets.close(tx.conn, res, Decimal(0), "released", self._now())
                 except LedgerError:  # settled meanwhile by its owner
                     continue
                 released += 1
@@ -526,8 +674,8 @@ class Ledger:
             LedgerError: a key with this name exists.
             ValueError: the name, role or budget is invalid.
         """
-        with self._write() as conn:
-            return _keys.create(conn, name, role, budget_usd_day, self._now())
+        with self._write() as tx:
+            return _keys.create(tx.conn, name, role, budget_usd_day, self._now())
 
     def verify_api_key(self, secret: str) -> ApiKey | None:
         """The active key this secret belongs to, else ``None``."""
@@ -546,5 +694,5 @@ class Ledger:
 
     def revoke_api_key(self, name: str) -> bool:
         """Revoke the active key called *name*; ``False`` when there is none."""
-        with self._write() as conn:
-            return _keys.revoke(conn, name, self._now())
+        with self._write() as tx:
+            return _keys.revoke(tx.conn, name, self._now())
