@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import count
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -38,21 +39,24 @@ class Prepared:
     #: (parameter name, name the driver sees, bind processor) in the driver's order
     binds: tuple[tuple[str, str, _Processor | None], ...]
     positional: bool
+    _pick: Callable[[Mapping[str, Any]], Any] = field(repr=False, compare=False)
+    _processed: tuple[tuple[int, _Processor], ...] = field(repr=False, compare=False)
 
-    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+    def parameters(self, values: Mapping[str, Any]) -> list[Any] | dict[str, Any]:
         """The driver parameters for *values* (keyed by bind name), processed for the dialect.
 
         Raises:
             KeyError: a bind parameter has no value.
         """
-        if self.positional:
-            return tuple(
-                values[name] if proc is None else proc(values[name]) for name, _, proc in self.binds
-            )
-        return {
-            key: values[name] if proc is None else proc(values[name])
-            for name, key, proc in self.binds
-        }
+        if not self.positional:
+            return {
+                key: values[name] if proc is None else proc(values[name])
+                for name, key, proc in self.binds
+            }
+        args = list(self._pick(values))  # one C call for all the plain values
+        for i, proc in self._processed:
+            args[i] = proc(args[i])
+        return args
 
     def run(self, cursor: Any, values: Mapping[str, Any]) -> Any:
         """Execute on a DBAPI *cursor* of the current transaction; return the cursor.
@@ -84,7 +88,17 @@ def prepare(
             bind = compiled.binds[name]
             processors[name] = bind.type.dialect_impl(dialect).bind_processor(dialect)
     binds = tuple((name, escaped.get(name, name), processors[name]) for name in order)
-    return Prepared(compiled.string, binds, bool(compiled.positional))
+    processed = tuple((i, proc) for i, (_, _, proc) in enumerate(binds) if proc is not None)
+    pick = itemgetter(*order) if len(order) > 1 else _single(order[0]) if order else _none
+    return Prepared(compiled.string, binds, bool(compiled.positional), pick, processed)
+
+
+def _single(name: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    return lambda values: (values[name],)
+
+
+def _none(_: Mapping[str, Any]) -> tuple[Any, ...]:
+    return ()
 
 
 @contextmanager

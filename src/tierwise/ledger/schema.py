@@ -12,6 +12,7 @@ SQLite-specific: the same metadata targets Postgres.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -63,6 +64,17 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError(f"ledger timestamps must be timezone-aware, got {value!r}")
         return value.astimezone(UTC).replace(tzinfo=None)
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, one step straight to the text SQLAlchemy stores (a hot path).
+
+        ``YYYY-MM-DD HH:MM:SS.ffffff``, exactly SQLAlchemy's SQLite ``DATETIME`` storage format,
+        so rows compare and sort with those written by any other path. Other dialects keep the
+        default: :meth:`process_bind_param`, then the driver's own datetime handling.
+        """
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        return _sqlite_utc_text
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
@@ -70,6 +82,14 @@ class UTCDateTime(TypeDecorator[datetime]):
             value = datetime.fromisoformat(value)
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _sqlite_utc_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"ledger timestamps must be timezone-aware, got {value!r}")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _pk(name: str = "id") -> sa.Column[Any]:
