@@ -18,6 +18,7 @@ Any other SQLAlchemy URL (Postgres) gets a plain engine; the schema has no SQLit
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,17 @@ def _install_sqlite_hooks(engine: Engine, sync: str = "FULL") -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
+        # On the DBAPI connection itself: ``exec_driver_sql`` would cost more than SQLite's
+        # own BEGIN, on every write transaction. Driver errors still surface as SQLAlchemy's.
         read = conn.get_execution_options().get(READ_OPTION, False)
-        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+        statement = "BEGIN" if read else "BEGIN IMMEDIATE"
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(statement)
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(statement, None, exc, sqlite3.Error) from None
+        finally:
+            cursor.close()
 
 
 def current_revision(conn: sa.Connection) -> str | None:
