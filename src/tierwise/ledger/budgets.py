@@ -16,10 +16,12 @@ from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 
 from tierwise.errors import BudgetExceededError, LedgerError
+from tierwise.ledger.prepared import Prepared, prepare
 from tierwise.ledger.schema import (
     UTCDateTime,
     budget_counters,
@@ -66,6 +68,36 @@ class _Statements:
     unhold: Any
 
 
+_RESERVATION_COLUMNS = ("task_id", "scopes_json", "amount_pusd", "state", "created_at")
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """The hot statements compiled for one dialect (see :mod:`tierwise.ledger.prepared`)."""
+
+    hold: Prepared
+    insert_reservation: Prepared
+    close_reservation: Prepared
+    unhold: Prepared
+
+
+_compiled: WeakKeyDictionary[sa.Dialect, _Compiled] = WeakKeyDictionary()
+
+
+def _prepared(conn: sa.Connection) -> _Compiled:
+    dialect = conn.dialect
+    found = _compiled.get(dialect)
+    if found is None:  # a race compiles twice, harmlessly
+        sql = _sql()
+        found = _compiled[dialect] = _Compiled(
+            hold=prepare(sql.hold, dialect),
+            insert_reservation=prepare(sql.insert_reservation, dialect, _RESERVATION_COLUMNS),
+            close_reservation=prepare(sql.close_reservation, dialect),
+            unhold=prepare(sql.unhold, dialect),
+        )
+    return found
+
+
 @cache
 def _sql() -> _Statements:
     """The hot statements, built once with bound parameters (building costs more than running)."""
@@ -110,11 +142,29 @@ def reserve(
     scopes = tuple(sorted(limits))  # one lock order for every writer (Postgres row locks)
     if not scopes:
         return Reservation(None, task_id, (), Decimal(amount_usd))
-    sql = _sql()
+    sql = _prepared(conn)
+    cursor = conn.connection.cursor()
+    try:
+        return _reserve(conn, cursor, sql, task_id, limits, scopes, amount, amount_usd, now)
+    finally:
+        cursor.close()
+
+
+def _reserve(
+    conn: sa.Connection,
+    cursor: Any,
+    sql: _Compiled,
+    task_id: str,
+    limits: Mapping[str, Decimal],
+    scopes: tuple[str, ...],
+    amount: int,
+    amount_usd: Decimal,
+    now: datetime,
+) -> Reservation:
     for scope in scopes:
         limit = to_pico(limits[scope])
         params = {"b_scope": scope, "b_amount": amount, "b_limit": limit, "b_now": now}
-        if conn.execute(sql.hold, params).rowcount == 1:
+        if sql.hold.run(cursor, params).rowcount == 1:
             continue
         found = state(conn, scope)
         if found is None:  # first use of this scope: create its counter, then hold
@@ -124,21 +174,19 @@ def reserve(
                 ["scope"],
                 {"scope": scope, "spent_pusd": 0, "held_pusd": 0, "updated_at": now},
             )
-            if conn.execute(sql.hold, params).rowcount == 1:
+            if sql.hold.run(cursor, params).rowcount == 1:
                 continue
             found = state(conn, scope)
         used = found.used_usd if found is not None else Decimal(0)
         raise BudgetExceededError(scope, Decimal(limits[scope]), used, Decimal(amount_usd))
-    rid = conn.execute(
-        sql.insert_reservation,
-        {
-            "task_id": task_id,
-            "scopes_json": json.dumps(list(scopes)),
-            "amount_pusd": amount,
-            "state": "held",
-            "created_at": now,
-        },
-    ).scalar_one()
+    values = {
+        "task_id": task_id,
+        "scopes_json": json.dumps(list(scopes)),
+        "amount_pusd": amount,
+        "state": "held",
+        "created_at": now,
+    }
+    (rid,) = sql.insert_reservation.run(cursor, values).fetchone()
     return Reservation(int(rid), task_id, scopes, Decimal(amount_usd))
 
 
@@ -155,25 +203,24 @@ def close(
     actual = to_pico(actual_usd)
     if actual < 0:
         raise ValueError(f"an actual cost must be >= 0, got {actual_usd}")
-    sql = _sql()
-    row = conn.execute(
-        sql.close_reservation,
-        {"b_id": reservation.id, "b_state": state, "b_actual": actual, "b_now": now},
-    ).first()
-    if row is None:
-        r = reservations.c
-        found = conn.execute(sa.select(r.state).where(r.id == reservation.id)).scalar()
-        if found is None:
-            raise LedgerError(f"reservation {reservation.id} is not in the ledger")
-        raise LedgerError(f"reservation {reservation.id} is already {found}")
-    amount, scopes_json = row
-    conn.execute(
-        sql.unhold,
-        [
-            {"b_scope": scope, "b_amount": amount, "b_actual": actual, "b_now": now}
-            for scope in json.loads(scopes_json)
-        ],
-    )
+    sql = _prepared(conn)
+    cursor = conn.connection.cursor()
+    try:
+        params = {"b_id": reservation.id, "b_state": state, "b_actual": actual, "b_now": now}
+        row = sql.close_reservation.run(cursor, params).fetchone()
+        if row is not None:
+            amount, scopes_json = row
+            for scope in json.loads(scopes_json):
+                params = {"b_scope": scope, "b_amount": amount, "b_actual": actual, "b_now": now}
+                sql.unhold.run(cursor, params)
+            return
+    finally:
+        cursor.close()
+    r = reservations.c
+    found = conn.execute(sa.select(r.state).where(r.id == reservation.id)).scalar()
+    if found is None:
+        raise LedgerError(f"reservation {reservation.id} is not in the ledger")
+    raise LedgerError(f"reservation {reservation.id} is already {found}")
 
 
 def state(conn: sa.Connection, scope: str) -> BudgetState | None:

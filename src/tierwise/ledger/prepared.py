@@ -41,6 +41,8 @@ class Prepared:
     positional: bool
     _pick: Callable[[Mapping[str, Any]], Any] = field(repr=False, compare=False)
     _processed: tuple[tuple[int, _Processor], ...] = field(repr=False, compare=False)
+    #: values fixed in the statement itself (``column == "held"``)
+    _fixed: Mapping[str, Any] = field(repr=False, compare=False)
 
     def parameters(self, values: Mapping[str, Any]) -> list[Any] | dict[str, Any]:
         """The driver parameters for *values* (keyed by bind name), processed for the dialect.
@@ -48,6 +50,8 @@ class Prepared:
         Raises:
             KeyError: a bind parameter has no value.
         """
+        if self._fixed:
+            values = {**self._fixed, **values}
         if not self.positional:
             return {
                 key: values[name] if proc is None else proc(values[name])
@@ -83,14 +87,17 @@ def prepare(
     else:
         order = list(compiled.binds)
     processors: dict[str, _Processor | None] = {}
+    fixed: dict[str, Any] = {}
     for name in order:
         if name not in processors:
             bind = compiled.binds[name]
             processors[name] = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if not bind.required:
+                fixed[name] = bind.effective_value
     binds = tuple((name, escaped.get(name, name), processors[name]) for name in order)
     processed = tuple((i, proc) for i, (_, _, proc) in enumerate(binds) if proc is not None)
     pick = itemgetter(*order) if len(order) > 1 else _single(order[0]) if order else _none
-    return Prepared(compiled.string, binds, bool(compiled.positional), pick, processed)
+    return Prepared(compiled.string, binds, bool(compiled.positional), pick, processed, fixed)
 
 
 def _single(name: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
