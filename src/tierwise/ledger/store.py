@@ -397,7 +397,9 @@ class Ledger:
     ) -> None:
         """Record that *task* starts, with the routing decision and the policy in force.
 
-        The prompt is kept as a SHA-256 and a size; its text only with *store_content*.
+        The prompt is kept as a SHA-256 and a size; its text only with *store_content*. The
+        task's session row is written the first time this process sees the session in a given
+        hour, so ``sessions.last_seen_at`` is exact to the hour.
 
         Raises:
             LedgerError: a task with this id is already in the ledger (give each run its own
