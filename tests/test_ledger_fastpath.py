@@ -8,6 +8,7 @@ transaction was rolled back, and ``last_seen_at`` bookkeeping.
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
@@ -79,7 +80,7 @@ _instants = st.datetimes(
 )
 @given(at=_instants)
 def test_timestamps_are_stored_as_sqlalchemy_stores_them(tmp_path: Path, at: datetime) -> None:
-    path = tmp_path / f"l{abs(hash(at))}.db"
+    path = tmp_path / f"{uuid.uuid4().hex}.db"  # one file per example
     with open_ledger(path, env={}, now=Clock(at)) as book:
         book.record_policy_revision(POLICY_REVISION, "{}", None)
         task = Task.create("extract", "x", session="s")
