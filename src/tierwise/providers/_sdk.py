@@ -78,6 +78,41 @@ class SDKProvider(Generic[SyncClient, AsyncClient]):
     def _params(self, request: CompletionRequest) -> dict[str, Any]:
         raise NotImplementedError
 
+    # -- shared by the subclasses' hooks ---------------------------------------------------------
+
+    def _client_options(self, api_key: str) -> dict[str, Any]:
+        """The constructor arguments both SDKs' clients take (SDK retries off)."""
+        return {
+            "api_key": api_key,
+            "base_url": self.base_url,
+            "max_retries": 0,
+            "timeout": self.timeout_s,
+            "default_headers": self.default_headers or None,
+        }
+
+    def _with_passthrough(
+        self, request: CompletionRequest, params: dict[str, Any], **body_fields: Any
+    ) -> dict[str, Any]:
+        """Add ``extra_body`` and ``extra_headers`` to *params*, returning them.
+
+        The body is, later entries winning: the provider's defaults, the request's ``extra``
+        keys the API knows (:attr:`body_keys`), *body_fields* that are set, then
+        ``extra["body"]`` verbatim. Headers come from ``extra["headers"]``.
+        """
+        extra = request.extra or {}
+        body: dict[str, Any] = dict(self.defaults)
+        body.update({k: v for k, v in extra.items() if k in self.body_keys})
+        body.update({k: v for k, v in body_fields.items() if v is not None})
+        raw_body = extra.get("body")
+        if isinstance(raw_body, Mapping):
+            body.update(raw_body)
+        if body:
+            params["extra_body"] = body
+        headers = extra.get("headers")
+        if isinstance(headers, Mapping):
+            params["extra_headers"] = dict(headers)
+        return params
+
     def _read(self, response: Any, request: CompletionRequest, latency_s: float) -> Completion:
         raise NotImplementedError
 

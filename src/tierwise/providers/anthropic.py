@@ -85,34 +85,14 @@ class AnthropicProvider(SDKProvider["anthropic.Anthropic", "anthropic.AsyncAnthr
     def _new_sync(self, api_key: str) -> anthropic.Anthropic:
         import anthropic
 
-        return anthropic.Anthropic(
-            api_key=api_key,
-            base_url=self.base_url,
-            max_retries=0,
-            timeout=self.timeout_s,
-            default_headers=self.default_headers or None,
-        )
+        return anthropic.Anthropic(**self._client_options(api_key))
 
     def _new_async(self, api_key: str) -> anthropic.AsyncAnthropic:
         import anthropic
 
-        return anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=self.base_url,
-            max_retries=0,
-            timeout=self.timeout_s,
-            default_headers=self.default_headers or None,
-        )
+        return anthropic.AsyncAnthropic(**self._client_options(api_key))
 
     def _params(self, request: CompletionRequest) -> dict[str, Any]:
-        body: dict[str, Any] = dict(self.defaults)
-        extra = request.extra or {}
-        body.update({k: v for k, v in extra.items() if k in self.body_keys})
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        raw_body = extra.get("body")
-        if isinstance(raw_body, Mapping):
-            body.update(raw_body)
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
@@ -121,12 +101,8 @@ class AnthropicProvider(SDKProvider["anthropic.Anthropic", "anthropic.AsyncAnthr
         }
         if request.system:
             params["system"] = request.system
-        if body:
-            params["extra_body"] = body
-        headers = extra.get("headers")
-        if isinstance(headers, Mapping):
-            params["extra_headers"] = dict(headers)
-        return params
+        # create() in this SDK takes no temperature argument: it travels in the body.
+        return self._with_passthrough(request, params, temperature=request.temperature)
 
     def _call(self, client: anthropic.Anthropic, params: dict[str, Any]) -> Any:
         return client.messages.create(**params)

@@ -96,32 +96,14 @@ class OpenAIProvider(SDKProvider["openai.OpenAI", "openai.AsyncOpenAI"]):
     def _new_sync(self, api_key: str) -> openai.OpenAI:
         import openai
 
-        return openai.OpenAI(
-            api_key=api_key,
-            base_url=self.base_url,
-            max_retries=0,
-            timeout=self.timeout_s,
-            default_headers=self.default_headers or None,
-        )
+        return openai.OpenAI(**self._client_options(api_key))
 
     def _new_async(self, api_key: str) -> openai.AsyncOpenAI:
         import openai
 
-        return openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=self.base_url,
-            max_retries=0,
-            timeout=self.timeout_s,
-            default_headers=self.default_headers or None,
-        )
+        return openai.AsyncOpenAI(**self._client_options(api_key))
 
     def _params(self, request: CompletionRequest) -> dict[str, Any]:
-        body: dict[str, Any] = dict(self.defaults)
-        extra = request.extra or {}
-        body.update({k: v for k, v in extra.items() if k in self.body_keys})
-        raw_body = extra.get("body")
-        if isinstance(raw_body, Mapping):
-            body.update(raw_body)
         messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
@@ -134,12 +116,7 @@ class OpenAIProvider(SDKProvider["openai.OpenAI", "openai.AsyncOpenAI"]):
         }
         if request.temperature is not None:
             params["temperature"] = request.temperature
-        if body:
-            params["extra_body"] = body
-        headers = extra.get("headers")
-        if isinstance(headers, Mapping):
-            params["extra_headers"] = dict(headers)
-        return params
+        return self._with_passthrough(request, params)
 
     def _call(self, client: openai.OpenAI, params: dict[str, Any]) -> Any:
         return client.chat.completions.create(**params)
