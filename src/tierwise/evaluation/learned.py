@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -216,18 +216,13 @@ class LearnedRouter:
         scores = np.array([[r.results[m].score for m in self.models] for r in rows])
         costs = tier_costs(rows, self.models)
         target = float(scores[:, -1].mean()) - tolerance
-        best: tuple[float, float, float] | None = None  # (margin, quality, cost)
-        fallback: tuple[float, float, float] | None = None
-        for margin in np.linspace(0.0, 1.0, 201):
-            chosen = choose(probs, float(margin))
-            q = float(scores[np.arange(len(rows)), chosen].mean())
-            cst = float(costs[np.arange(len(rows)), chosen].mean())
-            if q >= target - 1e-12 and (best is None or cst < best[2]):
-                best = (float(margin), q, cst)
-            if fallback is None or q > fallback[1] or (q == fallback[1] and cst < fallback[2]):
-                fallback = (float(margin), q, cst)
-        picked = best or fallback
-        assert picked is not None
+        index = np.arange(len(rows))
+
+        def outcome(margin: float) -> tuple[float, float, float]:
+            chosen = choose(probs, margin)
+            return margin, float(scores[index, chosen].mean()), float(costs[index, chosen].mean())
+
+        picked = cheapest_meeting((outcome(float(m)) for m in np.linspace(0.0, 1.0, 201)), target)
         self.margin = picked[0]
         self.calibration = Calibration(
             rows=len(rows),
@@ -337,6 +332,33 @@ class LearnedRouter:
         except (OSError, ValueError) as exc:
             raise DatasetError(f"router file {p}: cannot read JSON: {exc}") from None
         return cls.from_json(data)
+
+
+Candidate = TypeVar("Candidate")
+
+
+def cheapest_meeting(
+    outcomes: Iterable[tuple[Candidate, float, float]], target: float, *, tie: float = 0.0
+) -> tuple[Candidate, float, float]:
+    """Of (setting, quality, cost) outcomes, the cheapest whose quality reaches *target*; when
+    none does, the best quality (the cheaper on equal quality). Earlier outcomes win ties, and a
+    later one must be cheaper by more than *tie* to replace an earlier one.
+
+    Raises:
+        ValueError: no outcomes.
+    """
+    best: tuple[Candidate, float, float] | None = None
+    fallback: tuple[Candidate, float, float] | None = None
+    for item in outcomes:
+        _, q, c = item
+        if q >= target - 1e-12 and (best is None or c < best[2] - tie):
+            best = item
+        if fallback is None or q > fallback[1] or (q == fallback[1] and c < fallback[2]):
+            fallback = item
+    picked = best or fallback
+    if picked is None:
+        raise ValueError("no outcomes to choose from")
+    return picked
 
 
 def choose(probs: FloatArray, margin: float) -> IntArray:

@@ -49,6 +49,7 @@ from tierwise.evaluation.learned import (
     TextFeatures,
     _fit_logistic,
     _stratified_split,
+    cheapest_meeting,
     router_text,
 )
 
@@ -345,17 +346,12 @@ class ResponseVerifier:
         grid = (
             itertools.product(GRID, repeat=judged) if judged <= 2 else ((t,) * judged for t in GRID)
         )
-        best: tuple[tuple[float, ...], float, float] | None = None
-        fallback: tuple[tuple[float, ...], float, float] | None = None
-        for ts in grid:
+
+        def outcome(ts: tuple[float, ...]) -> tuple[tuple[float, ...], float, float]:
             sim = self.simulate(rows, probs, ts)
-            q, c = float(sim.quality.mean()), float(sim.cost.mean())
-            if q >= target - 1e-12 and (best is None or c < best[2] - 1e-15):
-                best = (ts, q, c)
-            if fallback is None or q > fallback[1] or (q == fallback[1] and c < fallback[2]):
-                fallback = (ts, q, c)
-        picked = best or fallback
-        assert picked is not None
+            return ts, float(sim.quality.mean()), float(sim.cost.mean())
+
+        picked = cheapest_meeting((outcome(ts) for ts in grid), target, tie=1e-15)
         self.thresholds = picked[0]
         self.calibration = VerifierCalibration(
             rows=len(rows),
