@@ -16,7 +16,7 @@ from tierwise.ledger import open_ledger
 from tierwise.policy import Policy
 from tierwise.pricing import PriceCatalog, Usage, cost_of
 from tierwise.providers.base import CompletionRequest
-from tierwise.providers.replay import PLACEHOLDER, ReplayProvider, ReplaySource
+from tierwise.evaluation.replay import PLACEHOLDER, ReplayProvider, ReplaySource
 from tierwise.task import Message, Task
 from tierwise.testing import FakeUpstream, ModelScript, count_tokens, upstream_policy
 

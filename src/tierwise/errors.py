@@ -16,6 +16,7 @@
      │    └── BadResponseError           a reply that cannot be parsed or is cut short
      ├── BudgetExceededError         a budget would be overrun; carries the attempts so far
      ├── EscalationExhaustedError    every tier of the ladder failed; carries the whole trail
+     ├── StreamInterruptedError      a relayed stream broke after bytes reached the caller
      ├── LedgerError                 the ledger cannot be opened, migrated or written
      └── DatasetError                recorded results for `tierwise eval` are missing or
                                      malformed (defined in tierwise.evaluation.dataset)
@@ -32,7 +33,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tierwise.cascade.result import AttemptRecord
+    from tierwise.records import AttemptRecord
 
 
 class TierwiseError(Exception):
@@ -177,17 +178,43 @@ class BudgetExceededError(TierwiseError):
 
 
 class EscalationExhaustedError(TierwiseError):
-    """Every tier from the starting one to the top failed validation or errored."""
+    """Every tier from the starting one to the top failed validation or errored.
 
-    def __init__(self, task_id: str, attempts: Sequence[AttemptRecord]) -> None:
+    ``attempts`` is the whole trail; ``last_error`` the top tier's provider error, if it had one.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        attempts: Sequence[AttemptRecord],
+        last_error: ProviderError | None = None,
+    ) -> None:
         self.task_id = task_id
         self.attempts = tuple(attempts)
+        #: The provider error of the last tier, when it failed on one (not on validation).
+        self.last_error = last_error
         total = sum((a.cost_usd for a in self.attempts), Decimal(0))
         last = self.attempts[-1].failure if self.attempts else "no attempt was made"
         super().__init__(
             f"task {task_id}: every tier failed after {len(self.attempts)} attempt(s) "
             f"costing ${total}; last failure: {last}"
         )
+
+
+class StreamInterruptedError(TierwiseError):
+    """A relayed stream broke after its first bytes had reached the caller.
+
+    Nothing can be retried then: the attempt is recorded as ``partial`` (with the usage that
+    arrived, which is billed) and ``attempts`` holds the whole trail; ``cause`` is what broke it.
+    """
+
+    def __init__(
+        self, task_id: str, attempts: Sequence[AttemptRecord], cause: BaseException
+    ) -> None:
+        self.task_id = task_id
+        self.attempts = tuple(attempts)
+        self.cause = cause
+        super().__init__(f"task {task_id}: the stream broke after it had started: {cause}")
 
 
 class LedgerError(TierwiseError):

@@ -32,6 +32,12 @@ ATTRIBUTES: tuple[str, ...] = (
     "ambiguity",
 )
 
+_INT_ATTRIBUTES = ("input_tokens", "input_chars", "files", "severity")
+_TRUE = ("true", "yes", "1", "on")
+_FALSE = ("false", "no", "0", "off")
+#: Larger counts are refused: no task has them, and they would overflow database integers.
+_MAX_COUNT = 2**31 - 1
+
 _ANNOTATION = re.compile(r"\[\s*(scope|domain|ambiguity)\s*:\s*([A-Za-z-]+)\s*\]", re.IGNORECASE)
 
 
@@ -53,6 +59,47 @@ def parse_annotations(text: str) -> dict[str, str]:
                     out[k] = v
             return out
     return {}
+
+
+def parse_attribute(item: str) -> tuple[str, int | bool | str]:
+    """Parse one ``key=value`` task attribute (``files=2``, ``requires_code=true``, ``scope=...``).
+
+    Names, integers (``severity`` 1 to 5, counts 0 or more), booleans and the annotation
+    vocabularies are checked, so a typo never silently routes a task somewhere else.
+
+    Raises:
+        ValueError: the item is malformed; the message quotes it and says what was expected.
+    """
+    import difflib
+
+    def hint(word: str, choices: tuple[str, ...]) -> str:
+        close = difflib.get_close_matches(word, choices, n=1)
+        tail = f"; did you mean {close[0]!r}?" if close else ""
+        return f"; expected one of {', '.join(choices)}{tail}"
+
+    key, sep, raw = item.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise ValueError(f"{item!r}: expected key=value, e.g. files=2")
+    if key not in ATTRIBUTES:
+        raise ValueError(f"{item!r}: unknown attribute {key!r}{hint(key, ATTRIBUTES)}")
+    if key in _INT_ATTRIBUTES:
+        if not (raw.isascii() and raw.lstrip("-").isdigit()) or len(raw) > 12:
+            raise ValueError(f"{item!r}: {key} must be an integer, found {raw!r}")
+        number = int(raw)
+        if number < 0 or number > _MAX_COUNT or (key == "severity" and not 1 <= number <= 5):
+            bounds = "1 to 5" if key == "severity" else f"0 or more (at most {_MAX_COUNT})"
+            raise ValueError(f"{item!r}: {key} must be {bounds}, found {number}")
+        return key, number
+    if key == "requires_code":
+        if raw.lower() not in (*_TRUE, *_FALSE):
+            raise ValueError(f"{item!r}: requires_code must be true or false, found {raw!r}")
+        return key, raw.lower() in _TRUE
+    vocab = {"scope": SCOPES, "domain": DOMAINS, "ambiguity": AMBIGUITIES}[key]
+    value = raw.lower()
+    if value not in vocab:
+        raise ValueError(f"{item!r}: unknown {key} {raw!r}{hint(value, vocab)}")
+    return key, value
 
 
 @dataclass(frozen=True, slots=True)

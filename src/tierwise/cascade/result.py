@@ -1,58 +1,20 @@
-"""What a cascade run produces: verdicts, attempt records and the result."""
+"""What a cascade run produces: the accepted answer and its trail.
+
+The attempt and verdict records live on the ground layer (:mod:`tierwise.records`); they are
+re-exported here for callers of the cascade.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
-from typing import Literal
 
-from tierwise.pricing.usage import Usage
 from tierwise.providers.base import Completion
+from tierwise.records import AttemptRecord as AttemptRecord
+from tierwise.records import Outcome as Outcome
+from tierwise.records import Role as Role
+from tierwise.records import Verdict as Verdict
 from tierwise.task import Decision
-
-Outcome = Literal["accepted", "rejected", "error", "partial"]
-Role = Literal["live", "probe", "validator", "replay"]
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """One validator's judgement of one output."""
-
-    validator: str
-    ok: bool
-    reason: str = ""
-    score: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One provider call made for a task, successful or not, with its exact cost."""
-
-    task_id: str
-    attempt_no: int  # 0-based within the task
-    kind: str
-    tier: str
-    tier_index: int
-    model: str
-    provider: str
-    usage: Usage
-    cost_usd: Decimal
-    latency_s: float
-    outcome: Outcome
-    started_at: datetime
-    role: Role = "live"
-    verdicts: tuple[Verdict, ...] = ()
-    failure: str | None = None  # the reason it did not pass: validator reason or error message
-    error_class: str | None = None
-    escalated_from: int | None = None  # attempt_no of the attempt this one climbed from
-    stop_reason: str | None = None
-    output: str | None = None
-    session: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.outcome == "accepted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,23 @@
 """The cascade: route, attempt, validate, climb one tier on failure, record every attempt.
 
-The loop is written once, as a generator that *yields* the two kinds of I/O it needs — a provider
-call and a validation pass — and receives their results. :meth:`Cascade.run` drives it with
-blocking calls and :meth:`Cascade.arun` with awaits, so the sync and async paths can never drift
-apart. Ledger writes happen inline, two commits per attempt (the budget reservation before the
-call, skipped when no budget applies; then the settlement, the attempt's row and, at the end, the
-task's row after validation), so every attempt is on disk before the next hop starts and before
-the caller sees a result. The seams it calls out through are in :mod:`tierwise.cascade.seams`.
+The loop is written once, as a generator (:meth:`Cascade._steps`) that *yields* the I/O it needs
+and receives the results:
+
+* a call — one provider call, retried per the policy — answers a :class:`Completion` or the
+  :class:`ProviderError`;
+* an open — a streamed call, sent and awaited until its first events — answers a
+  :class:`ProviderStream` or the error (nothing has reached the caller yet, so it can still climb);
+* a relay — hand an opened stream to the caller — answers how the relay ended;
+* a validation pass answers the verdicts.
+
+Three drivers run it: :meth:`Cascade.run` (blocking), :meth:`Cascade.arun` (awaits) and
+:meth:`Cascade.astream` (an async iterator that relays a live stream to its consumer). Cooldowns,
+alternates, budget reservations, climbing and attempt records are therefore written once,
+whichever way an answer leaves. Ledger writes happen inline, two commits per attempt (the budget
+reservation before the call, skipped when no budget applies; then the settlement, the attempt's
+row and, at the end, the task's row after validation), so every attempt is on disk before the
+next hop starts and before the caller sees a result. The seams it calls out through are in
+:mod:`tierwise.cascade.seams`.
 """
 
 from __future__ import annotations
@@ -15,13 +26,14 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tierwise.cascade.budget import MemoryBudgets, budget_limits, input_token_bound
 from tierwise.cascade.result import AttemptRecord, CascadeResult, Role, Verdict
@@ -37,10 +49,18 @@ from tierwise.errors import (
     BudgetExceededError,
     EscalationExhaustedError,
     ProviderError,
+    StreamInterruptedError,
     UnknownModelError,
 )
 from tierwise.pricing.usage import Usage
-from tierwise.providers.base import Completion, CompletionRequest, Provider
+from tierwise.providers.base import (
+    AsyncProvider,
+    Completion,
+    CompletionRequest,
+    Provider,
+    ProviderStream,
+    StreamingProvider,
+)
 from tierwise.task import Decision, Task
 
 if TYPE_CHECKING:
@@ -51,14 +71,36 @@ if TYPE_CHECKING:
     from tierwise.providers.factory import ProviderPool
     from tierwise.routing import Router
 
+T = TypeVar("T")
 
 # -- the effects the loop yields ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class _Call:
-    provider: Provider
+    provider: AsyncProvider
     request: CompletionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    provider: StreamingProvider
+    request: CompletionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class _Relay:
+    stream: ProviderStream
+    opened: StreamOpened
+
+
+@dataclass(frozen=True, slots=True)
+class _RelayEnd:
+    """How a relay ended: normally (``completion`` set) or broken / abandoned (``error``)."""
+
+    usage: Usage
+    completion: Completion | None = None
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +108,54 @@ class _Validate:
     validators: tuple[Validator, ...]
     output: str
     context: _Context
+
+
+_Effect = _Call | _Open | _Relay | _Validate
+_Steps = Generator[_Effect, object, T]
+
+
+# -- what astream yields -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The first item of :meth:`Cascade.astream`: the stream is open, nothing relayed yet.
+
+    ``attempts`` are the failed attempts before this one (other models, lower tiers).
+    """
+
+    task_id: str
+    tier: str
+    model: str
+    provider: StreamingProvider
+    decision: Decision
+    attempts: tuple[AttemptRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One batch of the provider's own stream events, to relay as they are."""
+
+    batch: Sequence[object]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDone:
+    """The last item: the stream ended normally and everything is recorded."""
+
+    result: CascadeResult
+
+
+StreamItem = StreamOpened | StreamChunk | StreamDone
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """Call exactly this model, recorded under *tier*: no routing, alternates, climb or checks."""
+
+    tier: str
+    model: str
+    provider: AsyncProvider
 
 
 @dataclass(slots=True)
@@ -76,11 +166,12 @@ class _Run:
     decision: Decision
     limits: dict[str, Decimal]
     started: float
+    builder: RequestBuilder
     attempts: list[AttemptRecord] = field(default_factory=list)
     #: Whether the task's row is in the ledger yet (written with its first attempt).
     begun: bool = False
     #: The reservation of the attempt awaiting validation, with its actual cost.
-    held: tuple[Any, Decimal] | None = None
+    held: tuple[object, Decimal] | None = None
 
     def next_no(self) -> int:
         return len(self.attempts)
@@ -89,27 +180,25 @@ class _Run:
 class _Context:
     """What a validator sees: the task, the completion, and priced calls to other tiers."""
 
-    def __init__(self, cascade: Cascade, run: _Run, tier: str, completion: Completion) -> None:
-        self.task = run.task
+    def __init__(
+        self,
+        task: Task,
+        tier: str,
+        completion: Completion,
+        call: Callable[[str, Task], Completion],
+        acall: Callable[[str, Task], Awaitable[Completion]],
+    ) -> None:
+        self.task = task
         self.completion = completion
         self.tier = tier
-        self._cascade = cascade
-        self._run = run
+        self._call = call
+        self._acall = acall
 
     def call_tier(self, tier: str, task: Task) -> Completion:
-        result: Completion = self._cascade._drive_sync(
-            self._cascade._validator_call(self._run, tier, task)
-        )
-        return result
+        return self._call(tier, task)
 
     async def acall_tier(self, tier: str, task: Task) -> Completion:
-        result: Completion = await self._cascade._drive_async(
-            self._cascade._validator_call(self._run, tier, task)
-        )
-        return result
-
-
-_Steps = Generator["_Call | _Validate", Any, Any]
+        return await self._acall(tier, task)
 
 
 class Cascade:
@@ -123,8 +212,9 @@ class Cascade:
         scorer: optional pre-routing scorer proposing a start tier (frontier pins still hold).
         catalog: prices; default ``PriceCatalog(policy.model.prices)``.
         role: what the rows are: ``live`` traffic, a ``probe`` or a ``replay``.
-        request_builder: turns a task into a provider request (the gateway passes its own).
-        sleep / asleep / clock: injectable time, for tests.
+        request_builder: turns a task into a provider request (a run may pass its own).
+        env: where the default provider pool reads API keys (default ``os.environ``).
+        sleep / clock / now: injectable time, for tests.
     """
 
     def __init__(
@@ -210,15 +300,23 @@ class Cascade:
         *,
         start_tier: str | None = None,
         limits: Mapping[str, Decimal] | None = None,
+        request_builder: RequestBuilder | None = None,
+        pin: Pin | None = None,
     ) -> CascadeResult:
         """Run *task* to an accepted answer.
+
+        Args:
+            start_tier: start here instead of where the router would.
+            limits: extra budget scopes (e.g. a gateway key's daily budget).
+            request_builder: build this run's requests (default: the cascade's).
+            pin: call exactly one model, with no routing, alternates, climb or validators.
 
         Raises:
             EscalationExhaustedError: every tier from the start to the top failed (has the trail).
             BudgetExceededError: a budget would be overrun by the next attempt (has the trail).
         """
-        result: CascadeResult = self._drive_sync(self._steps(task, start_tier, limits))
-        return result
+        steps = self._steps(task, start_tier, limits, request_builder, pin, relay=False)
+        return self._drive_sync(steps)
 
     async def arun(
         self,
@@ -226,10 +324,62 @@ class Cascade:
         *,
         start_tier: str | None = None,
         limits: Mapping[str, Decimal] | None = None,
+        request_builder: RequestBuilder | None = None,
+        pin: Pin | None = None,
     ) -> CascadeResult:
         """Async twin of :meth:`run`."""
-        result: CascadeResult = await self._drive_async(self._steps(task, start_tier, limits))
-        return result
+        steps = self._steps(task, start_tier, limits, request_builder, pin, relay=False)
+        return await self._drive_async(steps)
+
+    async def astream(
+        self,
+        task: Task,
+        *,
+        start_tier: str | None = None,
+        limits: Mapping[str, Decimal] | None = None,
+        request_builder: RequestBuilder | None = None,
+        pin: Pin | None = None,
+    ) -> AsyncGenerator[StreamItem, None]:
+        """Run *task* with its answer relayed live: :class:`StreamOpened`, the provider's
+        batches as :class:`StreamChunk`, then :class:`StreamDone`.
+
+        Until the first item, failures climb the ladder exactly as in :meth:`arun` (alternates,
+        retries, the next tier), so an error raised before it means nothing reached the caller.
+        A relayed answer cannot be validated before the caller sees it, so no validators run.
+        Every provider must be a :class:`StreamingProvider`.
+
+        Raises:
+            EscalationExhaustedError, BudgetExceededError: before the first item, as :meth:`arun`.
+            StreamInterruptedError: the stream broke after it had started (recorded ``partial``).
+        """
+        steps = self._steps(task, start_tier, limits, request_builder, pin, relay=True)
+        value: object = None
+        while True:
+            try:
+                effect = steps.send(value)
+            except StopIteration as stop:
+                yield StreamDone(cast(CascadeResult, stop.value))
+                return
+            if not isinstance(effect, _Relay):
+                value = await self._perform_async(effect)
+                continue
+            stream = effect.stream
+            try:
+                yield effect.opened
+                async for batch in stream.batches():
+                    yield StreamChunk(batch)
+                value = _RelayEnd(stream.usage, completion=stream.completion())
+            except ProviderError as exc:
+                value = _RelayEnd(stream.usage, error=exc)
+            except BaseException as exc:  # the consumer went away (closed, cancelled), or a bug
+                try:
+                    steps.send(_RelayEnd(stream.usage, error=exc))  # records the partial attempt
+                except (StopIteration, StreamInterruptedError):
+                    pass
+                finally:
+                    await _close_shielded(stream)
+                raise
+            await _close_shielded(stream)
 
     def decide(self, task: Task, start_tier: str | None = None) -> Decision:
         """The decision the cascade starts from: explicit tier, scorer proposal, or the router."""
@@ -261,87 +411,127 @@ class Cascade:
 
     # -- drivers -----------------------------------------------------------------------------
 
-    def _drive_sync(self, steps: _Steps) -> Any:
+    def _drive_sync(self, steps: _Steps[T]) -> T:
         from tierwise.cascade.validators import run_validators
-        from tierwise.providers.retry import call_with_retries
+        from tierwise.providers.retry import retrying
 
-        value: Any = None
+        value: object = None
         try:
             while True:
                 effect = steps.send(value)
                 if isinstance(effect, _Call):
+                    if not isinstance(effect.provider, Provider):
+                        raise TypeError(
+                            f"provider {effect.provider.name!r} has no blocking call: use arun"
+                        )
                     try:
-                        value = call_with_retries(
-                            effect.provider, effect.request, self.retry, sleep=self._sleep
+                        value = retrying(
+                            partial(effect.provider.complete, effect.request),
+                            self.retry,
+                            sleep=self._sleep,
                         )
                     except ProviderError as exc:
                         value = exc
-                else:
+                elif isinstance(effect, _Validate):
                     value = run_validators(effect.validators, effect.output, effect.context)
+                else:
+                    raise TypeError("streams are relayed by Cascade.astream only")
         except StopIteration as stop:
-            return stop.value
+            return cast(T, stop.value)
 
-    async def _drive_async(self, steps: _Steps) -> Any:
-        import asyncio
-
-        from tierwise.cascade.validators import arun_validators
-        from tierwise.providers.retry import acall_with_retries
-
-        async def asleep(seconds: float) -> None:
-            await asyncio.sleep(seconds)
-
-        value: Any = None
+    async def _drive_async(self, steps: _Steps[T]) -> T:
+        value: object = None
         try:
             while True:
-                effect = steps.send(value)
-                if isinstance(effect, _Call):
-                    try:
-                        value = await acall_with_retries(
-                            effect.provider, effect.request, self.retry, sleep=asleep
-                        )
-                    except ProviderError as exc:
-                        value = exc
-                else:
-                    value = await arun_validators(effect.validators, effect.output, effect.context)
+                value = await self._perform_async(steps.send(value))
         except StopIteration as stop:
-            return stop.value
+            return cast(T, stop.value)
+
+    async def _perform_async(self, effect: _Effect) -> object:
+        """Carry out one effect on the running loop (a relay is :meth:`astream`'s own)."""
+        from tierwise.cascade.validators import arun_validators
+        from tierwise.providers.retry import aretrying
+
+        if isinstance(effect, _Validate):
+            return await arun_validators(effect.validators, effect.output, effect.context)
+        if isinstance(effect, _Relay):
+            raise TypeError("streams are relayed by Cascade.astream only")
+        try:
+            if isinstance(effect, _Call):
+                op = partial(effect.provider.acomplete, effect.request)
+                return await aretrying(op, self.retry, sleep=_asleep)
+            return await aretrying(
+                partial(effect.provider.aopen, effect.request), self.retry, sleep=_asleep
+            )
+        except ProviderError as exc:
+            return exc
 
     # -- the loop ----------------------------------------------------------------------------
 
     def _steps(
-        self, task: Task, start_tier: str | None, limits: Mapping[str, Decimal] | None
-    ) -> _Steps:
-        decision = self.decide(task, start_tier)
+        self,
+        task: Task,
+        start_tier: str | None,
+        limits: Mapping[str, Decimal] | None,
+        builder: RequestBuilder | None,
+        pin: Pin | None,
+        *,
+        relay: bool,
+    ) -> _Steps[CascadeResult]:
+        decision = self.decide(task, pin.tier if pin is not None else start_tier)
         run = _Run(
             task=task,
             decision=decision,
             limits=budget_limits(self.policy, task, self._now(), limits),
             started=self._clock(),
+            builder=builder or self.request_builder,
         )
         kind = self.policy.kind(task.kind)
-        validators = self.validators_for(task)
+        validators = () if relay or pin is not None else self.validators_for(task)
         ladder = self.policy.ladder
+        top = decision.tier_index + 1 if pin is not None else len(ladder)
         failure: Failure | None = None
         previous: int | None = None
         escalations: list[tuple[str, str]] = []
+        interrupted: BaseException | None = None
+        last_error: ProviderError | None = None
         try:
-            for index in range(decision.tier_index, len(ladder)):
+            for index in range(decision.tier_index, top):
                 tier_name = ladder[index]
                 tier = self.policy.tier(tier_name)
                 max_tokens = task.max_tokens or kind.max_tokens or tier.max_tokens
-                completion = yield from self._attempt_tier(
-                    run, tier, index, max_tokens, failure, previous
+                candidates = (
+                    [(pin.model, pin.provider)] if pin is not None else self._candidates(tier_name)
                 )
-                if isinstance(completion, ProviderError):
-                    reason = f"provider error: {type(completion).__name__}: {completion}"
+                outcome = yield from self._attempt_tier(
+                    run, tier, index, candidates, max_tokens, failure, previous, relay=relay
+                )
+                last_error = outcome if isinstance(outcome, ProviderError) else None
+                if isinstance(outcome, ProviderError):
+                    reason = f"provider error: {type(outcome).__name__}: {outcome}"
                     failure, previous = Failure(tier_name, reason), run.next_no() - 1
-                    self._escalated(task.kind, tier_name, type(completion).__name__)
+                    self._escalated(task.kind, tier_name, type(outcome).__name__)
                     escalations.append((tier_name, reason))
                     continue
+                if isinstance(outcome, _RelayEnd):
+                    if outcome.error is None and outcome.completion is not None:
+                        return self._finish_ok(
+                            run, tier_name, outcome.completion, tuple(escalations)
+                        )
+                    interrupted = outcome.error or RuntimeError("the stream ended without a reply")
+                    break
+                completion = outcome
                 verdicts: tuple[Verdict, ...] = ()
                 if validators:
-                    ctx = _Context(self, run, tier_name, completion)
-                    verdicts = yield _Validate(validators, completion.text, ctx)
+                    ctx = _Context(
+                        task,
+                        tier_name,
+                        completion,
+                        lambda t, sub: self._drive_sync(self._validator_call(run, t, sub)),
+                        lambda t, sub: self._drive_async(self._validator_call(run, t, sub)),
+                    )
+                    checked = yield _Validate(validators, completion.text, ctx)
+                    verdicts = cast(tuple[Verdict, ...], checked)
                 failed = next((v for v in verdicts if not v.ok), None)
                 with self._batch():  # the verdict, the settlement and the task's end: one commit
                     attempt_no = self._record_attempt_outcome(run, verdicts, failed)
@@ -361,91 +551,114 @@ class Cascade:
         except BaseException:
             self._finish(run, "error", None, None)  # leave no task 'running' behind
             raise
+        if interrupted is not None:
+            self._finish(run, "error", None, None)
+            raise StreamInterruptedError(task.id, run.attempts, interrupted)
         self._finish(run, "exhausted", None, None)
-        raise EscalationExhaustedError(task.id, run.attempts)
+        raise EscalationExhaustedError(task.id, run.attempts, last_error)
+
+    def _candidates(self, tier: str) -> list[tuple[str, AsyncProvider]]:
+        """The tier's models, primary first, skipping cooling ones while any other can serve."""
+        entries = list(self.providers.for_tier(tier))
+        return [e for e in entries if not self.cooldown.cooling(e[0])] or entries
 
     def _attempt_tier(
         self,
         run: _Run,
         tier: Tier,
         index: int,
+        candidates: Sequence[tuple[str, AsyncProvider]],
         max_tokens: int,
         failure: Failure | None,
         previous: int | None,
-    ) -> _Steps:
+        *,
+        relay: bool,
+    ) -> _Steps[Completion | ProviderError | _RelayEnd]:
         """One tier: the primary model, then alternates while calls keep failing.
 
-        Returns the completion (its attempt recorded later, once validated) or the last
-        provider error (already recorded). Budgets are reserved before each model is tried.
+        Returns the completion (its attempt recorded later, once validated), how a relay ended
+        (recorded), or the last provider error (recorded). Budgets are reserved before each
+        model is tried.
         """
-        candidates = list(self.providers.for_tier(tier.name))
-        usable = [c for c in candidates if not self.cooldown.cooling(c[0])] or candidates
         last_error: ProviderError | None = None
-        for model, provider in usable:
-            request = self.request_builder(run.task, tier, model, max_tokens, failure)
+        for model, provider in candidates:
+            request = run.builder(run.task, tier, model, max_tokens, failure)
             prices = self._prices(model, provider)
             reservation = self._reserve(run, prices, request)
             started_at, t0 = self._now(), self._clock()
-            result = yield _Call(provider, request)
-            latency = self._clock() - t0
+            if relay:
+                if not isinstance(provider, StreamingProvider):
+                    self._release(reservation)
+                    raise TypeError(f"provider {provider.name!r} cannot stream")
+                result = yield _Open(provider, request)
+            else:
+                result = yield _Call(provider, request)
+            base = AttemptRecord(
+                task_id=run.task.id,
+                attempt_no=run.next_no(),
+                kind=run.task.kind,
+                tier=tier.name,
+                tier_index=index,
+                model=model,
+                provider=provider.name,
+                usage=Usage(),
+                cost_usd=Decimal(0),
+                latency_s=self._clock() - t0,
+                outcome="accepted",
+                started_at=started_at,
+                role=self.role,
+                escalated_from=previous,
+                session=run.task.session,
+            )
             if isinstance(result, ProviderError):
                 self.cooldown.record_failure(model)
                 last_error = result
                 with self._batch():
                     self._release(reservation)
-                    self._append(
-                        run,
-                        AttemptRecord(
-                            task_id=run.task.id,
-                            attempt_no=run.next_no(),
-                            kind=run.task.kind,
-                            tier=tier.name,
-                            tier_index=index,
-                            model=model,
-                            provider=provider.name,
-                            usage=Usage(),
-                            cost_usd=Decimal(0),
-                            latency_s=latency,
-                            outcome="error",
-                            started_at=started_at,
-                            role=self.role,
-                            failure=str(result),
-                            error_class=type(result).__name__,
-                            escalated_from=previous,
-                            session=run.task.session,
-                        ),
-                    )
+                    self._append(run, _errored(base, result))
                 continue
             self.cooldown.record_success(model)
-            cost = self._cost(result, prices)
-            # Settled and recorded with its outcome once validated (one commit); pending meanwhile.
-            run.held = (reservation, cost)
-            run.attempts.append(
-                AttemptRecord(
-                    task_id=run.task.id,
-                    attempt_no=run.next_no(),
-                    kind=run.task.kind,
-                    tier=tier.name,
-                    tier_index=index,
-                    model=result.model or model,
-                    provider=provider.name,
-                    usage=result.usage,
-                    cost_usd=cost,
-                    latency_s=latency,
-                    outcome="accepted",
-                    started_at=started_at,
-                    role=self.role,
-                    escalated_from=previous,
-                    stop_reason=result.stop_reason,
-                    output=result.text,
-                    session=run.task.session,
-                )
+            if isinstance(result, Completion):
+                cost = self._cost(result, prices)
+                # Settled and recorded with its outcome once validated (one commit); pending now.
+                run.held = (reservation, cost)
+                run.attempts.append(_answered(base, result, cost))
+                return result
+            stream = cast(ProviderStream, result)
+            opened = StreamOpened(
+                run.task.id,
+                tier.name,
+                model,
+                cast(StreamingProvider, provider),  # checked before the stream was opened
+                run.decision,
+                tuple(run.attempts),
             )
-            return result
+            ended = yield _Relay(stream, opened)
+            assert isinstance(ended, _RelayEnd)
+            cost = (
+                self._cost(ended.completion, prices)
+                if ended.completion is not None
+                else _priced(ended.usage, prices)
+            )
+            record = replace(base, latency_s=self._clock() - t0)
+            if ended.completion is not None:
+                record = _answered(record, ended.completion, cost)
+            else:
+                error = ended.error or RuntimeError("relay ended")
+                record = replace(
+                    _errored(record, error),
+                    outcome="partial",
+                    usage=ended.usage,
+                    cost_usd=cost,
+                )
+            with self._batch():
+                self._settle(reservation, cost)
+                self._append(run, record)
+            return ended
         assert last_error is not None  # for_tier always yields the primary
         return last_error
 
-    def _validator_call(self, run: _Run, tier_name: str, task: Task) -> _Steps:
+    def _validator_call(self, run: _Run, tier_name: str, task: Task) -> _Steps[Completion]:
         """A validator's own model call: priced, budgeted, recorded as a ``validator`` attempt."""
         tier = self.policy.tier(tier_name)
         model, provider = self.providers.for_tier(tier_name)[0]
@@ -454,15 +667,18 @@ class Cascade:
         reservation = self._reserve(run, prices, request)
         started_at, t0 = self._now(), self._clock()
         result = yield _Call(provider, request)
-        latency = self._clock() - t0
-        common: dict[str, Any] = dict(
+        base = AttemptRecord(
             task_id=run.task.id,
+            attempt_no=run.next_no(),
             kind=run.task.kind,
             tier=tier_name,
             tier_index=self.policy.tier_index(tier_name),
             model=model,
             provider=provider.name,
-            latency_s=latency,
+            usage=Usage(),
+            cost_usd=Decimal(0),
+            latency_s=self._clock() - t0,
+            outcome="accepted",
             started_at=started_at,
             role="validator",
             session=run.task.session,
@@ -470,39 +686,18 @@ class Cascade:
         if isinstance(result, ProviderError):
             with self._batch():
                 self._release(reservation)
-                self._append(
-                    run,
-                    AttemptRecord(
-                        attempt_no=run.next_no(),
-                        usage=Usage(),
-                        cost_usd=Decimal(0),
-                        outcome="error",
-                        failure=str(result),
-                        error_class=type(result).__name__,
-                        **common,
-                    ),
-                )
+                self._append(run, _errored(base, result))
             raise result
+        assert isinstance(result, Completion)
         cost = self._cost(result, prices)
         with self._batch():
             self._settle(reservation, cost)
-            self._append(
-                run,
-                AttemptRecord(
-                    attempt_no=run.next_no(),
-                    usage=result.usage,
-                    cost_usd=cost,
-                    outcome="accepted",
-                    stop_reason=result.stop_reason,
-                    output=result.text,
-                    **common,
-                ),
-            )
+            self._append(run, _answered(base, result, cost))
         return result
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def _prices(self, model: str, provider: Provider) -> ModelPrices | None:
+    def _prices(self, model: str, provider: AsyncProvider) -> ModelPrices | None:
         try:
             return self.catalog.prices_for(model, provider.name)
         except UnknownModelError:
@@ -510,7 +705,7 @@ class Cascade:
                 return None  # replayed rows carry their recorded cost
             raise
 
-    def _reserve(self, run: _Run, prices: ModelPrices | None, request: CompletionRequest) -> Any:
+    def _reserve(self, run: _Run, prices: ModelPrices | None, request: CompletionRequest) -> object:
         from tierwise.pricing import max_cost
 
         amount = Decimal(0)
@@ -568,8 +763,6 @@ class Cascade:
         # The pending attempt is the last non-validator one; validator calls came after it.
         pos = max(i for i, a in enumerate(run.attempts) if a.role != "validator")
         pending = run.attempts[pos]
-        from dataclasses import replace
-
         final = replace(
             pending,
             outcome="accepted" if failed is None else "rejected",
@@ -634,6 +827,44 @@ class Cascade:
 
     def _escalated(self, kind: str, tier: str, reason: str) -> None:
         self.escalations[(kind, tier, reason)] += 1
+
+
+def _errored(base: AttemptRecord, error: BaseException) -> AttemptRecord:
+    """*base* as a failed call: no usage, no cost, the error's class and message."""
+    return replace(base, outcome="error", failure=str(error), error_class=type(error).__name__)
+
+
+def _answered(base: AttemptRecord, completion: Completion, cost: Decimal) -> AttemptRecord:
+    """*base* as an answered call, with the completion's model, usage, stop reason and text."""
+    return replace(
+        base,
+        model=completion.model or base.model,
+        usage=completion.usage,
+        cost_usd=cost,
+        stop_reason=completion.stop_reason,
+        output=completion.text,
+    )
+
+
+def _priced(usage: Usage, prices: ModelPrices | None) -> Decimal:
+    """What *usage* costs (a broken stream is billed for what arrived)."""
+    from tierwise.pricing import cost_of
+
+    return Decimal(0) if prices is None else cost_of(usage, prices)
+
+
+async def _asleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+async def _close_shielded(stream: ProviderStream) -> None:
+    """Close *stream* even while the task is being cancelled (the connection must go back)."""
+    import anyio
+
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
 
 
 def _src(policy: Policy) -> str | None:

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tierwise.cascade.result import AttemptRecord
-from tierwise.providers.base import CompletionRequest, Provider
+from tierwise.providers.base import AsyncProvider, CompletionRequest
 from tierwise.task import Decision, Message, Task
 
 if TYPE_CHECKING:
@@ -37,6 +37,13 @@ class Failure:
     tier: str
     reason: str
     output: str | None = None
+
+    def hint(self) -> str:
+        """The user turn that follows the rejected answer when the next tier is asked."""
+        return (
+            f"That answer was rejected by an automatic check: {self.reason}. "
+            "Answer the original request again, correcting this."
+        )
 
 
 RequestBuilder = Callable[[Task, "Tier", str, int, "Failure | None"], CompletionRequest]
@@ -91,9 +98,13 @@ class LedgerSink(Protocol):
 
 
 class ProviderSource(Protocol):
-    """Where the cascade gets providers: ``for_tier`` lists (model, provider), primary first."""
+    """Where the cascade gets providers: ``for_tier`` lists (model, provider), primary first.
 
-    def for_tier(self, tier: str) -> Sequence[tuple[str, Provider]]: ...
+    Blocking runs need blocking providers (``Provider``); async runs take any ``AsyncProvider``;
+    live streams need ``StreamingProvider`` (all three in :mod:`tierwise.providers.base`).
+    """
+
+    def for_tier(self, tier: str) -> Sequence[tuple[str, AsyncProvider]]: ...
 
 
 def default_request_builder(
@@ -107,13 +118,7 @@ def default_request_builder(
     messages = [*task.history, Message("user", task.prompt)]
     if failure is not None and failure.output is not None:
         messages.append(Message("assistant", failure.output or "(empty answer)"))
-        messages.append(
-            Message(
-                "user",
-                f"That answer was rejected by an automatic check: {failure.reason}. "
-                "Answer the original request again, correcting this.",
-            )
-        )
+        messages.append(Message("user", failure.hint()))
     return CompletionRequest(
         model=model,
         messages=tuple(messages),

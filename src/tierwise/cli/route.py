@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from tierwise.cli._common import JsonOption, PolicyOption, fail, load_policy_or_exit, print_json
-
-_INT_ATTRIBUTES = ("input_tokens", "input_chars", "files", "severity")
-_TRUE = ("true", "yes", "1", "on")
-_FALSE = ("false", "no", "0", "off")
 
 
 def register(app: typer.Typer) -> None:
@@ -99,45 +94,20 @@ def register(app: typer.Typer) -> None:
 
 
 def parse_attrs(items: list[str]) -> dict[str, Any]:
-    """Parse ``key=value`` task attributes, checking names, integers, booleans and vocabularies.
+    """Parse ``key=value`` task attributes (:func:`tierwise.task.parse_attribute`).
 
     Exits with code 2 and one line on stderr for the first bad item.
     """
-    from tierwise.task import AMBIGUITIES, ATTRIBUTES, DOMAINS, SCOPES
+    from tierwise.task import parse_attribute
 
-    vocab = {"scope": SCOPES, "domain": DOMAINS, "ambiguity": AMBIGUITIES}
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        key, raw = key.strip(), raw.strip()
-        if not sep or not key:
-            fail(f"--attr {item!r}: expected key=value, e.g. --attr files=2")
-        if key not in ATTRIBUTES:
-            fail(f"--attr {item!r}: unknown attribute {key!r}{_hint(key, ATTRIBUTES)}")
-        if key in _INT_ATTRIBUTES:
-            try:
-                value: Any = int(raw)
-            except ValueError:
-                fail(f"--attr {item!r}: {key} must be an integer, found {raw!r}")
-            if value < 0 or (key == "severity" and not 1 <= value <= 5):
-                bounds = "1 to 5" if key == "severity" else "0 or more"
-                fail(f"--attr {item!r}: {key} must be {bounds}, found {value}")
-        elif key == "requires_code":
-            if raw.lower() not in (*_TRUE, *_FALSE):
-                fail(f"--attr {item!r}: requires_code must be true or false, found {raw!r}")
-            value = raw.lower() in _TRUE
-        else:
-            value = raw.lower()
-            if value not in vocab[key]:
-                fail(f"--attr {item!r}: unknown {key} {raw!r}{_hint(value, vocab[key])}")
+        try:
+            key, value = parse_attribute(item)
+        except ValueError as exc:
+            fail(f"--attr {exc}")
         out[key] = value
     return out
-
-
-def _hint(word: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    tail = f"; did you mean {close[0]!r}?" if close else ""
-    return f"; expected one of {', '.join(choices)}{tail}"
 
 
 def _show(value: object) -> str:

@@ -9,7 +9,7 @@ Computed from recorded scores (no cascade needed):
 
 Replayed through the real :class:`~tierwise.cascade.Cascade` (router, validators, escalation
 and ledger code as in production, ``role="replay"``, providers from
-:class:`~tierwise.providers.replay.ReplaySource`):
+:class:`~tierwise.evaluation.replay.ReplaySource`):
 
 * **policy** — the policy's rules by task kind (a policy file, or per-kind tiers fitted on the
   training rows), no validators;
@@ -302,8 +302,8 @@ class Replayer:
         run_id: str = "eval",
         on_row: Callable[[], None] | None = None,
     ) -> None:
+        from tierwise.evaluation.replay import ReplaySource
         from tierwise.pricing import PriceCatalog
-        from tierwise.providers.replay import ReplaySource
 
         self.dataset = dataset
         self.ladder = ladder

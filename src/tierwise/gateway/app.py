@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from tierwise.gateway.config import GatewayConfig
 from tierwise.gateway.dialects import Dialect, RequestError, error_body, parse_request
-from tierwise.gateway.service import AUTO_MODEL, GatewayService, Reply
+from tierwise.gateway.service import AUTO_MODEL, GatewayService
 from tierwise.gateway.upstream import upstream_seconds
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -236,7 +236,7 @@ async def _handle(
                 dialect, body, view, len(raw), request.headers, key, started, upstream
             )
             route = call.route
-            reply = await _serve(svc, call)
+            reply = await svc.serve(call)
         except RequestError as exc:
             status = exc.status
             return _error(dialect, exc)
@@ -257,11 +257,3 @@ async def _handle(
     finally:
         svc.metrics.in_flight.dec()
         svc.metrics.requests.labels(dialect, route, str(status)).inc()
-
-
-async def _serve(svc: GatewayService, call: Any) -> Reply:
-    from tierwise.gateway.streaming import serve_direct
-
-    if call.route == "model" or svc.wants_live_stream(call):
-        return await serve_direct(svc, call)
-    return await svc.run_cascade(call)

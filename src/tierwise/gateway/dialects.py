@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tierwise.providers.base import StopReason
+from tierwise.providers.base import neutral_stop_reason as neutral_stop_reason
 
 Dialect = Literal["anthropic", "openai"]
 DIALECTS: tuple[Dialect, ...] = ("anthropic", "openai")
@@ -35,6 +35,7 @@ __all__ = [
     "OpenAIRequest",
     "OpenAITool",
     "RequestError",
+    "RequestView",
     "anthropic_usage_to_openai",
     "error_body",
     "finish_reason_to_stop_reason",
@@ -265,7 +266,10 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
     return f"{path or 'body'}: {joined}", path
 
 
-def parse_request(dialect: Dialect, body: bytes) -> tuple[dict[str, Any], Any]:
+RequestView = AnthropicRequest | OpenAIRequest
+
+
+def parse_request(dialect: Dialect, body: bytes) -> tuple[dict[str, Any], RequestView]:
     """Decode a request body and check it against the dialect's view.
 
     Returns the caller's JSON object (to forward, possibly with ``model`` replaced) and the
@@ -336,21 +340,6 @@ def error_body(
 
 # -- stop reasons -----------------------------------------------------------------------------
 
-_ANTHROPIC_STOP: dict[str, StopReason] = {
-    "end_turn": "end",
-    "stop_sequence": "end",
-    "max_tokens": "max_tokens",
-    "model_context_window_exceeded": "max_tokens",
-    "tool_use": "tool_use",
-    "refusal": "refusal",
-}
-_OPENAI_STOP: dict[str, StopReason] = {
-    "stop": "end",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
 _TO_FINISH = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -367,12 +356,6 @@ _TO_STOP = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
-
-
-def neutral_stop_reason(dialect: Dialect, raw: str | None) -> StopReason:
-    """The provider-neutral stop reason for a dialect's own value."""
-    table = _ANTHROPIC_STOP if dialect == "anthropic" else _OPENAI_STOP
-    return table.get(raw or "", "other")
 
 
 def stop_reason_to_finish_reason(stop_reason: str | None) -> str:

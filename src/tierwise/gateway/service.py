@@ -1,17 +1,23 @@
-"""Serving one request: which task it is, the cascade or a passthrough, and the answer's shape.
+"""Serving one request: which task it is, how it runs through the cascade, and the answer's shape.
 
 :class:`GatewayService` holds what lives as long as the app (policy, cascade, upstream pool,
-group-commit ledger, key checker, metrics). Each request becomes a :class:`Call`: the caller's
-original JSON, its parsed view, and a :class:`~tierwise.task.Task` built from the model name,
-the ``x-tierwise-*`` headers and the conversation. Then:
+group-commit ledger, key checker, metrics). Each request becomes a
+:class:`~tierwise.gateway.call.Call`: the caller's original JSON, a
+:class:`~tierwise.task.Task` built from the model name, the ``x-tierwise-*`` headers and the
+conversation, and the request builder that forwards the caller's own body (model replaced;
+translated only for a tier of the other dialect). Then one of the cascade's drivers serves it —
+the same attempt loop either way:
 
-* ``tierwise/auto`` or ``tierwise/<kind>``, not streamed, or streamed with validators in
-  ``buffer`` mode: the cascade runs with a request builder that forwards the caller's own body
-  (model replaced; translated only for a tier of the other dialect), then the accepted answer
-  is returned verbatim when dialects match, translated otherwise, or streamed from the buffer.
-* streamed without validators, or in ``passthrough`` mode: the decided tier's stream is relayed
-  as it arrives (:mod:`tierwise.gateway.streaming`).
-* a concrete model id: one metered attempt at the tier that owns the model, no routing.
+* :meth:`~tierwise.cascade.Cascade.arun`: not streamed, or streamed with validators in
+  ``buffer`` mode. The accepted answer is returned verbatim when dialects match, translated
+  otherwise, or streamed from the buffer.
+* :meth:`~tierwise.cascade.Cascade.astream`: streamed without validators, in ``passthrough``
+  mode, or to a concrete model. The tier's stream is relayed as it arrives
+  (:mod:`tierwise.gateway.streaming`); failures before the first byte climb as unstreamed ones.
+
+A concrete model id is a :class:`~tierwise.cascade.runner.Pin`: one metered attempt at the tier
+that owns the model, with no routing, validation or climb. Every failure is answered through
+the one mapping in :mod:`tierwise.gateway.errors`.
 """
 
 from __future__ import annotations
@@ -19,25 +25,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from tierwise.cascade.result import AttemptRecord
-from tierwise.cascade.runner import Cascade
-from tierwise.cascade.seams import Failure, default_request_builder
-from tierwise.errors import (
-    BudgetExceededError,
-    EscalationExhaustedError,
-    ProviderError,
-    TierwiseError,
-    UnknownModelError,
-)
-from tierwise.gateway.dialects import Dialect, RequestError
+from tierwise.cascade.runner import Cascade, Pin, StreamOpened
+from tierwise.cascade.seams import Failure, RequestBuilder
+from tierwise.errors import TierwiseError
+from tierwise.gateway.call import Call, Reply, Route
+from tierwise.gateway.dialects import Dialect, RequestError, RequestView
+from tierwise.gateway.errors import failure_error
 from tierwise.gateway.translate import (
     anthropic_message_to_openai,
     anthropic_request_to_openai,
@@ -47,9 +46,9 @@ from tierwise.gateway.translate import (
     text_of_openai_content,
 )
 from tierwise.gateway.upstream import RawProvider, UpstreamPool, UpstreamReply
-from tierwise.pricing import Usage
-from tierwise.providers.base import Completion, CompletionRequest
-from tierwise.task import Message, Task, parse_annotations
+from tierwise.providers.base import CompletionRequest
+from tierwise.records import AttemptRecord
+from tierwise.task import Message, Task, parse_annotations, parse_attribute
 
 if TYPE_CHECKING:
     from tierwise.gateway.auth import KeyChecker
@@ -58,9 +57,8 @@ if TYPE_CHECKING:
     from tierwise.ledger import ApiKey, Ledger
     from tierwise.policy import Policy
     from tierwise.policy.schema import Tier
-    from tierwise.task import Decision
 
-__all__ = ["AUTO_MODEL", "Call", "GatewayService", "Reply"]
+__all__ = ["AUTO_MODEL", "REQUEST_HEADERS", "GatewayService"]
 
 log = logging.getLogger("tierwise.gateway")
 
@@ -70,47 +68,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _SESSION = re.compile(r"^[\x21-\x7e]{1,200}$")
 #: Request headers forwarded upstream when the tier speaks the caller's dialect.
 _FORWARD = ("anthropic-beta",)
-_RETRY_HINT = (
-    "That answer was rejected by an automatic check: {reason}. "
-    "Answer the original request again, correcting this."
+#: The ``x-tierwise-*`` request headers the gateway reads; any other is refused (a typo would
+#: otherwise be silently ignored).
+REQUEST_HEADERS = frozenset(
+    {
+        "x-tierwise-kind",
+        "x-tierwise-session",
+        "x-tierwise-validators",
+        "x-tierwise-annotations",
+        "x-tierwise-attr",
+    }
 )
-
-Route = Literal["auto", "kind", "model"]
-
-
-@dataclass(slots=True)
-class Call:
-    """One request being served: the caller's JSON, the task, and what the gateway decided."""
-
-    dialect: Dialect
-    body: dict[str, Any]
-    raw_size: int
-    task: Task
-    route: Route
-    stream: bool
-    include_usage: bool
-    caller_max_tokens: int | None
-    forward_headers: dict[str, str]
-    limits: dict[str, Decimal]
-    started: float
-    upstream: list[float]
-    kind_fallback: str | None = None
-    target_model: str | None = None
-    bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def overhead_s(self) -> float:
-        """Seconds spent in the gateway so far, upstream waits excluded."""
-        return max(0.0, time.perf_counter() - self.started - self.upstream[0])
-
-
-@dataclass(slots=True)
-class Reply:
-    """What to send back: a JSON body (bytes) or an SSE iterator, status and headers."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes | None = None
-    stream: Any = None  # AsyncIterator[bytes]
 
 
 class GatewayService:
@@ -134,13 +102,7 @@ class GatewayService:
         self.pool = pool
         self.keys = keys
         self.metrics = metrics
-        self._calls: dict[str, Call] = {}
-        self.cascade = Cascade(
-            policy,
-            providers=pool,
-            ledger=recorder,
-            request_builder=self.build_request,
-        )
+        self.cascade = Cascade(policy, providers=pool, ledger=recorder)
         self.validator_names = frozenset(policy.model.validators)
         self._dialects = {p.dialect for tier in policy.ladder for _, p in pool.for_tier(tier)}
 
@@ -150,7 +112,7 @@ class GatewayService:
         self,
         dialect: Dialect,
         body: dict[str, Any],
-        view: Any,
+        view: RequestView,
         raw_size: int,
         headers: Mapping[str, str],
         key: ApiKey | None,
@@ -160,10 +122,14 @@ class GatewayService:
         """Build the :class:`Call` for a parsed request.
 
         Raises:
-            RequestError: a bad ``x-tierwise-*`` header, an unknown model, or a request that
-                cannot be translated for a tier of the other dialect.
+            RequestError: a bad or unknown ``x-tierwise-*`` header, an unknown model, or a
+                request that cannot be translated for a tier of the other dialect.
         """
-        model: str = view.model
+        for name in headers:
+            if name.startswith("x-tierwise-") and name not in REQUEST_HEADERS:
+                known = ", ".join(sorted(REQUEST_HEADERS))
+                raise RequestError(f"unknown request header {name!r}; tierwise reads {known}")
+        model = view.model
         header_kind = (headers.get("x-tierwise-kind") or "").strip() or None
         route: Route
         target: str | None = None
@@ -187,12 +153,12 @@ class GatewayService:
         if session is not None and not _SESSION.match(session):
             raise RequestError("x-tierwise-session: expected 1-200 visible ASCII characters")
         validators = self._validators(headers.get("x-tierwise-validators"))
+        attrs = _attributes(headers.get("x-tierwise-attr"))
 
         if dialect == "anthropic":
             system = text_of_anthropic_content(body.get("system") or "") or None
             turns = [(m["role"], text_of_anthropic_content(m["content"])) for m in body["messages"]]
             caller_max = body["max_tokens"]
-            stream = bool(body.get("stream"))
             include_usage = False
         else:
             sys_parts = [
@@ -207,7 +173,6 @@ class GatewayService:
                 if m["role"] in ("user", "assistant", "tool")
             ]
             caller_max = body.get("max_completion_tokens") or body.get("max_tokens")
-            stream = bool(body.get("stream"))
             options = body.get("stream_options")
             include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
 
@@ -236,7 +201,7 @@ class GatewayService:
             max_tokens=caller_max or 0,
             id=uuid.uuid4().hex,
             metadata={"dialect": dialect, "route": route},
-        )
+        ).with_(**attrs)
         limits: dict[str, Decimal] = {}
         if key is not None and key.budget_usd_day is not None:
             today = datetime.now(UTC).date().isoformat()
@@ -248,7 +213,7 @@ class GatewayService:
             raw_size=raw_size,
             task=task,
             route=route,
-            stream=stream,
+            stream=bool(body.get("stream")),
             include_usage=include_usage,
             caller_max_tokens=caller_max,
             forward_headers=forward,
@@ -258,6 +223,8 @@ class GatewayService:
             kind_fallback=fallback,
             target_model=target,
         )
+        if route == "model":
+            call.pin = self.resolve_model(call)
         # Translate up front, so an untranslatable request is a 400 before any upstream call.
         for other in self._dialects - {dialect}:
             self._body_for(call, other)
@@ -276,6 +243,28 @@ class GatewayService:
             )
         return names
 
+    def resolve_model(self, call: Call) -> Pin:
+        """The tier, model and provider for a concrete model id.
+
+        Raises:
+            RequestError: 404 — no tier serves the model and the price catalog does not know
+                it (the gateway only forwards what it can meter).
+        """
+        model = call.target_model or ""
+        owner = self.pool.owner_of(model)
+        if owner is not None:
+            return Pin(owner[0], model, owner[1])
+        found = self.pool.provider_for_dialect(call.dialect)
+        if found is not None and self.cascade.catalog.knows(model, found[1].name):
+            return Pin(found[0], model, found[1])
+        names = [m for m, _ in self.pool.models()]
+        raise RequestError(
+            f"model {model!r} is not served by this gateway; use {AUTO_MODEL}, "
+            f"tierwise/<kind>, or one of: {', '.join(names)}",
+            status=404,
+            param="model",
+        )
+
     # -- the upstream request ----------------------------------------------------------------
 
     def _body_for(self, call: Call, dialect: Dialect) -> dict[str, Any]:
@@ -290,51 +279,158 @@ class GatewayService:
             call.bodies[dialect] = cached
         return cached
 
-    def provider_of(self, tier: str, model: str) -> RawProvider:
-        """The provider serving *model* in *tier*."""
+    def _provider_of(self, tier: str, model: str) -> RawProvider:
         entries = self.pool.for_tier(tier)
         for m, provider in entries:
             if m == model:
                 return provider
         return entries[0][1]
 
-    def build_request(
-        self, task: Task, tier: Tier, model: str, max_tokens: int, failure: Failure | None
-    ) -> CompletionRequest:
-        """The cascade's request builder: the caller's own body for *model* at *tier*.
+    def request_builder(self, call: Call) -> RequestBuilder:
+        """The cascade's request builder for *call*: the caller's own body for each model.
 
         The body is the caller's JSON with ``model`` replaced, translated when the tier speaks
         the other dialect; after a rejected answer the failed output and the reason are
-        appended as two turns, as the library does. Tasks the gateway did not start (a
-        validator's own calls) get the library's request.
+        appended as two turns, as the library does.
         """
-        call = self._calls.get(task.id)
-        if call is None:
-            return default_request_builder(task, tier, model, max_tokens, failure)
-        provider = self.provider_of(tier.name, model)
-        body = dict(self._body_for(call, provider.dialect))
-        body["model"] = model
-        limit = call.caller_max_tokens or max_tokens
-        if provider.dialect == "anthropic":
-            body["max_tokens"] = limit
-        if failure is not None and failure.output is not None:
-            hint = _RETRY_HINT.format(reason=failure.reason)
-            body["messages"] = [
-                *body["messages"],
-                {"role": "assistant", "content": failure.output or "(empty answer)"},
-                {"role": "user", "content": hint},
-            ]
-        extra: dict[str, Any] = {"body": body, "raw_body_bytes": call.raw_size}
-        if provider.dialect == call.dialect and call.forward_headers:
-            extra["headers"] = call.forward_headers
-        return CompletionRequest(
-            model=model,
-            messages=(Message("user", task.prompt),),
-            system=task.system,
-            max_tokens=limit,
-            timeout_s=tier.timeout_s,
-            extra=extra,
+
+        def build(
+            task: Task, tier: Tier, model: str, max_tokens: int, failure: Failure | None
+        ) -> CompletionRequest:
+            pinned = call.pin
+            provider = (
+                pinned.provider
+                if pinned is not None and isinstance(pinned.provider, RawProvider)
+                else self._provider_of(tier.name, model)
+            )
+            body = dict(self._body_for(call, provider.dialect))
+            body["model"] = model
+            limit = call.caller_max_tokens or max_tokens
+            if provider.dialect == "anthropic":
+                body["max_tokens"] = limit
+            if failure is not None and failure.output is not None:
+                body["messages"] = [
+                    *body["messages"],
+                    {"role": "assistant", "content": failure.output or "(empty answer)"},
+                    {"role": "user", "content": failure.hint()},
+                ]
+            extra: dict[str, Any] = {"body": body, "raw_body_bytes": call.raw_size}
+            if provider.dialect == call.dialect and call.forward_headers:
+                extra["headers"] = call.forward_headers
+            return CompletionRequest(
+                model=model,
+                messages=(Message("user", task.prompt),),
+                system=task.system,
+                max_tokens=limit,
+                timeout_s=tier.timeout_s,
+                extra=extra,
+            )
+
+        return build
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def wants_live_stream(self, call: Call) -> bool:
+        """Whether a streamed request is relayed live (no validators, ``passthrough``, a model)."""
+        if not call.stream:
+            return False
+        if call.route == "model":
+            return True
+        if self.policy.kind(call.task.kind).stream == "passthrough":
+            return True
+        return not self.cascade.validators_for(call.task)
+
+    async def serve(self, call: Call) -> Reply:
+        """Run *call* through the cascade and answer in the caller's shape.
+
+        Raises:
+            RequestError: every failure, mapped by :func:`tierwise.gateway.errors.failure_error`.
+        """
+        if self.wants_live_stream(call):
+            return await self._serve_live(call)
+        return await self._serve_whole(call)
+
+    async def _serve_whole(self, call: Call) -> Reply:
+        from tierwise.gateway.sse import anthropic_stream, openai_stream
+        from tierwise.gateway.streaming import trailer
+
+        task = call.task
+        try:
+            result = await self.cascade.arun(
+                task,
+                limits=call.limits or None,
+                request_builder=self.request_builder(call),
+                pin=call.pin,
+            )
+        except TierwiseError as exc:
+            await self._fail(call, exc)
+        except BaseException:
+            await self.commit(task.id)
+            raise
+        overhead = call.overhead_s()
+        self.observe(result.attempts, overhead)
+        await self.commit(task.id)
+        completion = result.completion
+        assert completion is not None
+        reply = completion.raw
+        assert isinstance(reply, UpstreamReply)
+        exact, data = self.answer_body(call, reply)
+        headers = self.headers_for(
+            call,
+            tier=result.tier,
+            model=completion.model,
+            attempts=len(result.attempts),
+            cost=result.cost_usd,
+            overhead_s=overhead,
         )
+        if result.escalated:
+            headers["x-tierwise-escalations"] = str(len(result.escalations))
+        if not call.stream:
+            body = exact if exact is not None else json.dumps(data).encode()
+            return Reply(200, headers, body=body)
+        end = trailer(
+            task.id, result.tier, completion.model, len(result.attempts), result.cost_usd, overhead
+        )
+        if call.dialect == "anthropic":
+            events = [*anthropic_stream(data), end]
+        else:
+            chunks = list(openai_stream(data, include_usage=call.include_usage))
+            events = [*chunks[:-1], end, chunks[-1]]
+        return Reply(200, headers, stream=_once(b"".join(events)))
+
+    async def _serve_live(self, call: Call) -> Reply:
+        from tierwise.gateway.streaming import relay
+
+        task = call.task
+        items = self.cascade.astream(
+            task,
+            limits=call.limits or None,
+            request_builder=self.request_builder(call),
+            pin=call.pin,
+        )
+        try:
+            first = await anext(items)
+        except TierwiseError as exc:
+            await self._fail(call, exc)
+        except BaseException:
+            await self.commit(task.id)
+            raise
+        assert isinstance(first, StreamOpened)
+        headers = self.headers_for(
+            call, tier=first.tier, model=first.model, attempts=None, cost=None, overhead_s=None
+        )
+        return Reply(200, headers, stream=relay(self, call, first, items))
+
+    async def _fail(self, call: Call, exc: TierwiseError) -> NoReturn:
+        """Commit a failed task's rows, count them, and raise the caller's error."""
+        attempts: Sequence[AttemptRecord] = getattr(exc, "attempts", ())
+        self.observe(attempts, None)
+        await self.commit(call.task.id)
+        try:
+            error = failure_error(call.task.id, exc)
+        except TypeError:
+            raise exc from None
+        raise error from None
 
     # -- the answer --------------------------------------------------------------------------
 
@@ -372,88 +468,14 @@ class GatewayService:
             h["x-tierwise-overhead-ms"] = f"{overhead_s * 1000:.3f}"
         return h
 
-    def wants_live_stream(self, call: Call) -> bool:
-        """Whether a streamed request is relayed live (no validators, or ``passthrough``)."""
-        if not call.stream:
-            return False
-        if call.route == "model":
-            return True
-        if self.policy.kind(call.task.kind).stream == "passthrough":
-            return True
-        return not self.cascade.validators_for(call.task)
+    # -- the ledger and metrics ----------------------------------------------------------------
 
-    # -- the cascade path --------------------------------------------------------------------
-
-    async def run_cascade(self, call: Call) -> Reply:
-        """Route, attempt, validate and escalate through the cascade; answer in the caller's shape.
+    async def commit(self, task_id: str) -> None:
+        """Commit the task's rows before its answer leaves (unless configured not to wait).
 
         Raises:
-            RequestError: mapped from budget, exhaustion and configuration failures.
+            RequestError: 500 — the rows could not be written.
         """
-        from tierwise.gateway.sse import anthropic_stream, encode_comment, openai_stream
-
-        task = call.task
-        self._calls[task.id] = call
-        attempts: tuple[AttemptRecord, ...] = ()
-        try:
-            try:
-                result = await self.cascade.arun(task, limits=call.limits or None)
-            except BudgetExceededError as exc:
-                attempts = exc.attempts
-                raise self._budget_error(call, exc) from None
-            except EscalationExhaustedError as exc:
-                attempts = exc.attempts
-                raise self._exhausted_error(call, exc) from None
-            except (ProviderError, UnknownModelError) as exc:
-                raise self._upstream_error(call, exc) from None
-            finally:
-                self._calls.pop(task.id, None)
-                await self._flush(task.id)
-            attempts = result.attempts
-        finally:
-            self.metrics.observe_attempts(attempts)
-        completion = result.completion
-        assert completion is not None
-        reply = completion.raw
-        assert isinstance(reply, UpstreamReply)
-        exact, data = self.answer_body(call, reply)
-        overhead = call.overhead_s()
-        headers = self.headers_for(
-            call,
-            tier=result.tier,
-            model=completion.model,
-            attempts=len(result.attempts),
-            cost=result.cost_usd,
-            overhead_s=overhead,
-        )
-        if result.escalated:
-            headers["x-tierwise-escalations"] = str(len(result.escalations))
-        self.metrics.overhead.observe(overhead)
-        if not call.stream:
-            body = exact if exact is not None else json.dumps(data).encode()
-            return Reply(200, headers, body=body)
-        trailer = encode_comment(
-            "tierwise "
-            + json.dumps(
-                {
-                    "task_id": task.id,
-                    "tier": result.tier,
-                    "model": completion.model,
-                    "attempts": len(result.attempts),
-                    "cost_usd": format(result.cost_usd, "f"),
-                    "overhead_ms": round(overhead * 1000, 3),
-                }
-            )
-        )
-        if call.dialect == "anthropic":
-            events = [*anthropic_stream(data), trailer]
-        else:
-            chunks = list(openai_stream(data, include_usage=call.include_usage))
-            events = [*chunks[:-1], trailer, chunks[-1]]
-        return Reply(200, headers, stream=_iterate([b"".join(events)]))
-
-    async def _flush(self, task_id: str) -> None:
-        """Commit the task's rows before its answer leaves (unless configured not to wait)."""
         if not self.wait_for_ledger:
             self.recorder.flush_later(task_id)
             return
@@ -466,162 +488,32 @@ class GatewayService:
                 status=500,
             ) from None
 
-    # -- errors --------------------------------------------------------------------------------
+    def commit_later(self, task_id: str) -> None:
+        """Queue the task's rows for the next commit without waiting (nobody is answered)."""
+        self.recorder.flush_later(task_id)
 
-    def _trail_headers(self, call: Call) -> dict[str, str]:
-        return {"x-tierwise-task-id": call.task.id, "x-should-retry": "false"}
-
-    def _budget_error(self, call: Call, exc: BudgetExceededError) -> RequestError:
-        return RequestError(
-            f"budget {exc.budget} exhausted: limit ${exc.limit_usd}, spent or held "
-            f"${exc.spent_usd}, the next attempt may cost up to ${exc.needed_usd}; "
-            f"attempt trail {call.task.id}",
-            status=429,
-            code="budget_exceeded",
-            headers=self._trail_headers(call),
-        )
-
-    def _exhausted_error(self, call: Call, exc: EscalationExhaustedError) -> RequestError:
-        attempts = [a for a in exc.attempts if a.role != "validator"]
-        last = attempts[-1] if attempts else None
-        headers = self._trail_headers(call)
-        if last is not None and last.error_class == "BadRequestError":
-            return RequestError(
-                f"the upstream refused the request: {last.failure}; attempt trail {call.task.id}",
-                status=400,
-                headers=headers,
-            )
-        if any(a.outcome == "rejected" for a in attempts):
-            return RequestError(
-                f"no tier produced an answer that passed validation after {len(attempts)} "
-                f"attempt(s); last failure: {last.failure if last else '-'}; "
-                f"attempt trail {call.task.id}",
-                status=502,
-                code="validation_failed",
-                headers=headers,
-            )
-        return RequestError(
-            f"upstream unavailable after retries: {last.failure if last else 'no attempt'}; "
-            f"attempt trail {call.task.id}",
-            status=502,
-            headers=headers,
-        )
-
-    def _upstream_error(self, call: Call, exc: TierwiseError) -> RequestError:
-        if isinstance(exc, UnknownModelError):
-            return RequestError(
-                f"the gateway cannot price model {exc.model!r}: {exc}; task {call.task.id}",
-                status=500,
-                headers=self._trail_headers(call),
-            )
-        return RequestError(
-            f"upstream error: {exc}; attempt trail {call.task.id}",
-            status=502,
-            headers=self._trail_headers(call),
-        )
-
-    def resolve_model(self, call: Call) -> tuple[str, str, RawProvider]:
-        """(tier, model, provider) for a concrete model id.
-
-        Raises:
-            RequestError: 404 — no tier serves the model and the price catalog does not know
-                it (the gateway only forwards what it can meter).
-        """
-        model = call.target_model or ""
-        owner = self.pool.owner_of(model)
-        if owner is not None:
-            return owner[0], model, owner[1]
-        found = self.pool.provider_for_dialect(call.dialect)
-        if found is not None and self.cascade.catalog.knows(model, found[1].name):
-            return found[0], model, found[1]
-        names = [m for m, _ in self.pool.models()]
-        raise RequestError(
-            f"model {model!r} is not served by this gateway; use {AUTO_MODEL}, "
-            f"tierwise/<kind>, or one of: {', '.join(names)}",
-            status=404,
-            param="model",
-        )
-
-    # -- bookkeeping outside the cascade loop ----------------------------------------------------
-
-    def begin(self, call: Call, decision: Decision) -> None:
-        """Queue the task's start row (routing decision included)."""
-        self.recorder.begin_task(
-            call.task,
-            decision,
-            policy_revision=self.policy.revision,
-            role="live",
-            store_content=self.policy.model.store_content,
-        )
-
-    def attempt_record(
-        self,
-        call: Call,
-        *,
-        attempt_no: int,
-        tier: str,
-        model: str,
-        provider: str,
-        started_at: datetime,
-        latency_s: float,
-        outcome: Literal["accepted", "error", "partial"],
-        usage: Usage | None = None,
-        cost: Decimal = Decimal(0),
-        completion: Completion | None = None,
-        error: BaseException | None = None,
-        escalated_from: int | None = None,
-    ) -> AttemptRecord:
-        """An :class:`AttemptRecord` for an attempt made outside the cascade loop."""
-        return AttemptRecord(
-            task_id=call.task.id,
-            attempt_no=attempt_no,
-            kind=call.task.kind,
-            tier=tier,
-            tier_index=self.policy.tier_index(tier),
-            model=completion.model if completion is not None and completion.model else model,
-            provider=provider,
-            usage=usage or Usage(),
-            cost_usd=cost,
-            latency_s=latency_s,
-            outcome=outcome,
-            started_at=started_at,
-            role="live",
-            failure=None if error is None else str(error),
-            error_class=None if error is None else type(error).__name__,
-            escalated_from=escalated_from,
-            stop_reason=None if completion is None else completion.stop_reason,
-            output=None if completion is None else completion.text,
-            session=call.task.session,
-        )
-
-    def finish(
-        self,
-        call: Call,
-        attempts: list[AttemptRecord],
-        *,
-        outcome: str,
-        tier: str | None,
-        output: str | None,
-    ) -> Decimal:
-        """Queue the task's end row; returns the task's total cost."""
-        cost = sum((a.cost_usd for a in attempts), Decimal(0))
-        self.recorder.finish_task(
-            call.task.id,
-            outcome=outcome,
-            final_tier=tier,
-            cost_usd=cost,
-            latency_s=time.perf_counter() - call.started,
-            attempts=len(attempts),
-            output=output,
-            store_content=self.policy.model.store_content,
-        )
-        return cost
-
-    def record(self, attempt: AttemptRecord) -> None:
-        """Queue one attempt row."""
-        self.recorder.record_attempt(attempt, store_content=self.policy.model.store_content)
+    def observe(self, attempts: Sequence[AttemptRecord], overhead_s: float | None) -> None:
+        """Count a finished request's attempts (and its overhead) in the metrics."""
+        self.metrics.observe_attempts(attempts)
+        if overhead_s is not None:
+            self.metrics.overhead.observe(overhead_s)
 
 
-async def _iterate(events: list[bytes]) -> Any:
-    for event in events:
-        yield event
+def _attributes(header: str | None) -> dict[str, Any]:
+    """Task attributes from ``x-tierwise-attr: files=5, severity=4``."""
+    if not header or not header.strip():
+        return {}
+    out: dict[str, Any] = {}
+    for item in header.split(","):
+        if not item.strip():
+            continue
+        try:
+            key, value = parse_attribute(item)
+        except ValueError as exc:
+            raise RequestError(f"x-tierwise-attr: {exc}") from None
+        out[key] = value
+    return out
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -171,8 +171,7 @@ class RawProvider:
     ) -> None:
         self.name: str = provider
         self.dialect: Dialect = provider
-        self._transport = transport
-        self._sync: httpx2.Client | None = None
+        self.transport = transport
         base = (base_url or DEFAULT_BASE_URLS[provider]).rstrip("/")
         self.url = f"{base}/v1/messages" if provider == "anthropic" else f"{base}/chat/completions"
         self._api_key = api_key
@@ -183,7 +182,8 @@ class RawProvider:
 
     # -- request building ------------------------------------------------------------------------
 
-    def _headers(self, request: CompletionRequest) -> dict[str, str]:
+    def headers(self, request: CompletionRequest) -> dict[str, str]:
+        """The request headers: the key, the API version, and any the request adds."""
         if not self._api_key:
             raise missing_key(self.name, self._api_key_env)
         headers = {"content-type": "application/json", "accept": "application/json"}
@@ -232,7 +232,8 @@ class RawProvider:
     def _timeout(self, request: CompletionRequest) -> httpx2.Timeout:
         return httpx2.Timeout(request.timeout_s, connect=min(10.0, request.timeout_s))
 
-    def _transport_error(self, model: str, exc: TransportError) -> ProviderError:
+    def transport_error(self, model: str, exc: TransportError) -> ProviderError:
+        """A transport failure as tierwise's error, with the key redacted."""
         where = f"{self.name} model {model!r}"
         text = redact(f"{where}: {exc}", (self._api_key,))
         kw: dict[str, Any] = {"provider": self.name, "model": model}
@@ -244,21 +245,10 @@ class RawProvider:
 
     # -- errors ----------------------------------------------------------------------------------
 
-    def _fail(self, model: str, exc: BaseException) -> ProviderError:
-        where = f"{self.name} model {model!r}"
-        text = redact(f"{where}: {type(exc).__name__}: {exc}", (self._api_key,))
-        kw: dict[str, Any] = {"provider": self.name, "model": model}
-        if isinstance(exc, httpx2.TimeoutException):
-            return ProviderTimeoutError(text, **kw)
-        if isinstance(exc, httpx2.RemoteProtocolError):
-            return BadResponseError(f"{where}: the response was cut short ({exc})", **kw)
-        if isinstance(exc, httpx2.TransportError):
-            return ProviderConnectionError(text, **kw)
-        return BadResponseError(text, **kw)
-
-    def _status_error(
+    def status_error(
         self, model: str, status: int, body: bytes, headers: Mapping[str, str]
     ) -> ProviderError:
+        """A non-200 reply as tierwise's error (class by status), with the key redacted."""
         message = body.decode("utf-8", errors="replace")[:_MAX_ERROR_TEXT]
         try:
             data = json.loads(body)
@@ -293,47 +283,24 @@ class RawProvider:
                 async for _ in stream.events():
                     pass
                 return stream.completion()
-        headers = self._headers(request)
+        headers = self.headers(request)
         payload = json.dumps(body).encode()
         started = time.perf_counter()
         try:
-            response = await self._transport.send(self.url, payload, headers, request.timeout_s)
+            response = await self.transport.send(self.url, payload, headers, request.timeout_s)
             content = await response.read()
         except TransportError as exc:
-            raise self._transport_error(request.model, exc) from None
+            raise self.transport_error(request.model, exc) from None
         finally:
             elapsed = time.perf_counter() - started
             _add_upstream_time(elapsed)
         return self._finish(request.model, response.status, content, response.headers, elapsed)
 
-    def complete(self, request: CompletionRequest) -> Completion:
-        """Blocking twin of :meth:`acomplete` (non-streamed bodies only)."""
-        body = {
-            k: v for k, v in self._body(request).items() if k not in ("stream", "stream_options")
-        }
-        headers = self._headers(request)
-        if self._sync is None:
-            self._sync = httpx2.Client()
-        started = time.perf_counter()
-        try:
-            response = self._sync.post(
-                self.url,
-                content=json.dumps(body).encode(),
-                headers=headers,
-                timeout=self._timeout(request),
-            )
-        except httpx2.HTTPError as exc:
-            raise self._fail(request.model, exc) from None
-        elapsed = time.perf_counter() - started
-        return self._finish(
-            request.model, response.status_code, response.content, response.headers, elapsed
-        )
-
     def _finish(
         self, model: str, status: int, content: bytes, headers: Mapping[str, str], elapsed: float
     ) -> Completion:
         if status != 200:
-            raise self._status_error(model, status, content, headers)
+            raise self.status_error(model, status, content, headers)
         try:
             data = json.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -373,6 +340,21 @@ class RawProvider:
             request_id=request_id,
         )
 
+    async def aopen(self, request: CompletionRequest) -> UpstreamStream:
+        """Send *request* streamed and wait for its first events (nothing relayed yet).
+
+        Raises:
+            ProviderError: the call failed, or the stream ended or broke before its first event.
+        """
+        stream = self.open_stream(request)
+        await stream.__aenter__()
+        try:
+            await stream.prime()
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
     def open_stream(self, request: CompletionRequest) -> UpstreamStream:
         """A streamed call, used as ``async with provider.open_stream(req) as s:``.
 
@@ -386,12 +368,6 @@ class RawProvider:
             if not (isinstance(options, dict) and options.get("include_usage")):
                 body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
         return UpstreamStream(self, request, body)
-
-    async def aclose(self) -> None:
-        """Close the blocking client, if one was made."""
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
 
 
 class UpstreamStream:
@@ -418,18 +394,18 @@ class UpstreamStream:
 
     async def __aenter__(self) -> UpstreamStream:
         provider = self.provider
-        headers = provider._headers(self.request)
+        headers = provider.headers(self.request)
         headers["accept"] = "text/event-stream"
         t0 = time.perf_counter()
         try:
-            response = await provider._transport.send(
+            response = await provider.transport.send(
                 provider.url, json.dumps(self.body).encode(), headers, self.request.timeout_s
             )
             if response.status != 200:
                 content = await response.read()
-                raise provider._status_error(self.model, response.status, content, response.headers)
+                raise provider.status_error(self.model, response.status, content, response.headers)
         except TransportError as exc:
-            raise provider._transport_error(self.model, exc) from None
+            raise provider.transport_error(self.model, exc) from None
         finally:
             self._account(t0)
         self._response = response
@@ -437,9 +413,10 @@ class UpstreamStream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._close()
+        await self.aclose()
 
-    async def _close(self) -> None:
+    async def aclose(self) -> None:
+        """Release the upstream connection (idempotent)."""
         response, self._response = self._response, None
         if response is not None:
             await response.aclose()
@@ -496,7 +473,7 @@ class UpstreamStream:
                 break
             except TransportError as exc:
                 self._account(t0)
-                raise self.provider._transport_error(self.model, exc) from None
+                raise self.provider.transport_error(self.model, exc) from None
             self._account(t0)
             batch, error = self._fold_all(self._decoder.feed(chunk))
             if batch:
@@ -578,7 +555,7 @@ class UpstreamStream:
         err = data.get("error") or {}
         etype = err.get("type") if isinstance(err, dict) else None
         status = {"overloaded_error": 529, "rate_limit_error": 429}.get(str(etype), 500)
-        return self.provider._status_error(self.model, status, json.dumps(data).encode(), {})
+        return self.provider.status_error(self.model, status, json.dumps(data).encode(), {})
 
     @property
     def usage(self) -> Usage:
@@ -691,7 +668,5 @@ class UpstreamPool:
         return list(seen.items())
 
     async def aclose(self) -> None:
-        """Close the providers and the transport."""
-        for provider in self._providers.values():
-            await provider.aclose()
+        """Close the shared transport (the providers hold nothing else)."""
         await self.transport.aclose()

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tierwise.cascade.result import AttemptRecord, Outcome, Role, Verdict
 from tierwise.pricing.usage import Usage
+from tierwise.records import AttemptRecord, Outcome, Role, Verdict
 from tierwise.task import Decision, Task
 
 if TYPE_CHECKING:

@@ -42,7 +42,7 @@ from tierwise.ledger.sql import insert_ignore, upsert_statement
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from tierwise.cascade.result import AttemptRecord
+    from tierwise.records import AttemptRecord
     from tierwise.task import Decision, Task
 
 TASK_OUTCOMES = ("running", "accepted", "exhausted", "budget", "error")

@@ -6,22 +6,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tierwise.providers._sdk import SDKProvider
-from tierwise.providers.base import Completion, CompletionRequest, StopReason
+from tierwise.providers.base import Completion, CompletionRequest, neutral_stop_reason
 from tierwise.providers.errors_map import bad_response
 
 if TYPE_CHECKING:
     import anthropic
-
-#: Anthropic ``stop_reason`` → tierwise's neutral stop reason.
-STOP_REASONS: Mapping[str, StopReason] = {
-    "end_turn": "end",
-    "stop_sequence": "end",
-    "max_tokens": "max_tokens",
-    "model_context_window_exceeded": "max_tokens",
-    "tool_use": "tool_use",
-    "refusal": "refusal",
-    "pause_turn": "other",
-}
 
 
 class AnthropicProvider(SDKProvider["anthropic.Anthropic", "anthropic.AsyncAnthropic"]):
@@ -127,7 +116,7 @@ class AnthropicProvider(SDKProvider["anthropic.Anthropic", "anthropic.AsyncAnthr
             model=response.model or request.model,
             provider=self.name,
             usage=usage_from_anthropic(response.usage),
-            stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
+            stop_reason=neutral_stop_reason("anthropic", raw_stop),
             raw_stop_reason=raw_stop,
             request_id=request_id,
             latency_s=latency_s,

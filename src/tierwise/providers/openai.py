@@ -7,25 +7,21 @@ Works with any OpenAI-compatible server (vLLM, Ollama, llama.cpp server, hosted 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tierwise.providers._sdk import SDKProvider
-from tierwise.providers.base import Completion, CompletionRequest, StopReason
+from tierwise.providers.base import (
+    Completion,
+    CompletionRequest,
+    MaxTokensParam,
+    StopReason,
+    neutral_stop_reason,
+    openai_max_tokens_param,
+)
 from tierwise.providers.errors_map import bad_response
 
 if TYPE_CHECKING:
     import openai
-
-#: OpenAI ``finish_reason`` → tierwise's neutral stop reason.
-FINISH_REASONS: Mapping[str, StopReason] = {
-    "stop": "end",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
-
-MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
 
 
 class OpenAIProvider(SDKProvider["openai.OpenAI", "openai.AsyncOpenAI"]):
@@ -88,10 +84,9 @@ class OpenAIProvider(SDKProvider["openai.OpenAI", "openai.AsyncOpenAI"]):
             defaults=defaults,
             default_headers=default_headers,
         )
-        if max_tokens_param is None:
-            official = base_url is None or "api.openai.com" in base_url
-            max_tokens_param = "max_completion_tokens" if official else "max_tokens"
-        self.max_tokens_param: MaxTokensParam = max_tokens_param
+        self.max_tokens_param: MaxTokensParam = max_tokens_param or openai_max_tokens_param(
+            base_url
+        )
 
     def _new_sync(self, api_key: str) -> openai.OpenAI:
         import openai
@@ -141,7 +136,7 @@ class OpenAIProvider(SDKProvider["openai.OpenAI", "openai.AsyncOpenAI"]):
         choice = response.choices[0]
         message = choice.message
         raw_stop = choice.finish_reason
-        stop: StopReason = FINISH_REASONS.get(raw_stop or "", "other")
+        stop: StopReason = neutral_stop_reason("openai", raw_stop)
         text = message.content or ""
         if getattr(message, "refusal", None):
             text, stop = text or str(message.refusal), "refusal"

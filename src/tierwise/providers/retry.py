@@ -15,13 +15,15 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from tierwise.errors import ProviderError, RateLimitedError
 
 if TYPE_CHECKING:
     from tierwise.policy.schema import Retry
     from tierwise.providers.base import Completion, CompletionRequest, Provider
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,57 @@ class RetryPolicy:
         return wait
 
 
+def retrying(
+    op: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Callable[[], float] = random.random,
+) -> T:
+    """Run ``op()``, retrying retryable provider errors per ``policy``.
+
+    The one retry loop (with :func:`aretrying`, its async twin): calls, streams opened before
+    their first event, and validators' calls all go through it.
+
+    Raises:
+        ProviderError: the last error, once it is not retryable or attempts are used up.
+    """
+    attempt = 0
+    while True:
+        try:
+            return op()
+        except ProviderError as exc:
+            wait = policy.wait_before_retry(exc, attempt, rng)
+            if wait is None:
+                raise
+        sleep(wait)
+        attempt += 1
+
+
+async def aretrying(
+    op: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    rng: Callable[[], float] = random.random,
+) -> T:
+    """Async twin of :func:`retrying` (``sleep`` defaults to ``asyncio.sleep``)."""
+    if sleep is None:
+        import asyncio
+
+        sleep = asyncio.sleep
+    attempt = 0
+    while True:
+        try:
+            return await op()
+        except ProviderError as exc:
+            wait = policy.wait_before_retry(exc, attempt, rng)
+            if wait is None:
+                raise
+        await sleep(wait)
+        attempt += 1
+
+
 def call_with_retries(
     provider: Provider,
     request: CompletionRequest,
@@ -92,21 +145,8 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
 ) -> Completion:
-    """Call ``provider.complete(request)``, retrying retryable errors per ``policy``.
-
-    Raises:
-        ProviderError: the last error, once it is not retryable or attempts are used up.
-    """
-    attempt = 0
-    while True:
-        try:
-            return provider.complete(request)
-        except ProviderError as exc:
-            wait = policy.wait_before_retry(exc, attempt, rng)
-            if wait is None:
-                raise
-        sleep(wait)
-        attempt += 1
+    """``provider.complete(request)`` through :func:`retrying`."""
+    return retrying(lambda: provider.complete(request), policy, sleep=sleep, rng=rng)
 
 
 async def acall_with_retries(
@@ -117,21 +157,8 @@ async def acall_with_retries(
     sleep: Callable[[float], Awaitable[None]] | None = None,
     rng: Callable[[], float] = random.random,
 ) -> Completion:
-    """Async twin of :func:`call_with_retries` (``sleep`` defaults to ``asyncio.sleep``)."""
-    if sleep is None:
-        import asyncio
-
-        sleep = asyncio.sleep
-    attempt = 0
-    while True:
-        try:
-            return await provider.acomplete(request)
-        except ProviderError as exc:
-            wait = policy.wait_before_retry(exc, attempt, rng)
-            if wait is None:
-                raise
-        await sleep(wait)
-        attempt += 1
+    """``provider.acomplete(request)`` through :func:`aretrying`."""
+    return await aretrying(lambda: provider.acomplete(request), policy, sleep=sleep, rng=rng)
 
 
 class CooldownTracker:

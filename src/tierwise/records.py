@@ -1,0 +1,96 @@
+"""The records every layer passes around: token usage, verdicts and attempts.
+
+They sit on the ground layer beside :mod:`tierwise.task` so that the cascade, the ledger, the
+error tree and the evaluation can all speak of an attempt without importing one another.
+Frozen dataclasses with slots, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+__all__ = ["AttemptRecord", "Outcome", "Role", "Usage", "Verdict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Disjoint token buckets of one call (or a sum of calls)."""
+
+    input_tokens: int = 0  # uncached input only
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    output_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"usage bucket {f.name} must be a non-negative int, got {value!r}")
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def total_input_tokens(self) -> int:
+        """Every input token, cached or not."""
+        return (
+            self.input_tokens
+            + self.cache_write_5m_tokens
+            + self.cache_write_1h_tokens
+            + self.cache_read_tokens
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.total_input_tokens + self.output_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+Outcome = Literal["accepted", "rejected", "error", "partial"]
+Role = Literal["live", "probe", "validator", "replay"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One validator's judgement of one output."""
+
+    validator: str
+    ok: bool
+    reason: str = ""
+    score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One provider call made for a task, successful or not, with its exact cost."""
+
+    task_id: str
+    attempt_no: int  # 0-based within the task
+    kind: str
+    tier: str
+    tier_index: int
+    model: str
+    provider: str
+    usage: Usage
+    cost_usd: Decimal
+    latency_s: float
+    outcome: Outcome
+    started_at: datetime
+    role: Role = "live"
+    verdicts: tuple[Verdict, ...] = ()
+    failure: str | None = None  # the reason it did not pass: validator reason or error message
+    error_class: str | None = None
+    escalated_from: int | None = None  # attempt_no of the attempt this one climbed from
+    stop_reason: str | None = None
+    output: str | None = None
+    session: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "accepted"
