@@ -12,11 +12,11 @@ import pytest
 from tierwise.cascade import Cascade
 from tierwise.errors import BadRequestError
 from tierwise.evaluation.dataset import Dataset, Ladder, ModelResult, Row
+from tierwise.evaluation.replay import PLACEHOLDER, ReplayProvider, ReplaySource
 from tierwise.ledger import open_ledger
 from tierwise.policy import Policy
 from tierwise.pricing import PriceCatalog, Usage, cost_of
 from tierwise.providers.base import CompletionRequest
-from tierwise.evaluation.replay import PLACEHOLDER, ReplayProvider, ReplaySource
 from tierwise.task import Message, Task
 from tierwise.testing import FakeUpstream, ModelScript, count_tokens, upstream_policy
 

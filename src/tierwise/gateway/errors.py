@@ -22,7 +22,8 @@ When several tiers failed, the *last* tier's error decides (the one nearest the 
 caller asked for). Every error carries ``x-tierwise-task-id`` (the attempt trail in the ledger)
 and what the request cost so far: ``x-tierwise-attempts``, ``x-tierwise-cost-usd`` and, when an
 attempt was made, ``x-tierwise-tier``. Errors produced after the gateway's own retries say
-``x-should-retry: false`` so SDKs do not retry them again, except an upstream 429.
+``x-should-retry: false`` so SDKs do not retry them again, except an upstream 429 (``true``:
+the caller should back off and try again).
 """
 
 from __future__ import annotations
@@ -70,8 +71,7 @@ def trail_headers(
     tried = [a for a in attempts if a.role != "validator"]
     if tried:
         headers["x-tierwise-tier"] = tried[-1].tier
-    if not retry:
-        headers["x-should-retry"] = "false"
+    headers["x-should-retry"] = "true" if retry else "false"
     return headers
 
 

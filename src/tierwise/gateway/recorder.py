@@ -126,11 +126,6 @@ class GroupCommitLedger:
 
     # -- committing ------------------------------------------------------------------------------
 
-    def pending(self, task_id: str) -> int:
-        """How many writes of *task_id* wait to be committed."""
-        with self._lock:
-            return len(self._pending.get(task_id, ()))
-
     async def flush(self, task_id: str) -> None:
         """Commit *task_id*'s queued writes (with whatever else is waiting); wait until on disk.
 
@@ -152,13 +147,6 @@ class GroupCommitLedger:
             ops = self._pending.pop(task_id, None)
         if ops:
             self._queue.put((ops, None, None))
-
-    def flush_sync(self, task_id: str) -> None:
-        """Blocking :meth:`flush`, for paths with no event loop at hand (stream finalisers)."""
-        with self._lock:
-            ops = self._pending.pop(task_id, None)
-        if ops:
-            self._commit([(ops, None, None)])
 
     def _run(self) -> None:
         while True:

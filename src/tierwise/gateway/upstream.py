@@ -43,7 +43,7 @@ from tierwise.pricing import (
     usage_from_anthropic,
     usage_from_openai,
 )
-from tierwise.providers.base import Completion, CompletionRequest
+from tierwise.providers.base import Completion, CompletionRequest, openai_max_tokens_param
 from tierwise.providers.errors_map import missing_key, parse_retry_after, redact, status_class
 
 __all__ = [
@@ -173,6 +173,8 @@ class RawProvider:
         self.dialect: Dialect = provider
         self.transport = transport
         base = (base_url or DEFAULT_BASE_URLS[provider]).rstrip("/")
+        #: How this server takes the output limit when tierwise builds a body itself.
+        self.max_tokens_param = openai_max_tokens_param(base_url)
         self.url = f"{base}/v1/messages" if provider == "anthropic" else f"{base}/chat/completions"
         self._api_key = api_key
         self._api_key_env = api_key_env
@@ -222,7 +224,7 @@ class RawProvider:
                 messages.insert(0, {"role": "system", "content": request.system})
             out = {
                 "model": request.model,
-                "max_completion_tokens": request.max_tokens,
+                self.max_tokens_param: request.max_tokens,
                 "messages": messages,
             }
         if request.temperature is not None:

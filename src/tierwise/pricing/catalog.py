@@ -29,14 +29,33 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tierwise.errors import PricingError, UnknownModelError
 
-if TYPE_CHECKING:
-    from tierwise.policy.schema import Prices
+__all__ = ["ModelPrices", "PriceCatalog", "PriceTable", "catalog_version"]
 
-__all__ = ["ModelPrices", "PriceCatalog", "catalog_version"]
+
+class PriceTable(Protocol):
+    """A policy's ``[prices."MODEL"]`` table (USD per million tokens), as pricing reads it.
+
+    A protocol, so pricing (a lower layer) needs nothing from the policy package.
+    """
+
+    @property
+    def input(self) -> Decimal: ...
+
+    @property
+    def output(self) -> Decimal: ...
+
+    @property
+    def cache_read(self) -> Decimal | None: ...
+
+    @property
+    def cache_write(self) -> Decimal | None: ...
+
+    @property
+    def cache_write_1h(self) -> Decimal | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +108,7 @@ class ModelPrices:
         )
 
     @classmethod
-    def from_policy(cls, model: str, prices: Prices) -> ModelPrices:
+    def from_policy(cls, model: str, prices: PriceTable) -> ModelPrices:
         """Prices from a policy ``[prices."MODEL"]`` table (``source="policy"``)."""
         return cls.of(
             model,
@@ -136,7 +155,7 @@ class PriceCatalog:
     """
 
     def __init__(
-        self, overrides: Mapping[str, Prices] | None = None, *, at: datetime | None = None
+        self, overrides: Mapping[str, PriceTable] | None = None, *, at: datetime | None = None
     ) -> None:
         self._overrides = {
             model: ModelPrices.from_policy(model, prices)
