@@ -7,7 +7,10 @@ they see the same conditions; the added latency of a gateway is its p50/p99 minu
 p50/p99 measured in the same run. Throughput is measured in alternating fixed-time phases per
 target and given as a ratio to direct.
 
-With ``--nowait`` a second tierwise gateway runs with ``--no-wait-for-ledger`` (answers before
+With ``--baseline GIT_REF`` another tierwise gateway runs from that commit (checked out into a
+temporary git worktree, imported through ``PYTHONPATH``), interleaved with the others, so a
+change can be compared with what it replaced under the same load. With ``--nowait`` a second
+tierwise gateway runs with ``--no-wait-for-ledger`` (answers before
 its ledger commit is on disk), to show what the durable commit costs. The gateways run pinned
 to one core (``taskset -c 1``), the load generator and the fake upstream
 to the other (``taskset -c 0``). The tierwise gateway runs as shipped: the cascade, a durable
@@ -317,6 +320,11 @@ def main() -> None:
         help="also measure `tierwise serve --no-wait-for-ledger` (diagnostic: what the durable "
         "ledger commit costs)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        help="also run tierwise as of GIT_REF (e.g. HEAD~3), interleaved, to compare in one run",
+    )
     args = parser.parse_args()
 
     load_core, gw_core = cores()
@@ -342,7 +350,6 @@ validators = []
 """
     )
     litellm = None if args.no_litellm else ensure_litellm()
-    bin_dir = Path(sys.executable).parent
     with ExitStack() as stack:
         upstream = start(
             [*taskset(load_core), sys.executable, "-m", "tierwise.testing", "--port", str(up_port)],
@@ -352,11 +359,13 @@ validators = []
         stack.callback(stop, upstream)
         wait_http(up_port, "/v1/models", 30, upstream)
 
-        def serve(port: int, name: str, *extra: str) -> float:
+        def serve(port: int, name: str, *extra: str, src: Path | None = None) -> float:
             proc = start(
                 [
                     *taskset(gw_core),
-                    str(bin_dir / "tierwise"),
+                    sys.executable,
+                    "-m",
+                    "tierwise",
                     "serve",
                     "--policy",
                     str(policy),
@@ -368,7 +377,7 @@ validators = []
                     "warning",
                     *extra,
                 ],
-                env,
+                env if src is None else {**env, "PYTHONPATH": str(src)},
                 work / f"{name}.log",
             )
             stack.callback(stop, proc)
@@ -379,6 +388,16 @@ validators = []
             Target("direct", up_port, "/v1/chat/completions", UPSTREAM_MODEL),
             Target("tierwise", tw_port, "/v1/chat/completions", "tierwise/bench"),
         ]
+        if args.baseline:
+            tree = work / "baseline"
+            repo = Path(__file__).resolve().parent.parent
+            git = ["git", "-C", str(repo), "worktree"]
+            subprocess.run([*git, "add", "--detach", str(tree), args.baseline], check=True)
+            stack.callback(subprocess.run, [*git, "remove", "--force", str(tree)], check=False)
+            bl_port = free_port()
+            serve(bl_port, "baseline", src=tree / "src")
+            name = f"tw-{args.baseline}"
+            targets.append(Target(name, bl_port, "/v1/chat/completions", "tierwise/bench"))
         if args.nowait:
             serve(nw_port, "nowait", "--no-wait-for-ledger")
             targets.append(Target("tw-nowait", nw_port, "/v1/chat/completions", "tierwise/bench"))

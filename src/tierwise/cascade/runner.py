@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tierwise.cascade.budget import MemoryBudgets, budget_limits, input_token_bound
-from tierwise.cascade.result import AttemptRecord, CascadeResult, Role, Verdict
+from tierwise.cascade.result import AttemptRecord, CascadeResult, Outcome, Role, Verdict
 from tierwise.cascade.seams import (
     Failure,
     LedgerSink,
@@ -593,36 +593,24 @@ class Cascade:
                 result = yield _Open(provider, request)
             else:
                 result = yield _Call(provider, request)
-            base = AttemptRecord(
-                task_id=run.task.id,
-                attempt_no=run.next_no(),
-                kind=run.task.kind,
-                tier=tier.name,
-                tier_index=index,
-                model=model,
-                provider=provider.name,
-                usage=Usage(),
-                cost_usd=Decimal(0),
-                latency_s=self._clock() - t0,
-                outcome="accepted",
-                started_at=started_at,
-                role=self.role,
-                escalated_from=previous,
-                session=run.task.session,
+            slot = _Slot(
+                tier.name, index, model, provider.name, started_at, t0, self.role, previous
             )
             if isinstance(result, ProviderError):
                 self.cooldown.record_failure(model)
                 last_error = result
                 with self._batch():
                     self._release(reservation)
-                    self._append(run, _errored(base, result))
+                    self._append(run, slot.record(run, self._clock(), "error", error=result))
                 continue
             self.cooldown.record_success(model)
             if isinstance(result, Completion):
                 cost = self._cost(result, prices)
                 # Settled and recorded with its outcome once validated (one commit); pending now.
                 run.held = (reservation, cost)
-                run.attempts.append(_answered(base, result, cost))
+                run.attempts.append(
+                    slot.record(run, self._clock(), "accepted", completion=result, cost=cost)
+                )
                 return result
             stream = cast(ProviderStream, result)
             opened = StreamOpened(
@@ -635,21 +623,16 @@ class Cascade:
             )
             ended = yield _Relay(stream, opened)
             assert isinstance(ended, _RelayEnd)
-            cost = (
-                self._cost(ended.completion, prices)
-                if ended.completion is not None
-                else _priced(ended.usage, prices)
-            )
-            record = replace(base, latency_s=self._clock() - t0)
             if ended.completion is not None:
-                record = _answered(record, ended.completion, cost)
+                cost = self._cost(ended.completion, prices)
+                record = slot.record(
+                    run, self._clock(), "accepted", completion=ended.completion, cost=cost
+                )
             else:
-                error = ended.error or RuntimeError("relay ended")
-                record = replace(
-                    _errored(record, error),
-                    outcome="partial",
-                    usage=ended.usage,
-                    cost_usd=cost,
+                cost = _priced(ended.usage, prices)
+                error = ended.error or RuntimeError("the relay ended without a reply")
+                record = slot.record(
+                    run, self._clock(), "partial", error=error, usage=ended.usage, cost=cost
                 )
             with self._batch():
                 self._settle(reservation, cost)
@@ -667,32 +650,20 @@ class Cascade:
         reservation = self._reserve(run, prices, request)
         started_at, t0 = self._now(), self._clock()
         result = yield _Call(provider, request)
-        base = AttemptRecord(
-            task_id=run.task.id,
-            attempt_no=run.next_no(),
-            kind=run.task.kind,
-            tier=tier_name,
-            tier_index=self.policy.tier_index(tier_name),
-            model=model,
-            provider=provider.name,
-            usage=Usage(),
-            cost_usd=Decimal(0),
-            latency_s=self._clock() - t0,
-            outcome="accepted",
-            started_at=started_at,
-            role="validator",
-            session=run.task.session,
-        )
+        index = self.policy.tier_index(tier_name)
+        slot = _Slot(tier_name, index, model, provider.name, started_at, t0, "validator", None)
         if isinstance(result, ProviderError):
             with self._batch():
                 self._release(reservation)
-                self._append(run, _errored(base, result))
+                self._append(run, slot.record(run, self._clock(), "error", error=result))
             raise result
         assert isinstance(result, Completion)
         cost = self._cost(result, prices)
         with self._batch():
             self._settle(reservation, cost)
-            self._append(run, _answered(base, result, cost))
+            self._append(
+                run, slot.record(run, self._clock(), "accepted", completion=result, cost=cost)
+            )
         return result
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -829,21 +800,52 @@ class Cascade:
         self.escalations[(kind, tier, reason)] += 1
 
 
-def _errored(base: AttemptRecord, error: BaseException) -> AttemptRecord:
-    """*base* as a failed call: no usage, no cost, the error's class and message."""
-    return replace(base, outcome="error", failure=str(error), error_class=type(error).__name__)
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """Where and when one attempt was made; :meth:`record` writes its record once it ended."""
 
+    tier: str
+    tier_index: int
+    model: str
+    provider: str
+    started_at: datetime
+    t0: float
+    role: Role
+    escalated_from: int | None
 
-def _answered(base: AttemptRecord, completion: Completion, cost: Decimal) -> AttemptRecord:
-    """*base* as an answered call, with the completion's model, usage, stop reason and text."""
-    return replace(
-        base,
-        model=completion.model or base.model,
-        usage=completion.usage,
-        cost_usd=cost,
-        stop_reason=completion.stop_reason,
-        output=completion.text,
-    )
+    def record(
+        self,
+        run: _Run,
+        now: float,
+        outcome: Outcome,
+        *,
+        completion: Completion | None = None,
+        error: BaseException | None = None,
+        usage: Usage | None = None,
+        cost: Decimal = Decimal(0),
+    ) -> AttemptRecord:
+        """The attempt's record: a completion's model, usage and text, or an error's class."""
+        return AttemptRecord(
+            task_id=run.task.id,
+            attempt_no=run.next_no(),
+            kind=run.task.kind,
+            tier=self.tier,
+            tier_index=self.tier_index,
+            model=(completion.model or self.model) if completion is not None else self.model,
+            provider=self.provider,
+            usage=completion.usage if completion is not None else (usage or Usage()),
+            cost_usd=cost,
+            latency_s=now - self.t0,
+            outcome=outcome,
+            started_at=self.started_at,
+            role=self.role,
+            failure=None if error is None else str(error),
+            error_class=None if error is None else type(error).__name__,
+            escalated_from=self.escalated_from,
+            stop_reason=None if completion is None else completion.stop_reason,
+            output=None if completion is None else completion.text,
+            session=run.task.session,
+        )
 
 
 def _priced(usage: Usage, prices: ModelPrices | None) -> Decimal:

@@ -53,7 +53,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     running :class:`~tierwise.gateway.service.GatewayService` while it serves.
     """
     cfg = config or GatewayConfig()
-    state: dict[str, Any] = {}
+    state: dict[str, GatewayService] = {}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,7 +112,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         svc = state.get("service")
         if svc is None:
             raise RuntimeError("the gateway is not running (lifespan not started)")
-        return svc  # type: ignore[no-any-return]
+        return svc
 
     async def messages(request: Request) -> Response:
         return await _handle(service(), "anthropic", request, cfg)

@@ -201,7 +201,9 @@ class GatewayService:
             max_tokens=caller_max or 0,
             id=uuid.uuid4().hex,
             metadata={"dialect": dialect, "route": route},
-        ).with_(**attrs)
+        )
+        if attrs:  # explicit attributes win over what was read from the text
+            task = task.with_(**attrs)
         limits: dict[str, Decimal] = {}
         if key is not None and key.budget_usd_day is not None:
             today = datetime.now(UTC).date().isoformat()
