@@ -1,4 +1,4 @@
-"""The ``x-tierwise-*`` request headers on the default policy: attributes route, typos are refused."""
+"""``x-tierwise-*`` request headers on the default policy: attributes route, typos are refused."""
 
 from __future__ import annotations
 

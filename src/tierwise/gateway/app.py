@@ -34,7 +34,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tierwise.gateway.config import GatewayConfig
-from tierwise.gateway.dialects import Dialect, RequestError, error_body, parse_request
+from tierwise.gateway.dialects import Dialect, RequestError, error_body
+from tierwise.gateway.schema import parse_request
 from tierwise.gateway.service import AUTO_MODEL, GatewayService
 from tierwise.gateway.upstream import upstream_seconds
 
@@ -67,10 +68,13 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         )
         from tierwise.gateway.metrics import GatewayMetrics
         from tierwise.gateway.recorder import GroupCommitLedger
+        from tierwise.gateway.schema import request_adapter
         from tierwise.gateway.upstream import UpstreamPool
         from tierwise.ledger import open_ledger
 
         policy = cfg.load_policy()
+        for dialect in ("anthropic", "openai"):  # compile the request checks before serving
+            request_adapter(dialect)
         env = cfg.environ()
         ledger = open_ledger(cfg.resolved_ledger_url())
         recorder = GroupCommitLedger(ledger)
@@ -231,10 +235,8 @@ async def _handle(
         try:
             key = svc.keys.authenticate(request.headers)
             raw = await _read_body(request, cfg.max_body_bytes)
-            body, view = parse_request(dialect, raw)
-            call = svc.prepare(
-                dialect, body, view, len(raw), request.headers, key, started, upstream
-            )
+            body = parse_request(dialect, raw)
+            call = svc.prepare(dialect, body, len(raw), request.headers, key, started, upstream)
             route = call.route
             reply = await svc.serve(call)
         except RequestError as exc:

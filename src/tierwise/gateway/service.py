@@ -35,7 +35,7 @@ from tierwise.cascade.runner import Cascade, Pin, StreamOpened
 from tierwise.cascade.seams import Failure, RequestBuilder
 from tierwise.errors import TierwiseError
 from tierwise.gateway.call import Call, Reply, Route
-from tierwise.gateway.dialects import Dialect, RequestError, RequestView
+from tierwise.gateway.dialects import Dialect, RequestError
 from tierwise.gateway.errors import failure_error
 from tierwise.gateway.translate import (
     anthropic_message_to_openai,
@@ -112,14 +112,13 @@ class GatewayService:
         self,
         dialect: Dialect,
         body: dict[str, Any],
-        view: RequestView,
         raw_size: int,
         headers: Mapping[str, str],
         key: ApiKey | None,
         started: float,
         upstream: list[float],
     ) -> Call:
-        """Build the :class:`Call` for a parsed request.
+        """Build the :class:`Call` for a checked request body.
 
         Raises:
             RequestError: a bad or unknown ``x-tierwise-*`` header, an unknown model, or a
@@ -129,7 +128,7 @@ class GatewayService:
             if name.startswith("x-tierwise-") and name not in REQUEST_HEADERS:
                 known = ", ".join(sorted(REQUEST_HEADERS))
                 raise RequestError(f"unknown request header {name!r}; tierwise reads {known}")
-        model = view.model
+        model: str = body["model"]
         header_kind = (headers.get("x-tierwise-kind") or "").strip() or None
         route: Route
         target: str | None = None
