@@ -104,13 +104,20 @@ class _RelayEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class _Reserve:
+    task_id: str
+    limits: Mapping[str, Decimal]
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class _Validate:
     validators: tuple[Validator, ...]
     output: str
     context: _Context
 
 
-_Effect = _Call | _Open | _Relay | _Validate
+_Effect = _Call | _Open | _Relay | _Reserve | _Validate
 _Steps = Generator[_Effect, object, T]
 
 
@@ -434,6 +441,8 @@ class Cascade:
                         value = exc
                 elif isinstance(effect, _Validate):
                     value = run_validators(effect.validators, effect.output, effect.context)
+                elif isinstance(effect, _Reserve):
+                    value = self._hold(effect)
                 else:
                     raise TypeError("streams are relayed by Cascade.astream only")
         except StopIteration as stop:
@@ -454,6 +463,12 @@ class Cascade:
 
         if isinstance(effect, _Validate):
             return await arun_validators(effect.validators, effect.output, effect.context)
+        if isinstance(effect, _Reserve):
+            if isinstance(self._budgets, MemoryBudgets):
+                return self._hold(effect)  # in memory: no I/O to wait for
+            import asyncio
+
+            return await asyncio.to_thread(self._hold, effect)  # a database write: off the loop
         if isinstance(effect, _Relay):
             raise TypeError("streams are relayed by Cascade.astream only")
         try:
@@ -584,7 +599,7 @@ class Cascade:
         for model, provider in candidates:
             request = run.builder(run.task, tier, model, max_tokens, failure)
             prices = self._prices(model, provider)
-            reservation = self._reserve(run, prices, request)
+            reservation = yield from self._reserve(run, prices, request)
             started_at, t0 = self._now(), self._clock()
             if relay:
                 if not isinstance(provider, StreamingProvider):
@@ -647,7 +662,7 @@ class Cascade:
         model, provider = self.providers.for_tier(tier_name)[0]
         request = self.request_builder(task, tier, model, tier.max_tokens, None)
         prices = self._prices(model, provider)
-        reservation = self._reserve(run, prices, request)
+        reservation = yield from self._reserve(run, prices, request)
         started_at, t0 = self._now(), self._clock()
         result = yield _Call(provider, request)
         index = self.policy.tier_index(tier_name)
@@ -676,17 +691,34 @@ class Cascade:
                 return None  # replayed rows carry their recorded cost
             raise
 
-    def _reserve(self, run: _Run, prices: ModelPrices | None, request: CompletionRequest) -> object:
+    def _reserve(
+        self, run: _Run, prices: ModelPrices | None, request: CompletionRequest
+    ) -> _Steps[object]:
+        """Hold the attempt's worst-case cost against every budget of the task.
+
+        A reservation is I/O (an atomic write to the ledger), so it is yielded like a call: the
+        async driver runs it off the event loop.
+        """
         from tierwise.pricing import max_cost
 
+        if not run.limits:
+            return None  # no budget applies: nothing to hold, and no commit to pay for
         amount = Decimal(0)
         if prices is not None:
             amount = max_cost(
                 prices, input_tokens=input_token_bound(request), max_tokens=request.max_tokens
             )
-        if not run.limits:
-            return None  # no budget applies: nothing to hold, and no commit to pay for
-        return self._budgets.reserve(run.task.id, run.limits, amount)
+        held = yield _Reserve(run.task.id, run.limits, amount)
+        if isinstance(held, BudgetExceededError):
+            raise held
+        return held
+
+    def _hold(self, effect: _Reserve) -> object:
+        """Reserve; a refusal is returned (and raised inside the loop), never thrown here."""
+        try:
+            return self._budgets.reserve(effect.task_id, effect.limits, effect.amount)
+        except BudgetExceededError as exc:
+            return exc
 
     def _settle(self, reservation: Any, cost: Decimal) -> None:
         if reservation is not None:

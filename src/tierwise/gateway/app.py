@@ -9,7 +9,8 @@ Endpoints:
 
 Status codes, in the caller's error shape: 400 malformed JSON / wrong types / missing fields /
 bad ``x-tierwise-*`` headers (the message names the field); 401 missing or wrong key; 404
-unknown model; 413 body over ``max_body_bytes``; 429 a budget (policy or the key's daily one)
+unknown model; 408 a body that did not arrive within ``body_timeout_s``; 413 body over
+``max_body_bytes``; 429 a budget (policy or the key's daily one)
 is exhausted — with ``x-should-retry: false`` so SDKs do not retry; 502 no tier answered
 (upstream down after retries, or every answer failed validation) with the attempt trail's task
 id; 500 anything unexpected (logged, never a crash of the worker).
@@ -26,24 +27,33 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tierwise.gateway.call import Call
 from tierwise.gateway.config import GatewayConfig
 from tierwise.gateway.dialects import Dialect, RequestError, error_body
 from tierwise.gateway.schema import parse_request
 from tierwise.gateway.service import AUTO_MODEL, GatewayService
 from tierwise.gateway.upstream import upstream_seconds
 
+if TYPE_CHECKING:
+    from tierwise.ledger import ApiKey
+
 __all__ = ["create_app", "create_app_from_env"]
 
 log = logging.getLogger("tierwise.gateway")
 
 _JSON = "application/json"
+#: Bodies larger than this are decoded and checked in a worker thread (a 10 MB body takes
+#: seconds of CPU that would otherwise hold every other request on the event loop).
+_PARSE_INLINE_BYTES = 256 * 1024
 _SSE = "text/event-stream"
 
 
@@ -201,7 +211,20 @@ def _error(dialect: Dialect, exc: RequestError) -> Response:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, refused past *limit* bytes or when it has not arrived in *timeout_s*."""
+    try:
+        with anyio.fail_after(timeout_s):
+            return await _read_limited(request, limit)
+    except TimeoutError:
+        raise RequestError(
+            f"the request body did not arrive within {timeout_s:g} s",
+            status=408,
+            headers={"connection": "close"},
+        ) from None
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(
@@ -223,6 +246,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _prepare(
+    svc: GatewayService,
+    dialect: Dialect,
+    raw: bytes,
+    headers: Headers,
+    key: ApiKey | None,
+    started: float,
+    upstream: list[float],
+) -> Call:
+    body = parse_request(dialect, raw)
+    return svc.prepare(dialect, body, len(raw), headers, key, started, upstream)
+
+
 async def _handle(
     svc: GatewayService, dialect: Dialect, request: Request, cfg: GatewayConfig
 ) -> Response:
@@ -234,9 +270,14 @@ async def _handle(
     try:
         try:
             key = svc.keys.authenticate(request.headers)
-            raw = await _read_body(request, cfg.max_body_bytes)
-            body = parse_request(dialect, raw)
-            call = svc.prepare(dialect, body, len(raw), request.headers, key, started, upstream)
+            raw = await _read_body(request, cfg.max_body_bytes, cfg.body_timeout_s)
+            headers = request.headers
+            if len(raw) > _PARSE_INLINE_BYTES:  # decoding a big body must not stall the loop
+                call = await anyio.to_thread.run_sync(
+                    _prepare, svc, dialect, raw, headers, key, started, upstream
+                )
+            else:
+                call = _prepare(svc, dialect, raw, headers, key, started, upstream)
             route = call.route
             reply = await svc.serve(call)
         except RequestError as exc:

@@ -38,6 +38,8 @@ class GatewayConfig:
         ledger_url: the ledger (a SQLite path or URL); default ``$TIERWISE_LEDGER`` or
             ``./tierwise-ledger.db``.
         max_body_bytes: larger request bodies get 413.
+        body_timeout_s: a request body not received within this many seconds gets 408 (and
+            the connection is closed), so a client that stops sending cannot hold it.
         env: where upstream API keys are read from (default ``os.environ`` at start-up).
         key_cache_s: how long a verified gateway key (and "no keys exist") is trusted before
             the ledger is asked again; a revoked key stops working within this time.
@@ -52,6 +54,7 @@ class GatewayConfig:
     policy_path: str | None = None
     ledger_url: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_s: float = 30.0
     env: Mapping[str, str] | None = field(default=None, repr=False)
     key_cache_s: float = 2.0
     max_connections: int = 512
@@ -61,6 +64,8 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+        if self.body_timeout_s <= 0:
+            raise ValueError(f"body_timeout_s must be positive, got {self.body_timeout_s}")
         if self.key_cache_s < 0:
             raise ValueError(f"key_cache_s must not be negative, got {self.key_cache_s}")
 
@@ -98,6 +103,7 @@ class GatewayConfig:
                 "policy_path": policy_path,
                 "ledger_url": self.ledger_url,
                 "max_body_bytes": self.max_body_bytes,
+                "body_timeout_s": self.body_timeout_s,
                 "key_cache_s": self.key_cache_s,
                 "max_connections": self.max_connections,
                 "host": self.host,
