@@ -134,6 +134,10 @@ def stream_error_event(dialect: str, body: dict[str, Any]) -> bytes:
 # -- collectors --------------------------------------------------------------------------------
 
 
+#: More content blocks than any real answer has (a bound on what a hostile stream can allocate).
+_MAX_BLOCKS = 4096
+
+
 class AnthropicCollector:
     """Fold Anthropic stream events into the final ``message`` object.
 
@@ -159,6 +163,8 @@ class AnthropicCollector:
         elif kind == "content_block_start":
             block = dict(data.get("content_block") or {})
             index = int(data.get("index", len(self.message.get("content", []))))
+            if not 0 <= index < _MAX_BLOCKS:
+                raise ValueError(f"content block index {index} is out of range")
             content = self.message.setdefault("content", [])
             while len(content) <= index:
                 content.append({})
@@ -192,7 +198,7 @@ class AnthropicCollector:
 
     def _delta(self, index: int, delta: dict[str, Any]) -> None:
         content = self.message.get("content") or []
-        if index >= len(content):
+        if not 0 <= index < len(content):
             return
         block = content[index]
         kind = delta.get("type")

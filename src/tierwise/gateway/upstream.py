@@ -34,6 +34,7 @@ from tierwise.errors import (
 )
 from tierwise.gateway.dialects import Dialect, neutral_stop_reason
 from tierwise.gateway.http import Transport, TransportError, UpstreamResponse
+from tierwise.gateway.replies import reply_problem
 from tierwise.gateway.sse import AnthropicCollector, Event, OpenAICollector, SSEDecoder
 from tierwise.gateway.translate import text_of_anthropic_content, text_of_openai_content
 from tierwise.policy import Policy
@@ -311,9 +312,10 @@ class RawProvider:
                 provider=self.name,
                 model=model,
             ) from None
-        if not isinstance(data, dict):
+        problem = reply_problem(self.dialect, data)
+        if problem is not None:
             raise BadResponseError(
-                f"{self.name} model {model!r}: the response is not a JSON object",
+                f"{self.name} model {model!r}: the reply is not a valid answer: {problem}",
                 provider=self.name,
                 model=model,
             )
@@ -505,6 +507,13 @@ class UpstreamStream:
                 out.append((event, self._fold(event)))
             except ProviderError as exc:
                 return out, exc
+            except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+                return out, BadResponseError(
+                    f"{self.provider.name} model {self.model!r}: a stream event is not valid "
+                    f"in its dialect ({type(exc).__name__}: {exc})",
+                    provider=self.provider.name,
+                    model=self.model,
+                )
         return out, None
 
     def _fold(self, event: Event) -> dict[str, Any] | None:
@@ -577,9 +586,22 @@ class UpstreamStream:
         return self._openai.result()
 
     def completion(self) -> Completion:
-        """The whole answer as a :class:`Completion` (after the events are exhausted)."""
+        """The whole answer as a :class:`Completion` (after the events are exhausted).
+
+        Raises:
+            BadResponseError: the events do not add up to a valid answer.
+        """
+        data = self.collected()
+        problem = reply_problem(self.provider.dialect, data)
+        if problem is not None:
+            raise BadResponseError(
+                f"{self.provider.name} model {self.model!r}: the streamed reply is not a valid "
+                f"answer: {problem}",
+                provider=self.provider.name,
+                model=self.model,
+            )
         return completion_from(
-            self.collected(),
+            data,
             self.provider.dialect,
             provider=self.provider.name,
             model=self.model,
