@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -29,6 +30,9 @@ from tierwise.testing import FakeUpstream
 
 GOOD_TEXT = {"type": "text", "text": "fine"}
 USAGE = {"input_tokens": 3, "output_tokens": 2}
+OPENAI_USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+#: What a reply reporting 3 input and 2 output tokens costs at the policy's $1 / $5 per million.
+BILLED = Decimal("0.000013")
 
 
 def message(**changes: Any) -> bytes:
@@ -62,7 +66,7 @@ def completion(**changes: Any) -> bytes:
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        "usage": OPENAI_USAGE,
     }
     body.update(changes)
     return json.dumps(body).encode()
@@ -207,6 +211,14 @@ def climbing(
         yield provider, server
 
 
+def _reports_usage(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("usage") in (USAGE, OPENAI_USAGE)
+
+
 def _cases(provider: str) -> dict[str, bytes]:
     return ANTHROPIC_REPLIES if provider == "anthropic" else OPENAI_REPLIES
 
@@ -231,11 +243,13 @@ def test_every_broken_reply_climbs_to_the_next_tier(
             assert raw.headers["x-tierwise-tier"] == "mid", name
             rows = ledger.attempts_of(raw.headers["x-tierwise-task-id"])
             outcomes = [(r["tier"], r["outcome"], r["error_class"]) for r in rows]
-            assert outcomes == [
-                ("cheap", "error", "BadResponseError"),
-                ("mid", "accepted", None),
-            ], name
             assert broken.calls == 2, name  # retried once, as a bad response is retryable
+            # A reply that said what it used was billed: each such call has its row and cost.
+            billed = _reports_usage(body)
+            tries = [("cheap", "error", "BadResponseError")] * (2 if billed else 1)
+            assert outcomes == [*tries, ("mid", "accepted", None)], name
+            costs = [Decimal(r["cost_usd"]) for r in rows[:-1]]
+            assert costs == [BILLED if billed else Decimal(0)] * len(tries), name
 
 
 def test_with_nowhere_to_climb_a_broken_reply_is_a_502_in_the_callers_shape(
@@ -257,3 +271,37 @@ def test_with_nowhere_to_climb_a_broken_reply_is_a_502_in_the_callers_shape(
     assert caught.value.status_code == 502
     body = caught.value.response.json()
     assert body["type"] == "error" and "not a valid answer" in body["error"]["message"]
+
+
+def test_an_answer_that_cannot_be_stored_as_text_is_recorded_escaped(
+    fake_upstream: FakeUpstream, tmp_path: Any
+) -> None:
+    """A lone surrogate or a NUL in a paid answer once failed the commit and lost its rows."""
+    from tierwise.testing import ModelScript
+    from tierwise.testing.policies import DEFAULT_MODELS, TEST_KEY_ENV, upstream_policy_text
+
+    odd = "odd \ud800 and \x00 end"
+    for _, model in DEFAULT_MODELS:
+        fake_upstream.set_script(model, ModelScript(reply=odd))
+    text = "store_content = true\n" + upstream_policy_text(
+        fake_upstream, extra="\n[budgets]\ntask_usd = 1\n"
+    )
+    config = GatewayConfig(
+        policy=loads_policy(text), ledger_url=str(tmp_path / "l.db"), env={TEST_KEY_ENV: "k-12345"}
+    )
+    with (
+        GatewayServer(config) as gateway,
+        anthropic.Anthropic(base_url=gateway.base_url, api_key="x", max_retries=0) as claude,
+    ):
+        raw = claude.messages.with_raw_response.create(
+            model="tierwise/auto", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raw.status_code == 200
+    with open_ledger(config.ledger_url or "", create=False) as ledger:
+        task_id = raw.headers["x-tierwise-task-id"]
+        rows = ledger.attempts_of(task_id)
+        assert [r["outcome"] for r in rows] == ["accepted"]
+        assert rows[0]["output"] == "odd \\ud800 and \\x00 end"
+        assert Decimal(rows[0]["cost_usd"]) > 0
+        assert (ledger.task(task_id) or {})["outcome"] == "accepted"
+        assert ledger.integrity_check() == []

@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tierwise.records import AttemptRecord
+    from tierwise.records import AttemptRecord, Usage
 
 
 class TierwiseError(Exception):
@@ -94,7 +94,9 @@ class ProviderError(TierwiseError):
     """One call to an upstream model failed.
 
     ``retryable`` says whether trying the same call again may succeed; the retry loop reads
-    this attribute, never the message.
+    this attribute, never the message. ``usage`` is what the upstream billed for the failed
+    call when it said (a reply that arrived but was not a valid answer, a stream cut after it
+    started): the call is paid for, so its cost goes in the ledger like any other.
     """
 
     retryable = False
@@ -107,11 +109,13 @@ class ProviderError(TierwiseError):
         model: str = "",
         status: int | None = None,
         request_id: str | None = None,
+        usage: Usage | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
         self.status = status
         self.request_id = request_id
+        self.usage = usage
         super().__init__(message)
 
 

@@ -104,6 +104,14 @@ class _RelayEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class _Tried:
+    """What a call or an open came to, and the failed tries before it that were billed."""
+
+    result: object  # Completion, ProviderStream or ProviderError
+    billed: tuple[ProviderError, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class _Reserve:
     task_id: str
     limits: Mapping[str, Decimal]
@@ -431,14 +439,17 @@ class Cascade:
                         raise TypeError(
                             f"provider {effect.provider.name!r} has no blocking call: use arun"
                         )
+                    billed: list[ProviderError] = []
                     try:
-                        value = retrying(
+                        result: object = retrying(
                             partial(effect.provider.complete, effect.request),
                             self.retry,
                             sleep=self._sleep,
+                            on_retry=_keep_billed(billed),
                         )
                     except ProviderError as exc:
-                        value = exc
+                        result = exc
+                    value = _Tried(result, tuple(billed))
                 elif isinstance(effect, _Validate):
                     value = run_validators(effect.validators, effect.output, effect.context)
                 elif isinstance(effect, _Reserve):
@@ -471,15 +482,19 @@ class Cascade:
             return await asyncio.to_thread(self._hold, effect)  # a database write: off the loop
         if isinstance(effect, _Relay):
             raise TypeError("streams are relayed by Cascade.astream only")
+        billed: list[ProviderError] = []
+        keep = _keep_billed(billed)
+        result: object
         try:
             if isinstance(effect, _Call):
                 op = partial(effect.provider.acomplete, effect.request)
-                return await aretrying(op, self.retry, sleep=_asleep)
-            return await aretrying(
-                partial(effect.provider.aopen, effect.request), self.retry, sleep=_asleep
-            )
+                result = await aretrying(op, self.retry, sleep=_asleep, on_retry=keep)
+            else:
+                opening = partial(effect.provider.aopen, effect.request)
+                result = await aretrying(opening, self.retry, sleep=_asleep, on_retry=keep)
         except ProviderError as exc:
-            return exc
+            result = exc
+        return _Tried(result, tuple(billed))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -605,24 +620,25 @@ class Cascade:
                 if not isinstance(provider, StreamingProvider):
                     self._release(reservation)
                     raise TypeError(f"provider {provider.name!r} cannot stream")
-                result = yield _Open(provider, request)
+                tried = yield _Open(provider, request)
             else:
-                result = yield _Call(provider, request)
+                tried = yield _Call(provider, request)
+            assert isinstance(tried, _Tried)
+            result = tried.result
             slot = _Slot(
                 tier.name, index, model, provider.name, started_at, t0, self.role, previous
             )
+            spent = self._record_billed(run, slot, tried.billed, prices)
             if isinstance(result, ProviderError):
                 self.cooldown.record_failure(model)
                 last_error = result
-                with self._batch():
-                    self._release(reservation)
-                    self._append(run, slot.record(run, self._clock(), "error", error=result))
+                self._record_failed(run, slot, result, prices, reservation, spent)
                 continue
             self.cooldown.record_success(model)
             if isinstance(result, Completion):
                 cost = self._cost(result, prices)
                 # Settled and recorded with its outcome once validated (one commit); pending now.
-                run.held = (reservation, cost)
+                run.held = (reservation, cost + spent)
                 run.attempts.append(
                     slot.record(run, self._clock(), "accepted", completion=result, cost=cost)
                 )
@@ -650,7 +666,7 @@ class Cascade:
                     run, self._clock(), "partial", error=error, usage=ended.usage, cost=cost
                 )
             with self._batch():
-                self._settle(reservation, cost)
+                self._settle(reservation, cost + spent)
                 self._append(run, record)
             return ended
         assert last_error is not None  # for_tier always yields the primary
@@ -664,24 +680,67 @@ class Cascade:
         prices = self._prices(model, provider)
         reservation = yield from self._reserve(run, prices, request)
         started_at, t0 = self._now(), self._clock()
-        result = yield _Call(provider, request)
+        tried = yield _Call(provider, request)
+        assert isinstance(tried, _Tried)
+        result = tried.result
         index = self.policy.tier_index(tier_name)
         slot = _Slot(tier_name, index, model, provider.name, started_at, t0, "validator", None)
+        spent = self._record_billed(run, slot, tried.billed, prices)
         if isinstance(result, ProviderError):
-            with self._batch():
-                self._release(reservation)
-                self._append(run, slot.record(run, self._clock(), "error", error=result))
+            self._record_failed(run, slot, result, prices, reservation, spent)
             raise result
         assert isinstance(result, Completion)
         cost = self._cost(result, prices)
         with self._batch():
-            self._settle(reservation, cost)
+            self._settle(reservation, cost + spent)
             self._append(
                 run, slot.record(run, self._clock(), "accepted", completion=result, cost=cost)
             )
         return result
 
     # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _record_billed(
+        self,
+        run: _Run,
+        slot: _Slot,
+        billed: tuple[ProviderError, ...],
+        prices: ModelPrices | None,
+    ) -> Decimal:
+        """Record the retried tries the upstream billed anyway; return what they cost."""
+        total = Decimal(0)
+        if not billed:
+            return total
+        with self._batch():
+            for error in billed:
+                cost = _priced(error.usage or Usage(), prices)
+                total += cost
+                record = slot.record(
+                    run, self._clock(), "error", error=error, usage=error.usage, cost=cost
+                )
+                self._append(run, record)
+        return total
+
+    def _record_failed(
+        self,
+        run: _Run,
+        slot: _Slot,
+        error: ProviderError,
+        prices: ModelPrices | None,
+        reservation: object,
+        spent: Decimal,
+    ) -> None:
+        """Record a failed call (with its cost when it was billed) and free its reservation."""
+        cost = _priced(error.usage, prices) if error.usage is not None else Decimal(0)
+        with self._batch():
+            if cost + spent > 0:
+                self._settle(reservation, cost + spent)
+            else:
+                self._release(reservation)
+            record = slot.record(
+                run, self._clock(), "error", error=error, usage=error.usage, cost=cost
+            )
+            self._append(run, record)
 
     def _prices(self, model: str, provider: AsyncProvider) -> ModelPrices | None:
         try:
@@ -885,6 +944,16 @@ def _priced(usage: Usage, prices: ModelPrices | None) -> Decimal:
     from tierwise.pricing import cost_of
 
     return Decimal(0) if prices is None else cost_of(usage, prices)
+
+
+def _keep_billed(billed: list[ProviderError]) -> Callable[[ProviderError], None]:
+    """The retry loop's ``on_retry``: keep retried errors the upstream billed (they cost)."""
+
+    def keep(error: ProviderError) -> None:
+        if error.usage is not None and error.usage.total_tokens > 0:
+            billed.append(error)
+
+    return keep
 
 
 async def _asleep(seconds: float) -> None:

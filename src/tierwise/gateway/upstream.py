@@ -71,6 +71,10 @@ _UPSTREAM_TIME: contextvars.ContextVar[list[float] | None] = contextvars.Context
 )
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def upstream_seconds() -> list[float]:
     """Start accounting upstream wait time for the current request; returns the accumulator."""
     acc = [0.0]
@@ -305,33 +309,35 @@ class RawProvider:
         if status != 200:
             raise self.status_error(model, status, content, headers)
         try:
-            data = json.loads(content)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = json.loads(content, parse_constant=_no_constants)
+        except (ValueError, RecursionError) as exc:  # not JSON, NaN, huge numbers, too deep
             raise BadResponseError(
                 f"{self.name} model {model!r}: the response body is not valid JSON ({exc})",
                 provider=self.name,
                 model=model,
             ) from None
-        problem = reply_problem(self.dialect, data)
-        if problem is not None:
-            raise BadResponseError(
-                f"{self.name} model {model!r}: the reply is not a valid answer: {problem}",
-                provider=self.name,
-                model=model,
-            )
+        # The usage first: a reply that is no valid answer may still have been billed.
+        usage: Usage | None = None
+        usage_error: Exception | None = None
         try:
-            raw_usage = data.get("usage")
+            raw_usage = data.get("usage") if isinstance(data, dict) else None
             usage = (
                 usage_from_anthropic(raw_usage)
                 if self.dialect == "anthropic"
                 else usage_from_openai(raw_usage)
             )
         except (TypeError, ValueError) as exc:
+            usage_error = exc
+        problem = reply_problem(self.dialect, data)
+        if problem is None and usage_error is not None:
+            problem = f"unusable usage ({usage_error})"
+        if problem is not None or usage is None:
             raise BadResponseError(
-                f"{self.name} model {model!r}: unusable usage ({exc})",
+                f"{self.name} model {model!r}: the reply is not a valid answer: {problem}",
                 provider=self.name,
                 model=model,
-            ) from None
+                usage=usage,
+            )
         request_id = headers.get("request-id") or headers.get("x-request-id")
         return completion_from(
             data,
@@ -477,25 +483,33 @@ class UpstreamStream:
                 break
             except TransportError as exc:
                 self._account(t0)
-                raise self.provider.transport_error(self.model, exc) from None
+                raise self._billed(self.provider.transport_error(self.model, exc)) from None
             self._account(t0)
             batch, error = self._fold_all(self._decoder.feed(chunk))
             if batch:
                 yield batch
             if error is not None:
-                raise error
+                raise self._billed(error)
         batch, error = self._fold_all(self._decoder.flush())
         if batch:
             yield batch
         if error is not None:
-            raise error
+            raise self._billed(error)
         if not self._done:
-            raise BadResponseError(
-                f"{self.provider.name} model {self.model!r}: the stream ended before its last "
-                "event (cut short)",
-                provider=self.provider.name,
-                model=self.model,
+            raise self._billed(
+                BadResponseError(
+                    f"{self.provider.name} model {self.model!r}: the stream ended before its "
+                    "last event (cut short)",
+                    provider=self.provider.name,
+                    model=self.model,
+                )
             )
+
+    def _billed(self, error: ProviderError) -> ProviderError:
+        """*error* carrying the usage reported so far: a stream that started was billed."""
+        if error.usage is None and self._usage.total_tokens > 0:
+            error.usage = self._usage
+        return error
 
     def _fold_all(
         self, events: list[Event]
@@ -594,11 +608,13 @@ class UpstreamStream:
         data = self.collected()
         problem = reply_problem(self.provider.dialect, data)
         if problem is not None:
-            raise BadResponseError(
-                f"{self.provider.name} model {self.model!r}: the streamed reply is not a valid "
-                f"answer: {problem}",
-                provider=self.provider.name,
-                model=self.model,
+            raise self._billed(
+                BadResponseError(
+                    f"{self.provider.name} model {self.model!r}: the streamed reply is not a "
+                    f"valid answer: {problem}",
+                    provider=self.provider.name,
+                    model=self.model,
+                )
             )
         return completion_from(
             data,

@@ -13,6 +13,21 @@ import re
 from collections.abc import Iterable, Mapping
 
 _MASK = "[redacted]"
+#: Characters no database text column takes: lone surrogates (not UTF-8) and NUL (PostgreSQL).
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+
+
+def storable(text: str) -> str:
+    """*text* with what a text column cannot hold escaped (``\\ud800``, ``\\x00``).
+
+    An upstream may echo anything; its attempt must still be written, so the few characters
+    that would make the write fail are stored as their escape sequences instead.
+    """
+    if _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 _PATTERNS = (
     re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),  # OpenAI / Anthropic style keys
     re.compile(r"\btw_[A-Za-z0-9_\-]{16,}"),  # tierwise gateway keys
@@ -52,4 +67,4 @@ class Redactor:
                 text = pattern.sub(lambda m: "".join(m.groups()) + _MASK, text)
             else:
                 text = pattern.sub(_MASK, text)
-        return text
+        return storable(text)

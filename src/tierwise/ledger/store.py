@@ -35,7 +35,7 @@ from tierwise.ledger.engine import (
 )
 from tierwise.ledger.keys import ApiKey
 from tierwise.ledger.prepared import Prepared, prepare, savepoint
-from tierwise.ledger.redact import Redactor, secret_values
+from tierwise.ledger.redact import Redactor, secret_values, storable
 from tierwise.ledger.schema import attempts, policy_revisions, sessions, tasks, to_pico
 from tierwise.ledger.sql import insert_ignore, upsert_statement
 
@@ -53,7 +53,8 @@ def _utcnow() -> datetime:
 
 
 def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    # surrogatepass: an upstream's lone surrogate must not stop its attempt from being recorded
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 _TASK_COLUMNS = (
@@ -488,7 +489,7 @@ class Ledger:
             "role": attempt.role,
             "tier": attempt.tier,
             "tier_index": attempt.tier_index,
-            "model": attempt.model,
+            "model": storable(attempt.model),
             "provider": attempt.provider,
             "outcome": attempt.outcome,
             **attempt.usage.as_dict(),

@@ -92,11 +92,13 @@ def retrying(
     *,
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
+    on_retry: Callable[[ProviderError], None] | None = None,
 ) -> T:
     """Run ``op()``, retrying retryable provider errors per ``policy``.
 
     The one retry loop (with :func:`aretrying`, its async twin): calls, streams opened before
-    their first event, and validators' calls all go through it.
+    their first event, and validators' calls all go through it. ``on_retry`` sees each error
+    that is retried (a retried call may still have been billed).
 
     Raises:
         ProviderError: the last error, once it is not retryable or attempts are used up.
@@ -109,6 +111,8 @@ def retrying(
             wait = policy.wait_before_retry(exc, attempt, rng)
             if wait is None:
                 raise
+            if on_retry is not None:
+                on_retry(exc)
         sleep(wait)
         attempt += 1
 
@@ -119,6 +123,7 @@ async def aretrying(
     *,
     sleep: Callable[[float], Awaitable[None]] | None = None,
     rng: Callable[[], float] = random.random,
+    on_retry: Callable[[ProviderError], None] | None = None,
 ) -> T:
     """Async twin of :func:`retrying` (``sleep`` defaults to ``asyncio.sleep``)."""
     if sleep is None:
@@ -133,6 +138,8 @@ async def aretrying(
             wait = policy.wait_before_retry(exc, attempt, rng)
             if wait is None:
                 raise
+            if on_retry is not None:
+                on_retry(exc)
         await sleep(wait)
         attempt += 1
 
