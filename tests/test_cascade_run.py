@@ -14,8 +14,9 @@ from tierwise.errors import BudgetExceededError, EscalationExhaustedError
 from tierwise.ledger import Ledger, open_ledger
 from tierwise.policy import Policy, loads_policy
 from tierwise.pricing import PriceCatalog, cost_of
+from tierwise.providers.anthropic import AnthropicProvider
 from tierwise.task import Task
-from tierwise.testing import FakeUpstream, ModelScript, Reply
+from tierwise.testing import FakeClock, FakeUpstream, ModelScript, Reply
 
 CHEAP, MID, STRONG = "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6"
 ENV = {"TW_TEST_KEY": "sk-test-secret-value-123"}
@@ -274,3 +275,38 @@ def test_refusal_and_truncation_escalate(upstream: FakeUpstream, ledger: Ledger)
     assert [a.outcome for a in result.attempts] == ["rejected", "rejected", "accepted"]
     reasons = [a.failure or "" for a in result.attempts[:2]]
     assert reasons[0].startswith("not_refusal") and reasons[1].startswith("not_truncated")
+
+
+class _SlowToImport(AnthropicProvider):
+    """The real provider, whose one-off set-up takes 5 s on the injected clock."""
+
+    def __init__(self, clock: FakeClock, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.clock = clock
+
+    def warm(self) -> None:
+        self.clock.advance(5.0)
+        super().warm()
+
+
+def test_recorded_latency_is_the_calls_not_the_client_set_up(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """`tierwise run` once recorded 1,962 ms for a 22 ms call: the SDK import was timed."""
+    clock = FakeClock()
+    policy = make_policy(fake_upstream.base_url)
+    provider = _SlowToImport(
+        clock, base_url=fake_upstream.base_url, api_key=ENV["TW_TEST_KEY"], api_key_env="TW"
+    )
+
+    class Source:
+        def for_tier(self, tier: str) -> list[tuple[str, AnthropicProvider]]:
+            return [(policy.tier(tier).model, provider)]
+
+    with open_ledger(tmp_path / "l.db") as ledger:
+        cascade = Cascade(policy, providers=Source(), ledger=ledger, clock=clock)
+        result = cascade.run(Task.create("chat", "hello"))
+        assert clock.now == 5.0  # the set-up happened, on the clock
+        assert [a.latency_s for a in result.attempts] == [0.0]  # ... but outside the attempt
+        assert ledger.attempts_of(result.task_id)[0]["latency_s"] == 0.0
+        provider.close()

@@ -615,6 +615,7 @@ class Cascade:
             request = run.builder(run.task, tier, model, max_tokens, failure)
             prices = self._prices(model, provider)
             reservation = yield from self._reserve(run, prices, request)
+            _warm(provider)  # one-off client set-up is not the call's latency
             started_at, t0 = self._now(), self._clock()
             if relay:
                 if not isinstance(provider, StreamingProvider):
@@ -679,6 +680,7 @@ class Cascade:
         request = self.request_builder(task, tier, model, tier.max_tokens, None)
         prices = self._prices(model, provider)
         reservation = yield from self._reserve(run, prices, request)
+        _warm(provider)
         started_at, t0 = self._now(), self._clock()
         tried = yield _Call(provider, request)
         assert isinstance(tried, _Tried)
@@ -944,6 +946,13 @@ def _priced(usage: Usage, prices: ModelPrices | None) -> Decimal:
     from tierwise.pricing import cost_of
 
     return Decimal(0) if prices is None else cost_of(usage, prices)
+
+
+def _warm(provider: AsyncProvider) -> None:
+    """Let a provider do its one-off set-up (an SDK import) before an attempt is timed."""
+    warm = getattr(provider, "warm", None)
+    if callable(warm):
+        warm()
 
 
 def _keep_billed(billed: list[ProviderError]) -> Callable[[ProviderError], None]:

@@ -118,6 +118,15 @@ class SDKProvider(Generic[SyncClient, AsyncClient]):
 
     # -- the seam --------------------------------------------------------------------------------
 
+    def warm(self) -> None:
+        """Import the SDK now, so its first import (a second or more) is not timed as a call.
+
+        The cascade calls this before it starts an attempt's clock.
+        """
+        import importlib
+
+        importlib.import_module(self.sdk)
+
     def complete(self, request: CompletionRequest) -> Completion:
         """Call the model once (no retries).
 
