@@ -482,10 +482,10 @@ def test_concrete_model_is_passed_through_and_metered(
         model=MID, max_tokens=50, messages=[{"role": "user", "content": "direct"}]
     )
     assert raw.parse().content[0].text == "direct"  # type: ignore[union-attr]
-    assert raw.headers["x-tierwise-tier"] == "mid"
+    assert raw.headers["x-tierwise-tier"] == "passthrough"  # never recorded as a ladder tier
     assert raw.headers["x-tierwise-attempts"] == "1"
     rows = ledger.attempts_of(raw.headers["x-tierwise-task-id"])
-    assert [r["model"] for r in rows] == [MID]
+    assert [(r["model"], r["tier"], r["tier_index"]) for r in rows] == [(MID, "passthrough", -1)]
     assert rows[0]["cost_usd"] == Decimal(raw.headers["x-tierwise-cost-usd"]) > 0
 
 

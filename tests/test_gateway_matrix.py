@@ -83,20 +83,21 @@ class Outcome:
 def expected(scenario: str, mode: str, route: str) -> Outcome:
     """What every path must do, from three facts about the request."""
     named = route == "model"  # a concrete model: no routing, no climb, no validators
+    bottom = "passthrough" if named else "cheap"  # named models are never recorded as a tier
     live = mode == "passthrough" or (named and mode != "unstreamed")
     validated = not named and not live
     climbed = Outcome(200, "mid", (("cheap", "error"), ("mid", "accepted")))
     if scenario == "ok":
-        return Outcome(200, "cheap", (("cheap", "accepted"),))
+        return Outcome(200, bottom, ((bottom, "accepted"),))
     if scenario == "invalid":
         if validated:
             return Outcome(200, "mid", (("cheap", "rejected"), ("mid", "accepted")))
-        return Outcome(200, "cheap", (("cheap", "accepted"),))
+        return Outcome(200, bottom, ((bottom, "accepted"),))
     if scenario == "cut":
         if live:
-            return Outcome(200, "cheap", (("cheap", "partial"),), broken=True)
+            return Outcome(200, bottom, ((bottom, "partial"),), broken=True)
         if named:
-            return Outcome(502, None, (("cheap", "error"),))
+            return Outcome(502, None, ((bottom, "error"),))
         if mode == "buffered":  # a stream cut after it started was billed: both tries are rows
             return Outcome(
                 200, "mid", (("cheap", "error"), ("cheap", "error"), ("mid", "accepted"))
@@ -104,7 +105,7 @@ def expected(scenario: str, mode: str, route: str) -> Outcome:
         return climbed
     if named:
         status = {"429": 429, "500": 502, "404": 404}[scenario]
-        return Outcome(status, None, (("cheap", "error"),))
+        return Outcome(status, None, ((bottom, "error"),))
     return climbed
 
 
@@ -261,7 +262,7 @@ def test_every_path_agrees(
         assert_error_shape(dialect, seen.error, streamed=True)
         assert (ledger.task(task_id) or {})["outcome"] == "error"
         return
-    expected_text = "not json" if scenario == "invalid" and want.tier == "cheap" else GOOD
+    expected_text = "not json" if scenario == "invalid" and want.tier != "mid" else GOOD
     assert seen.text == expected_text
     task = ledger.task(task_id) or {}
     assert task["outcome"] == "accepted" and task["final_tier"] == want.tier

@@ -166,7 +166,7 @@ class Task:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-Step = Literal["frontier", "rule", "doubt", "start"]
+Step = Literal["frontier", "rule", "doubt", "start", "passthrough"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +174,10 @@ class Decision:
     """Where a task goes and why, as structured data.
 
     ``step`` says which stage decided the base tier: a must-stay-frontier constraint, a rule,
-    the doubt direction (no rule matched), or an explicit start tier. ``floor`` is set when the
-    kind's floor raised the tier; ``doubt`` names the doubt direction taken when it applied.
+    the doubt direction (no rule matched), an explicit start tier, or ``passthrough`` (a
+    concrete model the caller named; ``tier`` is then the ``passthrough`` label, index -1).
+    ``floor`` is set when the kind's floor raised the tier; ``doubt`` names the doubt direction
+    taken when it applied.
     """
 
     tier: str
@@ -200,6 +202,8 @@ class Decision:
             what = f"rule {self.rule_index}{label}"
         elif self.step == "doubt":
             what = f"no rule matched; doubt direction {self.doubt!r}"
+        elif self.step == "passthrough":
+            what = "a concrete model the caller named, passed through unrouted"
         else:
             what = "explicit start tier"
         parts = [f"{self.tier}: {what}"]

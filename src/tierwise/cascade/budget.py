@@ -45,7 +45,8 @@ def budget_limits(
 
     Scopes: ``task:<id>`` (the task's own budget or the policy's ``budgets.task_usd``),
     ``session:<id>`` (``budgets.session_usd``, when the task has a session), and
-    ``kind-day:<kind>:<UTC date>`` (the kind's ``budget_usd_day`` or ``budgets.kind_day_usd``).
+    ``kind-day:<kind>:<UTC date>`` (the kind's ``budget_usd_day`` or ``budgets.kind_day_usd``;
+    kinds the policy does not list share ``kind-day:undeclared:<date>``).
     ``extra`` adds caller scopes, e.g. a gateway key's daily budget.
     """
     budgets = policy.model.budgets
@@ -57,7 +58,8 @@ def budget_limits(
         limits[f"session:{task.session}"] = budgets.session_usd
     kind_limit = policy.kind(task.kind).budget_usd_day or budgets.kind_day_usd
     if kind_limit is not None:
-        limits[f"kind-day:{task.kind}:{now.date().isoformat()}"] = kind_limit
+        label = policy.kind_label(task.kind)  # invented kind names share one budget
+        limits[f"kind-day:{label}:{now.date().isoformat()}"] = kind_limit
     if extra:
         limits.update(extra)
     return limits

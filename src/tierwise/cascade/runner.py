@@ -166,11 +166,16 @@ StreamItem = StreamOpened | StreamChunk | StreamDone
 
 @dataclass(frozen=True, slots=True)
 class Pin:
-    """Call exactly this model, recorded under *tier*: no routing, alternates, climb or checks."""
+    """Call exactly this model: no routing, alternates, climb or validators.
+
+    ``tier`` is the ladder tier whose settings (timeout, output limit) apply; the attempt is
+    recorded under ``label`` with tier index -1, never as a rung of the ladder.
+    """
 
     tier: str
     model: str
     provider: AsyncProvider
+    label: str = "passthrough"
 
 
 @dataclass(slots=True)
@@ -508,7 +513,15 @@ class Cascade:
         *,
         relay: bool,
     ) -> _Steps[CascadeResult]:
-        decision = self.decide(task, pin.tier if pin is not None else start_tier)
+        if pin is not None:
+            decision = Decision(
+                pin.label, -1, "passthrough", task.kind, kind_known=task.kind in self.policy.kinds
+            )
+            plan = [(pin.tier, pin.label, -1)]
+        else:
+            decision = self.decide(task, start_tier)
+            ladder = self.policy.ladder
+            plan = [(ladder[i], ladder[i], i) for i in range(decision.tier_index, len(ladder))]
         run = _Run(
             task=task,
             decision=decision,
@@ -518,23 +531,27 @@ class Cascade:
         )
         kind = self.policy.kind(task.kind)
         validators = () if relay or pin is not None else self.validators_for(task)
-        ladder = self.policy.ladder
-        top = decision.tier_index + 1 if pin is not None else len(ladder)
         failure: Failure | None = None
         previous: int | None = None
         escalations: list[tuple[str, str]] = []
         interrupted: BaseException | None = None
         last_error: ProviderError | None = None
         try:
-            for index in range(decision.tier_index, top):
-                tier_name = ladder[index]
-                tier = self.policy.tier(tier_name)
+            for config_name, tier_name, index in plan:
+                tier = self.policy.tier(config_name)
                 max_tokens = task.max_tokens or kind.max_tokens or tier.max_tokens
                 candidates = (
                     [(pin.model, pin.provider)] if pin is not None else self._candidates(tier_name)
                 )
                 outcome = yield from self._attempt_tier(
-                    run, tier, index, candidates, max_tokens, failure, previous, relay=relay
+                    run,
+                    tier,
+                    (tier_name, index),
+                    candidates,
+                    max_tokens,
+                    failure,
+                    previous,
+                    relay=relay,
                 )
                 last_error = outcome if isinstance(outcome, ProviderError) else None
                 if isinstance(outcome, ProviderError):
@@ -596,7 +613,7 @@ class Cascade:
         self,
         run: _Run,
         tier: Tier,
-        index: int,
+        recorded_as: tuple[str, int],
         candidates: Sequence[tuple[str, AsyncProvider]],
         max_tokens: int,
         failure: Failure | None,
@@ -608,8 +625,9 @@ class Cascade:
 
         Returns the completion (its attempt recorded later, once validated), how a relay ended
         (recorded), or the last provider error (recorded). Budgets are reserved before each
-        model is tried.
+        model is tried. Attempts are recorded under *recorded_as* (tier name and index).
         """
+        label, index = recorded_as
         last_error: ProviderError | None = None
         for model, provider in candidates:
             request = run.builder(run.task, tier, model, max_tokens, failure)
@@ -626,9 +644,7 @@ class Cascade:
                 tried = yield _Call(provider, request)
             assert isinstance(tried, _Tried)
             result = tried.result
-            slot = _Slot(
-                tier.name, index, model, provider.name, started_at, t0, self.role, previous
-            )
+            slot = _Slot(label, index, model, provider.name, started_at, t0, self.role, previous)
             spent = self._record_billed(run, slot, tried.billed, prices)
             if isinstance(result, ProviderError):
                 self.cooldown.record_failure(model)
@@ -647,7 +663,7 @@ class Cascade:
             stream = cast(ProviderStream, result)
             opened = StreamOpened(
                 run.task.id,
-                tier.name,
+                label,
                 model,
                 cast(StreamingProvider, provider),  # checked before the stream was opened
                 run.decision,

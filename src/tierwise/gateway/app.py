@@ -104,7 +104,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
                 recorder=recorder,
                 pool=pool,
                 keys=KeyChecker(ledger, ttl_s=cfg.key_cache_s),
-                metrics=GatewayMetrics(),
+                metrics=GatewayMetrics(kind_label=policy.kind_label),
                 wait_for_ledger=cfg.wait_for_ledger,
             )
             state["service"] = service

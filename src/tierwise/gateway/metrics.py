@@ -5,7 +5,7 @@ Exposed at ``GET /metrics``. With ``--workers N`` each worker process counts its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -45,7 +45,9 @@ def escalation_reason(attempt: AttemptRecord) -> str | None:
 class GatewayMetrics:
     """Counters and histograms of requests, attempts, escalations, cost, tokens and overhead."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind_label: Callable[[str], str] = str) -> None:
+        #: Maps a task's kind to its label (the policy's: invented kinds share ``undeclared``).
+        self.kind_label = kind_label
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "tierwise_gateway_requests",
@@ -88,9 +90,10 @@ class GatewayMetrics:
     def observe_attempts(self, attempts: Sequence[AttemptRecord]) -> None:
         """Count a request's attempts, their cost and tokens, and its escalations."""
         for a in attempts:
-            self.attempts.labels(a.kind, a.tier, a.outcome).inc()
+            kind = self.kind_label(a.kind)
+            self.attempts.labels(kind, a.tier, a.outcome).inc()
             if a.cost_usd:
-                self.cost.labels(a.kind, a.tier).inc(float(a.cost_usd))
+                self.cost.labels(kind, a.tier).inc(float(a.cost_usd))
             u = a.usage
             for bucket, value in (
                 ("input", u.input_tokens),

@@ -245,23 +245,36 @@ class GatewayService:
         return names
 
     def resolve_model(self, call: Call) -> Pin:
-        """The tier, model and provider for a concrete model id.
+        """Where a concrete model id goes: its tier's provider, or an allowed passthrough model.
+
+        A tier's own models may always be named; others only when the policy lists them under
+        ``[passthrough] models`` (sent with the credentials of the lowest tier speaking the
+        caller's dialect). Either way the call is recorded under ``passthrough``, not a tier.
 
         Raises:
-            RequestError: 404 — no tier serves the model and the price catalog does not know
-                it (the gateway only forwards what it can meter).
+            RequestError: 404 — the model is neither a tier's nor an allowed passthrough model,
+                or the gateway cannot price it (it only forwards what it can meter).
         """
         model = call.target_model or ""
         owner = self.pool.owner_of(model)
         if owner is not None:
             return Pin(owner[0], model, owner[1])
+        allowed = self.policy.model.passthrough.models
         found = self.pool.provider_for_dialect(call.dialect)
-        if found is not None and self.cascade.catalog.knows(model, found[1].name):
-            return Pin(found[0], model, found[1])
-        names = [m for m, _ in self.pool.models()]
+        if model in allowed and found is not None:
+            if self.cascade.catalog.knows(model, found[1].name):
+                return Pin(found[0], model, found[1])
+            raise RequestError(
+                f"model {model!r} is allowed by [passthrough] but has no price; add "
+                f"[prices.{model!r}] to the policy so the gateway can meter it",
+                status=404,
+                param="model",
+            )
+        names = [m for m, _ in self.pool.models()] + list(allowed)
         raise RequestError(
             f"model {model!r} is not served by this gateway; use {AUTO_MODEL}, "
-            f"tierwise/<kind>, or one of: {', '.join(names)}",
+            f"tierwise/<kind>, or one of: {', '.join(names)} (other models must be listed "
+            "under [passthrough] models in the policy)",
             status=404,
             param="model",
         )

@@ -81,6 +81,12 @@ class FrontierConstraint:
     tier: str
 
 
+#: Kinds the gateway uses itself: an unnamed task (``tierwise/auto``) and a concrete model.
+BUILTIN_KINDS = frozenset({"auto", "passthrough"})
+#: The shared label of every kind the policy does not list.
+UNDECLARED_KIND = "undeclared"
+
+
 class Policy:
     """A validated routing policy with precomputed lookups. Immutable.
 
@@ -197,6 +203,17 @@ class Policy:
         if config is not None:
             return config
         return replace(self._default_kind, name=kind)
+
+    def kind_label(self, kind: str) -> str:
+        """The name a budget scope or a metrics label uses for *kind*.
+
+        Kinds the policy lists, and the gateway's own ``auto`` and ``passthrough``, keep their
+        names; any other shares ``undeclared``, so inventing kind names neither earns a fresh
+        budget nor grows the metrics without bound (the ledger keeps the name as sent).
+        """
+        if kind in self._listed or kind in BUILTIN_KINDS:
+            return kind
+        return UNDECLARED_KIND
 
     def doubt_tier(self, doubt: str, floor: str | None = None) -> str:
         """Where the doubt direction *doubt* sends a task whose kind has floor *floor*.

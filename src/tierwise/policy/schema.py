@@ -292,6 +292,17 @@ class Fleet(_Strict):
     min_sample: int = Field(default=50, ge=1)
 
 
+class Passthrough(_Strict):
+    """Concrete models a gateway caller may name besides the tiers' own (none by default).
+
+    A call naming one is metered and recorded under the label ``passthrough``, never as a rung
+    of the ladder; it is sent with the credentials of the lowest tier speaking the caller's
+    dialect, and must have a price (catalog or ``[prices]``).
+    """
+
+    models: list[str] = Field(default_factory=list)
+
+
 class Retry(_Strict):
     """How one tier retries a failing upstream before moving to an alternate model."""
 
@@ -317,3 +328,4 @@ class PolicyModel(_Strict):
     budgets: Budgets = Field(default_factory=Budgets)
     fleet: Fleet = Field(default_factory=Fleet)
     retry: Retry = Field(default_factory=Retry)
+    passthrough: Passthrough = Field(default_factory=Passthrough)
