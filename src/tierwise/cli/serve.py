@@ -31,6 +31,12 @@ def register(app: typer.Typer) -> None:
             10 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger request bodies get 413."
         ),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+        allow_anonymous: bool = typer.Option(
+            False,
+            "--allow-anonymous",
+            help="Serve requests without a gateway key even off loopback (logged as a warning "
+            "at every start). Keys that are presented are still checked.",
+        ),
         no_wait_for_ledger: bool = typer.Option(
             False,
             "--no-wait-for-ledger",
@@ -43,8 +49,9 @@ def register(app: typer.Typer) -> None:
         Model "tierwise/auto" or "tierwise/<kind>": routed, validated,
         escalated, recorded. A concrete model id: passed through, metered.
 
-        Gateway keys come from `tierwise keys create`; with none the gateway
-        is open and binds to loopback only. Upstream keys are read from the
+        Gateway keys come from `tierwise keys create`. Whether requests need
+        one is decided at start: off loopback always (unless --allow-anonymous);
+        on loopback only once a key exists. Upstream keys are read from the
         environment variables the policy's tiers name.
 
         Example: tierwise serve --policy tierwise.toml --ledger ./ledger.db
@@ -64,7 +71,7 @@ def register(app: typer.Typer) -> None:
         policy_path = resolve_policy_path(policy)
         loaded = load_policy_or_exit(policy)  # errors now, with key paths, not in a worker
         url = ledger_url(ledger) if ledger else default_ledger_url()
-        if not is_loopback(host):  # on loopback the app itself says whether keys exist
+        if not is_loopback(host) and not allow_anonymous:  # decided here, once, at start
             try:
                 with open_ledger(url) as book:
                     has_keys = book.has_api_keys()
@@ -74,7 +81,7 @@ def register(app: typer.Typer) -> None:
                 fail(
                     f"refusing to serve on {host}: no gateway keys exist, so the gateway would "
                     "be open to anyone who can reach it; create one with `tierwise keys create "
-                    "--name NAME` or serve on 127.0.0.1",
+                    "--name NAME`, serve on 127.0.0.1, or pass --allow-anonymous",
                     code=EXIT_INVALID,
                 )
         config = GatewayConfig(
@@ -83,6 +90,7 @@ def register(app: typer.Typer) -> None:
             max_body_bytes=max_body_bytes,
             host=host,
             wait_for_ledger=not no_wait_for_ledger,
+            allow_anonymous=allow_anonymous,
         )
         shown = "localhost" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"

@@ -5,7 +5,9 @@ Endpoints:
 * ``POST /v1/messages`` — Anthropic Messages; ``POST /v1/chat/completions`` — OpenAI Chat.
 * ``GET /v1/models`` — ``tierwise/auto``, ``tierwise/<kind>`` per policy kind, the pool's
   models (Anthropic's list shape when the request carries ``anthropic-version``).
-* ``GET /healthz`` — liveness; ``GET /metrics`` — Prometheus text.
+* ``GET /healthz`` — liveness; ``GET /metrics`` — Prometheus text (an admin key when served off
+  loopback).
+* ``GET /v1/tierwise/admin/status`` — policy revision, ladder, key mode (admin key).
 
 Status codes, in the caller's error shape: 400 malformed JSON / wrong types / missing fields /
 bad ``x-tierwise-*`` headers (the message names the field); 401 missing or wrong key; 404
@@ -46,7 +48,11 @@ from tierwise.gateway.upstream import upstream_seconds
 if TYPE_CHECKING:
     from tierwise.ledger import ApiKey
 
-__all__ = ["create_app", "create_app_from_env"]
+__all__ = ["ADMIN_PREFIX", "create_app", "create_app_from_env"]
+
+#: Every route that changes or reveals the gateway's state lives under this prefix and needs
+#: an admin key (on an anonymous loopback gateway, no key).
+ADMIN_PREFIX = "/v1/tierwise/admin"
 
 log = logging.getLogger("tierwise.gateway")
 
@@ -69,6 +75,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from tierwise.gateway.auth import KeyChecker
+        from tierwise.gateway.config import is_loopback
         from tierwise.gateway.http import (
             FastTransport,
             HttpxTransport,
@@ -97,24 +104,21 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             )
         )
         pool = UpstreamPool(policy, transport, env)
+        loopback = is_loopback(cfg.host)
+        anonymous = _anonymous(cfg, loopback, ledger.has_api_keys(), ledger.url)
         try:
             service = GatewayService(
                 policy=policy,
                 ledger=ledger,
                 recorder=recorder,
                 pool=pool,
-                keys=KeyChecker(ledger, ttl_s=cfg.key_cache_s),
+                keys=KeyChecker(ledger, anonymous=anonymous, ttl_s=cfg.key_cache_s),
                 metrics=GatewayMetrics(kind_label=policy.kind_label),
                 wait_for_ledger=cfg.wait_for_ledger,
+                loopback=loopback,
             )
             state["service"] = service
             app.state.service = service
-            if not service.keys.has_keys():
-                log.warning(
-                    "no gateway keys in the ledger %s: the gateway is open; serve it on "
-                    "loopback only (create one with `tierwise keys create --name NAME`)",
-                    ledger.url,
-                )
             yield
         finally:
             state.pop("service", None)
@@ -151,10 +155,21 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
 
         svc = service()
         try:
-            svc.keys.authenticate(request.headers)
+            if svc.loopback:
+                svc.keys.authenticate(request.headers)
+            else:  # reachable from elsewhere: spend and traffic are for admins only
+                svc.keys.authorize_admin(request.headers)
         except RequestError as exc:
             return _error("openai", exc)
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def admin_status(request: Request) -> Response:
+        svc = service()
+        try:
+            svc.keys.authorize_admin(request.headers)
+        except RequestError as exc:
+            return _error("openai", exc)
+        return Response(json.dumps(_status(svc, cfg)).encode(), media_type=_JSON)
 
     return Starlette(
         routes=[
@@ -164,6 +179,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route(f"{ADMIN_PREFIX}/status", admin_status, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -177,6 +193,47 @@ def create_app_from_env() -> Starlette:
 
     text = os.environ.get(CONFIG_ENV)
     return create_app(GatewayConfig.from_json(text) if text else GatewayConfig())
+
+
+def _anonymous(cfg: GatewayConfig, loopback: bool, has_keys: bool, where: str) -> bool:
+    """Whether this gateway serves requests without a key, decided once, at start."""
+    if cfg.allow_anonymous:
+        log.warning(
+            "serving WITHOUT gateway keys on %s (--allow-anonymous): anyone who can reach it "
+            "can spend through it; requests that present a key are still checked",
+            cfg.host,
+        )
+        return True
+    if loopback and not has_keys:
+        log.warning(
+            "no gateway keys in the ledger %s: serving on loopback without keys; create one "
+            "with `tierwise keys create --name NAME` and restart to require them",
+            where,
+        )
+        return True
+    if not has_keys:
+        log.error(
+            "no gateway keys in the ledger %s and serving on %s: every request will get 401 "
+            "until a key exists (`tierwise keys create --name NAME`)",
+            where,
+            cfg.host,
+        )
+    return False
+
+
+def _status(svc: GatewayService, cfg: GatewayConfig) -> dict[str, Any]:
+    """What an operator wants to know about a running gateway (the admin status route)."""
+    from tierwise import __version__
+
+    return {
+        "version": __version__,
+        "policy_revision": svc.policy.revision,
+        "policy_source": str(svc.policy.source) if svc.policy.source else None,
+        "ladder": list(svc.policy.ladder),
+        "host": cfg.host,
+        "anonymous": svc.keys.anonymous,
+        "ledger": svc.ledger.url,
+    }
 
 
 def _models(svc: GatewayService, dialect: Dialect) -> dict[str, Any]:

@@ -2,8 +2,11 @@
 
 A key arrives as ``x-api-key`` (the Anthropic SDK) or ``Authorization: Bearer`` (the OpenAI SDK).
 The ledger stores only SHA-256 hashes and looks keys up by hash, so comparing a key costs the
-same whatever it shares with a stored one; this cache is keyed by the hash too. While no key
-exists in the ledger the gateway is open (and the CLI binds it to loopback only).
+same whatever it shares with a stored one; this cache is keyed by the hash too.
+
+Roles: a ``client`` key may call the model endpoints (``/v1/messages``,
+``/v1/chat/completions``, ``/v1/models``); an ``admin`` key may also call everything under
+``/v1/tierwise/admin/`` and, on a gateway served off loopback, ``/metrics``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable, Mapping
 
 from tierwise.gateway.dialects import RequestError
 from tierwise.ledger import ApiKey, Ledger
+from tierwise.ledger.keys import SECRET_PREFIX
 
 __all__ = ["KeyChecker", "secret_from_headers"]
 
@@ -35,41 +39,44 @@ def secret_from_headers(headers: Mapping[str, str]) -> str | None:
 class KeyChecker:
     """Authenticates requests against the ledger's gateway keys.
 
-    ``ttl_s`` bounds how stale an answer may be: a new first key closes an open gateway, and a
-    revoked key stops working, within that time.
+    Whether a key is required is decided once, when the gateway starts (``anonymous``), never
+    by how many keys exist at the moment: revoking the last key of a gateway that required
+    keys does not open it. An anonymous gateway (on loopback with no keys at start, or started
+    with ``--allow-anonymous``) serves requests without a key — and with the placeholder keys
+    SDK clients insist on (``"unused"``, ``"sk-..."``) — but a tierwise key (``tw_...``) is
+    checked on every gateway: an unknown or revoked one is a 401. ``ttl_s`` bounds how stale a
+    cached answer may be: a revoked key stops working within that time.
     """
 
     def __init__(
-        self, ledger: Ledger, *, ttl_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self,
+        ledger: Ledger,
+        *,
+        anonymous: bool = False,
+        ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ledger = ledger
+        self.anonymous = anonymous
         self.ttl_s = ttl_s
         self._clock = clock
-        self._open: tuple[bool, float] | None = None
         self._keys: dict[bytes, tuple[ApiKey | None, float]] = {}
 
-    def has_keys(self) -> bool:
-        """Whether any active key exists (cached for ``ttl_s``)."""
-        now = self._clock()
-        if self._open is None or self._open[1] <= now:
-            self._open = (self.ledger.has_api_keys(), now + self.ttl_s)
-        return self._open[0]
-
     def authenticate(self, headers: Mapping[str, str]) -> ApiKey | None:
-        """The caller's key; ``None`` when the gateway has no keys (open on loopback).
+        """The caller's key; ``None`` for a keyless request to an anonymous gateway.
 
         Raises:
-            RequestError: 401 — keys exist and the request carries none, or a wrong one.
+            RequestError: 401 — a key is required and missing, or the key is unknown or revoked.
         """
-        if not self.has_keys():
-            return None
         secret = secret_from_headers(headers)
-        if not secret:
+        if not secret or (self.anonymous and not secret.startswith(SECRET_PREFIX)):
+            if self.anonymous:
+                return None
             raise RequestError(
                 "this gateway requires a key: send it as x-api-key or Authorization: Bearer",
                 status=401,
             )
-        digest = hashlib.sha256(secret.encode()).digest()
+        digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
         now = self._clock()
         cached = self._keys.get(digest)
         if cached is None or cached[1] <= now:
@@ -80,4 +87,19 @@ class KeyChecker:
         key = cached[0]
         if key is None:
             raise RequestError("invalid gateway key (unknown or revoked)", status=401)
+        return key
+
+    def authorize_admin(self, headers: Mapping[str, str]) -> ApiKey | None:
+        """The caller's admin key (``None`` on an anonymous gateway asked without a key).
+
+        Raises:
+            RequestError: 401 as :meth:`authenticate`; 403 — the key is not an admin key.
+        """
+        key = self.authenticate(headers)
+        if key is not None and key.role != "admin":
+            raise RequestError(
+                f"key {key.name!r} has the role {key.role!r}; this route needs an admin key "
+                "(tierwise keys create --role admin)",
+                status=403,
+            )
         return key

@@ -24,8 +24,6 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 #: Environment variable carrying the config to ``--workers`` processes (no secrets in it).
 CONFIG_ENV = "TIERWISE_GATEWAY_CONFIG"
 
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
@@ -44,7 +42,11 @@ class GatewayConfig:
         key_cache_s: how long a verified gateway key (and "no keys exist") is trusted before
             the ledger is asked again; a revoked key stops working within this time.
         max_connections: upstream connection pool size.
-        host: the address served (only used to label logs; binding is uvicorn's).
+        host: the address served. Off loopback (checked by resolving it) keys are required
+            and ``/metrics`` needs an admin key.
+        allow_anonymous: serve requests without a key even off loopback (a warning is logged
+            at every start). On loopback a gateway whose ledger has no keys at start serves
+            without keys anyway.
         wait_for_ledger: answer only once the request's ledger rows are committed (default).
             ``False`` answers first and commits a moment later: lower latency, but a crash can
             lose the rows of the last few milliseconds of answers.
@@ -60,6 +62,7 @@ class GatewayConfig:
     max_connections: int = 512
     host: str = "127.0.0.1"
     wait_for_ledger: bool = True
+    allow_anonymous: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -108,6 +111,7 @@ class GatewayConfig:
                 "max_connections": self.max_connections,
                 "host": self.host,
                 "wait_for_ledger": self.wait_for_ledger,
+                "allow_anonymous": self.allow_anonymous,
             }
         )
 
@@ -119,12 +123,23 @@ class GatewayConfig:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether *host* is a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``)."""
-    if host in _LOOPBACK or host.startswith("127."):
-        return True
+    """Whether *host* names only loopback addresses (``127.0.0.0/8``, ``::1``).
+
+    Names are resolved and every address must be loopback: ``127.0.0.1.nip.io`` is a public
+    name that merely starts like one. A name that does not resolve is not loopback.
+    """
     import ipaddress
+    import socket
 
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
         return False
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses
+    )

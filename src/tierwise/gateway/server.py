@@ -55,7 +55,9 @@ class GatewayServer:
     """
 
     def __init__(self, config: GatewayConfig | None = None, *, host: str = "127.0.0.1") -> None:
-        self.config = config or GatewayConfig()
+        from dataclasses import replace
+
+        self.config = replace(config or GatewayConfig(), host=host)  # what the app checks
         self.host = host
         self.port = 0
         self.server: Any = None

@@ -94,8 +94,11 @@ class GatewayService:
         keys: KeyChecker,
         metrics: GatewayMetrics,
         wait_for_ledger: bool = True,
+        loopback: bool = True,
     ) -> None:
         self.policy = policy
+        #: Whether the gateway is served on loopback only (decided at start).
+        self.loopback = loopback
         self.wait_for_ledger = wait_for_ledger
         self.ledger = ledger
         self.recorder = recorder
