@@ -182,6 +182,7 @@ class RawProvider:
         self.max_tokens_param = openai_max_tokens_param(base_url)
         self.url = f"{base}/v1/messages" if provider == "anthropic" else f"{base}/chat/completions"
         self._api_key = api_key
+        self._secret = api_key.encode() if api_key else b""
         self._api_key_env = api_key_env
 
     def __repr__(self) -> str:  # never the key
@@ -250,25 +251,37 @@ class RawProvider:
             return BadResponseError(text, **kw)
         return ProviderConnectionError(text, **kw)
 
+    # -- what the upstream says back ---------------------------------------------------------------
+
+    def scrub(self, data: bytes) -> bytes:
+        """*data* with this provider's key masked, should the upstream reflect it."""
+        if self._secret and self._secret in data:
+            return data.replace(self._secret, b"[redacted]")
+        return data
+
+    def redacted(self, text: str | None) -> str | None:
+        """Upstream-provided text (a header value, a message) with secrets masked."""
+        return None if text is None else redact(text, (self._api_key,))
+
     # -- errors ----------------------------------------------------------------------------------
 
     def status_error(
         self, model: str, status: int, body: bytes, headers: Mapping[str, str]
     ) -> ProviderError:
         """A non-200 reply as tierwise's error (class by status), with the key redacted."""
-        message = body.decode("utf-8", errors="replace")[:_MAX_ERROR_TEXT]
+        message = body.decode("utf-8", errors="replace")
         try:
             data = json.loads(body)
             err = data.get("error") if isinstance(data, dict) else None
             if isinstance(err, dict):
                 etype, emsg = err.get("type") or err.get("code"), err.get("message")
                 message = f"{etype}: {emsg}" if etype and emsg else str(emsg or etype)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             pass
-        request_id = headers.get("request-id") or headers.get("x-request-id")
-        text = redact(f"{self.name} model {model!r}: HTTP {status}: {message}", (self._api_key,))
-        if request_id:
-            text += f" (request id {request_id})"
+        # Everything the upstream said is redacted together: it may reflect the key anywhere.
+        request_id = self.redacted(headers.get("request-id") or headers.get("x-request-id"))
+        said = message[:_MAX_ERROR_TEXT] + (f" (request id {request_id})" if request_id else "")
+        text = redact(f"{self.name} model {model!r}: HTTP {status}: {said}", (self._api_key,))
         cls = status_class(status)
         kw: dict[str, Any] = {
             "provider": self.name,
@@ -308,6 +321,7 @@ class RawProvider:
     ) -> Completion:
         if status != 200:
             raise self.status_error(model, status, content, headers)
+        content = self.scrub(content)
         try:
             data = json.loads(content, parse_constant=_no_constants)
         except (ValueError, RecursionError) as exc:  # not JSON, NaN, huge numbers, too deep
@@ -338,7 +352,7 @@ class RawProvider:
                 model=model,
                 usage=usage,
             )
-        request_id = headers.get("request-id") or headers.get("x-request-id")
+        request_id = self.redacted(headers.get("request-id") or headers.get("x-request-id"))
         return completion_from(
             data,
             self.dialect,
@@ -419,7 +433,9 @@ class UpstreamStream:
         finally:
             self._account(t0)
         self._response = response
-        self.request_id = response.headers.get("request-id") or response.headers.get("x-request-id")
+        self.request_id = provider.redacted(
+            response.headers.get("request-id") or response.headers.get("x-request-id")
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -517,6 +533,11 @@ class UpstreamStream:
         """Fold events; on an error event, what came before it and the error to raise next."""
         out: list[tuple[Event, dict[str, Any] | None]] = []
         for event in events:
+            scrubbed = self.provider.scrub(event.raw)
+            if scrubbed is not event.raw:  # the upstream reflected the key: never relay it
+                event = Event(
+                    event.event, self.provider.scrub(event.data.encode()).decode(), scrubbed
+                )
             try:
                 out.append((event, self._fold(event)))
             except ProviderError as exc:
