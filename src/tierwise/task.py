@@ -192,6 +192,8 @@ class Decision:
     floor_source: str | None = None  # "policy" | "learned"
     doubt: str | None = None
     kind_known: bool = True
+    #: Set when the budget moved the start up (``[budgets] climb = "fit"``): why.
+    budget: str | None = None
 
     def explain(self) -> str:
         """A one-sentence account of the decision for people."""
@@ -211,6 +213,8 @@ class Decision:
             parts.append(f"raised to the {self.floor_source or 'policy'} floor {self.floor!r}")
         if not self.kind_known:
             parts.append(f"kind {self.kind!r} is not in the policy; [defaults] applied")
+        if self.budget:
+            parts.append(self.budget)
         return "; ".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -227,5 +231,6 @@ class Decision:
             "floor": self.floor,
             "floor_source": self.floor_source,
             "doubt": self.doubt,
+            "budget": self.budget,
             "explanation": self.explain(),
         }

@@ -192,6 +192,8 @@ class _Run:
     begun: bool = False
     #: The reservation of the attempt awaiting validation, with its actual cost.
     held: tuple[object, Decimal] | None = None
+    #: One reservation covering the whole climb (``[budgets] climb``), settled at the end.
+    umbrella: object | None = None
 
     def next_no(self) -> int:
         return len(self.attempts)
@@ -281,6 +283,9 @@ class Cascade:
         self._validators: dict[tuple[str, tuple[str, ...]], tuple[Validator, ...]] = {}
         #: (kind, from tier, reason) → count; read by learning and metrics.
         self.escalations: Counter[tuple[str, str, str]] = Counter()
+        #: kind → tasks started above their routed tier because the budget could not cover
+        #: the climb (``[budgets] climb = "fit"``).
+        self.budget_moves: Counter[str] = Counter()
         if ledger is not None:
             ledger.record_policy_revision(
                 policy.revision, json.dumps(policy.model.model_dump(mode="json")), _src(policy)
@@ -537,6 +542,9 @@ class Cascade:
         interrupted: BaseException | None = None
         last_error: ProviderError | None = None
         try:
+            if pin is None and run.limits and self.policy.model.budgets.climb != "per_attempt":
+                skip = yield from self._cover_climb(run, plan, kind.max_tokens)
+                plan = plan[skip:]
             for config_name, tier_name, index in plan:
                 tier = self.policy.tier(config_name)
                 max_tokens = task.max_tokens or kind.max_tokens or tier.max_tokens
@@ -778,8 +786,8 @@ class Cascade:
         """
         from tierwise.pricing import max_cost
 
-        if not run.limits:
-            return None  # no budget applies: nothing to hold, and no commit to pay for
+        if not run.limits or run.umbrella is not None:
+            return None  # no budget applies, or the climb's reservation already covers it
         amount = Decimal(0)
         if prices is not None:
             amount = max_cost(
@@ -789,6 +797,54 @@ class Cascade:
         if isinstance(held, BudgetExceededError):
             raise held
         return held
+
+    def _cover_climb(
+        self, run: _Run, plan: list[tuple[str, str, int]], kind_max: int | None
+    ) -> _Steps[int]:
+        """Reserve the worst case of a whole climb before the first call (``[budgets] climb``).
+
+        Returns how many tiers to skip: 0 under ``reserve_ladder``; under ``fit`` the fewest
+        that let the rest of the climb fit the budget (the decision says so). Raises the
+        budget error, before any call, when nothing fits.
+        """
+        from tierwise.pricing import max_cost
+
+        worst: list[Decimal] = []
+        carried = 0  # each climb appends the rejected answer and a hint to the prompt
+        for config_name, _, _ in plan:
+            tier = self.policy.tier(config_name)
+            model, provider = self._candidates(config_name)[0]
+            max_tokens = run.task.max_tokens or kind_max or tier.max_tokens
+            request = run.builder(run.task, tier, model, max_tokens, None)
+            prices = self._prices(model, provider)
+            bound = input_token_bound(request) + carried
+            worst.append(
+                Decimal(0)
+                if prices is None
+                else max_cost(prices, input_tokens=bound, max_tokens=request.max_tokens)
+            )
+            carried += max_tokens + _HINT_TOKENS
+        starts = range(len(plan)) if self.policy.model.budgets.climb == "fit" else range(1)
+        refused: BudgetExceededError | None = None
+        for skip in starts:
+            held = yield _Reserve(run.task.id, run.limits, sum(worst[skip:], Decimal(0)))
+            if isinstance(held, BudgetExceededError):
+                refused = held
+                continue
+            run.umbrella = held
+            if skip:
+                routed = run.decision.tier
+                run.decision = replace(
+                    run.decision,
+                    tier=plan[skip][1],
+                    tier_index=plan[skip][2],
+                    budget=f"started above {routed}: the budget left could not cover the "
+                    f"climb from {routed} (${sum(worst, Decimal(0)):.6f} at worst)",
+                )
+                self.budget_moves[run.task.kind] += 1
+            return skip
+        assert refused is not None
+        raise refused
 
     def _hold(self, effect: _Reserve) -> object:
         """Reserve; a refusal is returned (and raised inside the loop), never thrown here."""
@@ -890,6 +946,9 @@ class Cascade:
             if run.held is not None:  # interrupted while validating: the call was paid for
                 stop = Verdict("cascade", False, "interrupted while validating")
                 self._record_attempt_outcome(run, (), stop)
+            if run.umbrella is not None:  # the climb's reservation becomes what was spent
+                self._settle(run.umbrella, cost)
+                run.umbrella = None
             self._begin(run)
             if self.ledger is None:
                 return cost, latency
@@ -962,6 +1021,10 @@ def _priced(usage: Usage, prices: ModelPrices | None) -> Decimal:
     from tierwise.pricing import cost_of
 
     return Decimal(0) if prices is None else cost_of(usage, prices)
+
+
+#: Tokens a climb adds to the next tier's prompt besides the rejected answer (the hint turn).
+_HINT_TOKENS = 256
 
 
 def _warm(provider: AsyncProvider) -> None:

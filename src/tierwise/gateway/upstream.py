@@ -45,7 +45,13 @@ from tierwise.pricing import (
     usage_from_openai,
 )
 from tierwise.providers.base import Completion, CompletionRequest, openai_max_tokens_param
-from tierwise.providers.errors_map import missing_key, parse_retry_after, redact, status_class
+from tierwise.providers.errors_map import (
+    MIN_SECRET_LEN,
+    missing_key,
+    parse_retry_after,
+    redact,
+    status_class,
+)
 
 __all__ = [
     "DEFAULT_BASE_URLS",
@@ -182,7 +188,8 @@ class RawProvider:
         self.max_tokens_param = openai_max_tokens_param(base_url)
         self.url = f"{base}/v1/messages" if provider == "anthropic" else f"{base}/chat/completions"
         self._api_key = api_key
-        self._secret = api_key.encode() if api_key else b""
+        # what scrub() masks in upstream bytes (keys too short to matter are not searched for)
+        self._secret = api_key.encode() if api_key and len(api_key) >= MIN_SECRET_LEN else b""
         self._api_key_env = api_key_env
 
     def __repr__(self) -> str:  # never the key

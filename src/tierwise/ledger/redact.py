@@ -13,12 +13,12 @@ import re
 from collections.abc import Iterable, Mapping
 
 _MASK = "[redacted]"
-#: Characters no database text column takes: lone surrogates (not UTF-8) and NUL (PostgreSQL).
-_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+#: Characters no text column takes: lone surrogates are not Unicode text (UTF-8 cannot hold them).
+_UNSTORABLE = re.compile("[\ud800-\udfff]")
 
 
 def storable(text: str) -> str:
-    """*text* with what a text column cannot hold escaped (``\\ud800``, ``\\x00``).
+    """*text* with what a text column cannot hold escaped (``\\ud800``).
 
     An upstream may echo anything; its attempt must still be written, so the few characters
     that would make the write fail are stored as their escape sequences instead.

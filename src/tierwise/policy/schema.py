@@ -277,11 +277,20 @@ class Defaults(_Strict):
 
 
 class Budgets(_Strict):
-    """USD limits. Checked before every attempt; reserved in the ledger so processes share them."""
+    """USD limits. Checked before every attempt; reserved in the ledger so processes share them.
+
+    ``climb`` says what happens when a budget may not cover the climb a task could need:
+    ``per_attempt`` (default) reserves each attempt's worst case just before it, so a task can
+    spend on cheap attempts and then be refused the climb; ``reserve_ladder`` reserves the
+    worst case of every tier from the start to the top before the first call (429 up front
+    when that does not fit); ``fit`` starts at the lowest tier, at or above the routed one,
+    whose climb to the top the budget can cover (429 up front when not even the top fits).
+    """
 
     task_usd: Decimal | None = Field(default=None, gt=0)
     session_usd: Decimal | None = Field(default=None, gt=0)
     kind_day_usd: Decimal | None = Field(default=None, gt=0)
+    climb: Literal["per_attempt", "reserve_ladder", "fit"] = "per_attempt"
 
 
 class Fleet(_Strict):

@@ -52,10 +52,15 @@ _KEY_SHAPES = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-*.]{6,}")
 _MAX_MESSAGE = 500
 
 
+#: Secrets shorter than this are not searched for: masking every "k" of a one-letter test key
+#: would mangle messages while protecting nothing (real keys are dozens of characters).
+MIN_SECRET_LEN = 8
+
+
 def redact(text: str, secrets: tuple[str | None, ...] = ()) -> str:
     """Remove secrets and anything shaped like an API key (``sk-…``) from a message."""
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= MIN_SECRET_LEN:
             text = text.replace(secret, "[redacted]")
     return _KEY_SHAPES.sub("[redacted]", text)
 
