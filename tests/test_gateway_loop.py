@@ -1,4 +1,4 @@
-"""Nothing a request does holds the event loop: ``/healthz`` answers while each blocker is in flight.
+"""Nothing a request does holds the event loop: `/healthz` answers while each blocker is in flight.
 
 Each blocker is sized to take seconds and the check is one of order, not of speed: ``/healthz``
 must answer *while* the blocked request is still waiting.
