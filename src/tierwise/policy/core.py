@@ -91,6 +91,8 @@ class Policy:
         revision: sha256 hex of the canonical JSON of the effective policy (not its ``version``).
         ladder: tier names, bottom (cheapest) to top.
         kinds: the kinds the policy lists.
+        warnings: what the loader found valid but probably not meant (e.g. a ``[prices]``
+            entry without ``cache_read``); ``tierwise policy check`` prints them.
     """
 
     __slots__ = (
@@ -108,6 +110,7 @@ class Policy:
         "model",
         "revision",
         "source",
+        "warnings",
     )
 
     model: PolicyModel
@@ -116,6 +119,7 @@ class Policy:
     revision: str
     ladder: tuple[str, ...]
     kinds: tuple[str, ...]
+    warnings: tuple[PolicyIssue, ...]
     _text: str | None
     _learned: frozenset[str]
     _listed: frozenset[str]
@@ -134,6 +138,7 @@ class Policy:
         text: str | None = None,
         learned: frozenset[str] = frozenset(),
         listed: frozenset[str] | None = None,
+        warnings: tuple[PolicyIssue, ...] = (),
     ) -> None:
         """Wrap a validated model. Prefer the loader functions, which check cross-references.
 
@@ -146,6 +151,7 @@ class Policy:
         put(self, "source", source)
         put(self, "base_dir", base_dir if base_dir is not None else Path.cwd())
         put(self, "_text", text)
+        put(self, "warnings", warnings)
         put(self, "_learned", learned)
         put(self, "_listed", frozenset(model.kinds) if listed is None else listed)
         put(self, "revision", policy_revision(model))
@@ -252,6 +258,7 @@ class Policy:
             text=self._text,
             learned=self._learned | frozenset(floors),
             listed=self._listed,
+            warnings=self.warnings,
         )
 
     # -- helpers -----------------------------------------------------------------------------
