@@ -27,7 +27,7 @@ from pathlib import Path
 from tierwise.errors import PolicyError, PolicyIssue
 from tierwise.policy.containment import Atom, ContainmentIndex, atoms_of
 from tierwise.policy.core import Policy
-from tierwise.policy.locate import KeyPath, format_path, key_lines, line_of
+from tierwise.policy.locate import KeyPath, format_path, line_of
 from tierwise.policy.patterns import nested_quantifier
 from tierwise.policy.schema import RegexValidatorSpec
 from tierwise.policy.suggest import Suggester
@@ -60,7 +60,7 @@ class _Checker:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.model = policy.model
-        self.lines = key_lines(policy.text) if policy.text else {}
+        self.lines = policy.key_lines
         self.issues: list[PolicyIssue] = []
 
     def warn(self, path: KeyPath, message: str, severity: str = "warning") -> None:
@@ -186,10 +186,13 @@ class _Checker:
                 mentioned.append((("rules", j, "when", "kind"), k))
         for i, k in enumerate(self.model.frontier.kinds):
             mentioned.append((("frontier", "kinds", i), k))
+        closest: dict[str, str | None] = {}
         for path, kind in mentioned:
             if kind in listed_set:
                 continue
-            close = suggester.closest(kind)
+            if kind not in closest:
+                closest[kind] = suggester.closest(kind)
+            close = closest[kind]
             if close is not None:
                 self.warn(
                     path,

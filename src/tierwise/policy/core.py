@@ -100,6 +100,7 @@ class Policy:
         "_default_kind",
         "_kinds",
         "_learned",
+        "_lines",
         "_listed",
         "_text",
         "_tier_index",
@@ -121,6 +122,7 @@ class Policy:
     kinds: tuple[str, ...]
     warnings: tuple[PolicyIssue, ...]
     _text: str | None
+    _lines: Mapping[tuple[str | int, ...], int] | None
     _learned: frozenset[str]
     _listed: frozenset[str]
     _tiers: dict[str, Tier]
@@ -139,12 +141,15 @@ class Policy:
         learned: frozenset[str] = frozenset(),
         listed: frozenset[str] | None = None,
         warnings: tuple[PolicyIssue, ...] = (),
+        key_lines: Mapping[tuple[str | int, ...], int] | None = None,
     ) -> None:
         """Wrap a validated model. Prefer the loader functions, which check cross-references.
 
         ``text`` is the TOML source (used to give line numbers in warnings); ``learned`` names
         the kinds whose floor came from learning rather than the file; ``listed`` the kinds the
-        team's file lists (default: every kind in *model*), which are the ``known`` ones.
+        team's file lists (default: every kind in *model*), which are the ``known`` ones;
+        ``warnings`` what the loader warns about; ``key_lines`` the line of each key path in
+        ``text``, when the loader has it already.
         """
         put = object.__setattr__
         put(self, "model", model)
@@ -152,6 +157,7 @@ class Policy:
         put(self, "base_dir", base_dir if base_dir is not None else Path.cwd())
         put(self, "_text", text)
         put(self, "warnings", warnings)
+        put(self, "_lines", key_lines)
         put(self, "_learned", learned)
         put(self, "_listed", frozenset(model.kinds) if listed is None else listed)
         put(self, "revision", policy_revision(model))
@@ -228,6 +234,16 @@ class Policy:
         """The TOML source this policy was read from, when it came from text."""
         return self._text
 
+    @property
+    def key_lines(self) -> Mapping[tuple[str | int, ...], int]:
+        """The line of each key path in :attr:`text` (empty without text); scanned once, lazily."""
+        if self._lines is None:
+            from tierwise.policy.locate import KeyLines
+
+            object.__setattr__(self, "_lines", KeyLines(self._text) if self._text else {})
+        assert self._lines is not None
+        return self._lines
+
     # -- derived policies --------------------------------------------------------------------
 
     def with_floors(self, floors: Mapping[str, str]) -> Policy:
@@ -259,6 +275,7 @@ class Policy:
             learned=self._learned | frozenset(floors),
             listed=self._listed,
             warnings=self.warnings,
+            key_lines=self._lines,
         )
 
     # -- helpers -----------------------------------------------------------------------------

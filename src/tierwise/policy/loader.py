@@ -13,7 +13,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from tierwise.errors import PolicyError, PolicyIssue
 from tierwise.policy.core import Policy
-from tierwise.policy.locate import MAX_DEPTH, KeyPath, format_path, key_lines, line_of
+from tierwise.policy.locate import MAX_DEPTH, KeyLines, KeyPath, format_path, line_of
 from tierwise.policy.prices import price_issues, price_warnings
 from tierwise.policy.schema import (
     AgreementValidatorSpec,
@@ -88,7 +88,7 @@ def loads_policy(
     else:
         base = Path.cwd()
     data = _parse_toml(text, file)
-    lines = key_lines(text)
+    lines = KeyLines(text)  # scanned only if an issue needs a line
     _check_depth(data, lines, file)
     model = _validate(data, lines, file)
     issues = reference_issues(model, lines)
@@ -98,7 +98,9 @@ def loads_policy(
     if errors:
         raise PolicyError(sorted(errors, key=lambda i: (i.line or 0, i.path)), file)
     warnings = price_warnings(model, lines)
-    return Policy(model, source=src, base_dir=base, text=text, warnings=tuple(warnings))
+    return Policy(
+        model, source=src, base_dir=base, text=text, warnings=tuple(warnings), key_lines=lines
+    )
 
 
 def default_policy_text() -> str:
@@ -145,7 +147,7 @@ def _parse_toml(text: str, file: str | None) -> dict[str, Any]:
         raise PolicyError([issue], file) from None
 
 
-def _check_depth(data: dict[str, Any], lines: dict[KeyPath, int], file: str | None) -> None:
+def _check_depth(data: dict[str, Any], lines: Mapping[KeyPath, int], file: str | None) -> None:
     """Refuse data nested deeper than MAX_DEPTH (dotted keys nest without recursion in tomllib).
 
     Everything after parsing — validation, hashing the revision, checks — walks the data
@@ -190,7 +192,7 @@ _TYPE_NOUNS = {
 }
 
 
-def _validate(data: dict[str, Any], lines: dict[KeyPath, int], file: str | None) -> PolicyModel:
+def _validate(data: dict[str, Any], lines: Mapping[KeyPath, int], file: str | None) -> PolicyModel:
     try:
         return PolicyModel.model_validate(data)
     except ValidationError as exc:
@@ -199,10 +201,10 @@ def _validate(data: dict[str, Any], lines: dict[KeyPath, int], file: str | None)
 
 
 def validation_issues(
-    exc: ValidationError, data: Any, lines: dict[KeyPath, int] | None = None
+    exc: ValidationError, data: Any, lines: Mapping[KeyPath, int] | None = None
 ) -> list[PolicyIssue]:
     """Turn a pydantic ``ValidationError`` into issues with key paths, suggestions and lines."""
-    lines = lines or {}
+    lines = {} if lines is None else lines
     raw: list[tuple[KeyPath, bool, dict[str, Any]]] = []
     for detail in exc.errors(include_url=False):
         path, via_union = _clean_loc(detail["loc"], data, missing=detail["type"] == "missing")
@@ -265,7 +267,7 @@ def _clean_loc(loc: Sequence[str | int], data: Any, *, missing: bool) -> tuple[K
     return tuple(path), via_union
 
 
-def _issue(path: KeyPath, err: dict[str, Any], lines: dict[KeyPath, int]) -> PolicyIssue:
+def _issue(path: KeyPath, err: dict[str, Any], lines: Mapping[KeyPath, int]) -> PolicyIssue:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     found = err.get("input")
@@ -415,14 +417,14 @@ def _step(tp: Any, seg: str | int) -> Any:
 
 
 def reference_issues(
-    model: PolicyModel, lines: dict[KeyPath, int] | None = None
+    model: PolicyModel, lines: Mapping[KeyPath, int] | None = None
 ) -> list[PolicyIssue]:
     """Check the names one part of a valid-shaped policy uses for another part.
 
     Tier names (rules, frontier pins, floors, doubt, agreement validators), validator names,
     duplicate tiers, and that every tier model has a price (catalog or ``[prices]``).
     """
-    lines = lines or {}
+    lines = {} if lines is None else lines
     issues: list[PolicyIssue] = []
     names = _Names(model)
 

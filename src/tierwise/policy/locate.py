@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 #: A key path: table keys (str) and array indexes (int), e.g. ``("rules", 2, "when", "kind")``.
 KeyPath = tuple[str | int, ...]
@@ -65,6 +65,30 @@ def key_lines(text: str) -> dict[KeyPath, int]:
     with contextlib.suppress(_Stop):
         scanner.document()
     return scanner.found
+
+
+class KeyLines(Mapping[KeyPath, int]):
+    """:func:`key_lines` of a text, scanned on first use — most loads never need a line."""
+
+    __slots__ = ("_found", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._found: dict[KeyPath, int] | None = None
+
+    def _lines(self) -> dict[KeyPath, int]:
+        if self._found is None:
+            self._found = key_lines(self._text)
+        return self._found
+
+    def __getitem__(self, path: KeyPath) -> int:
+        return self._lines()[path]
+
+    def __iter__(self) -> Iterator[KeyPath]:
+        return iter(self._lines())
+
+    def __len__(self) -> int:
+        return len(self._lines())
 
 
 class _Stop(Exception):

@@ -8,6 +8,8 @@ silently overstates every cached call — :func:`price_warnings` says so at load
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from tierwise.errors import PolicyIssue, UnknownModelError
 from tierwise.policy.locate import KeyPath, format_path, line_of
 from tierwise.policy.schema import PolicyModel
@@ -15,7 +17,7 @@ from tierwise.policy.schema import PolicyModel
 __all__ = ["price_issues", "price_warnings"]
 
 
-def price_issues(model: PolicyModel, lines: dict[KeyPath, int]) -> list[PolicyIssue]:
+def price_issues(model: PolicyModel, lines: Mapping[KeyPath, int]) -> list[PolicyIssue]:
     """Every tier model (alternates included) needs a catalog price or a ``[prices]`` entry."""
     from tierwise.pricing import PriceCatalog
 
@@ -45,7 +47,7 @@ def price_issues(model: PolicyModel, lines: dict[KeyPath, int]) -> list[PolicyIs
     return issues
 
 
-def price_warnings(model: PolicyModel, lines: dict[KeyPath, int]) -> list[PolicyIssue]:
+def price_warnings(model: PolicyModel, lines: Mapping[KeyPath, int]) -> list[PolicyIssue]:
     """A warning for each ``[prices]`` entry a tier uses that has no ``cache_read`` price."""
     from tierwise.errors import PricingError
     from tierwise.pricing import PriceCatalog

@@ -18,8 +18,9 @@ __all__ = ["Suggester", "listing"]
 SMALL = 64
 #: Longer words get no suggestion from a long list (their deletions would cost too much).
 MAX_WORD = 64
-#: At most this many candidates are ranked for one word.
+#: At most this many candidates are gathered for one word, and this many ranked by difflib.
 MAX_CANDIDATES = 200
+RANKED = 3
 
 
 class Suggester:
@@ -45,13 +46,13 @@ class Suggester:
         if self._index is not None:
             if len(word) > MAX_WORD:
                 return None
-            found: dict[str, None] = {}
+            shared: dict[str, int] = {}
             for variant in _variants(word):
                 for choice in self._index.get(variant, ()):
-                    found[choice] = None
-                if len(found) >= MAX_CANDIDATES:
+                    shared[choice] = shared.get(choice, 0) + 1
+                if len(shared) >= MAX_CANDIDATES:
                     break
-            candidates = list(found)
+            candidates = sorted(shared, key=shared.__getitem__, reverse=True)[:RANKED]
         close = difflib.get_close_matches(word, candidates, n=1, cutoff=self.cutoff)
         return close[0] if close else None
 

@@ -98,7 +98,7 @@ def _located(
     path: KeyPath,
     lines: Mapping[KeyPath, int] | None,
 ) -> list[PolicyIssue]:
-    if not lines:
+    if lines is None or not issues:
         return issues
     key = _KEY.get(spec.type)
     line = line_of(lines, (*path, key) if key else path)
