@@ -23,7 +23,14 @@ from pydantic import BaseModel, ValidationError
 
 from tierwise.errors import PolicyError, PolicyIssue
 from tierwise.policy.core import Policy
-from tierwise.policy.locate import MAX_DEPTH, KeyLines, KeyPath, format_path, line_of
+from tierwise.policy.locate import (
+    MAX_DEPTH,
+    KeyLines,
+    KeyPath,
+    format_path,
+    line_of,
+    too_deep_line,
+)
 from tierwise.policy.prices import price_issues, price_warnings
 from tierwise.policy.schema import (
     AgreementValidatorSpec,
@@ -131,8 +138,8 @@ def _parse_toml(text: str, file: str | None) -> dict[str, Any]:
     try:
         return tomllib.loads(text, parse_float=Decimal)
     except RecursionError:  # tomllib parses nested arrays and tables recursively
-        issue = PolicyIssue("", f"invalid TOML: nested more than {MAX_DEPTH} levels deep")
-        raise PolicyError([issue], file) from None
+        message = f"invalid TOML: nested more than {MAX_DEPTH} levels deep"
+        raise PolicyError([PolicyIssue("", message, too_deep_line(text))], file) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         line: int | None = None

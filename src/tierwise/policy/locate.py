@@ -67,6 +67,14 @@ def key_lines(text: str) -> dict[KeyPath, int]:
     return scanner.found
 
 
+def too_deep_line(text: str) -> int | None:
+    """The line where arrays or inline tables first nest deeper than MAX_DEPTH, if they do."""
+    scanner = _Scanner(text)
+    with contextlib.suppress(_Stop):
+        scanner.document()
+    return scanner.too_deep
+
+
 class KeyLines(Mapping[KeyPath, int]):
     """:func:`key_lines` of a text, scanned on first use — most loads never need a line."""
 
@@ -105,6 +113,7 @@ class _Scanner:
         self.array_counts: dict[KeyPath, int] = {}  # arrays of tables seen so far
         self._line_pos = 0  # line numbers are counted incrementally up to here
         self._line = 1
+        self.too_deep: int | None = None  # the line where nesting passed MAX_DEPTH
 
     # -- low level ---------------------------------------------------------------------------
 
@@ -204,6 +213,7 @@ class _Scanner:
         ch = self.peek()
         if ch in ("[", "{"):
             if depth >= MAX_DEPTH:
+                self.too_deep = self.line()
                 raise _Stop("nested too deeply")
             if ch == "[":
                 self.array(path, depth + 1)
