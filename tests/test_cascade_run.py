@@ -310,3 +310,32 @@ def test_recorded_latency_is_the_calls_not_the_client_set_up(
         assert [a.latency_s for a in result.attempts] == [0.0]  # ... but outside the attempt
         assert ledger.attempts_of(result.task_id)[0]["latency_s"] == 0.0
         provider.close()
+
+
+def test_a_check_commands_output_reaches_the_next_tier_but_not_the_record(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """The output explains the failure to the stronger model; the ledger keeps the safe reason."""
+    import sys
+
+    script = "import sys; sys.stdin.read(); print('line 3: total is missing'); sys.exit(1)"
+    policy = make_policy(
+        fake_upstream.base_url,
+        extra=f"""
+[validators.check]
+type = "command"
+argv = [{json.dumps(sys.executable)}, "-c", {json.dumps(script)}]
+
+[kinds.checked]
+validators = ["check"]
+doubt = "cheap"
+""",
+    )
+    with open_ledger(tmp_path / "l.db") as ledger, Cascade(policy, ledger=ledger, env=ENV) as c:
+        with pytest.raises(EscalationExhaustedError) as info:
+            c.run(Task.create("checked", "write the invoice"))
+        rows = ledger.attempts_of(info.value.task_id)
+    second = fake_upstream.requests_for(MID)[0].body["messages"][-1]["content"]
+    assert "line 3: total is missing" in json.dumps(second)
+    assert all("total is missing" not in (r["failure"] or "") for r in rows)
+    assert rows[0]["failure"].startswith("check: ")

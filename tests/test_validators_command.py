@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tierwise.cascade.validators import StaticContext, Validator, build_validator
+from tierwise.errors import PolicyError
 from tierwise.task import Task
 
 PY = sys.executable
@@ -42,20 +43,22 @@ def test_command_passes_on_exit_zero_with_the_output_on_stdin() -> None:
     assert verdict.validator == "cmd"
 
 
-def test_command_fails_with_exit_status_and_last_output_lines() -> None:
+def test_command_fails_with_exit_status_and_last_output_lines_in_the_detail() -> None:
     verdict = command(PASS_WHEN_STDIN_HAS_DEF).check("x = 1", context())
     assert not verdict.ok
-    assert verdict.reason.startswith(f"{PY}: exit 1: ")
-    assert verdict.reason.endswith("checked 5 chars\nno function defined")
+    assert verdict.reason == f"{PY}: exit 1"  # what callers see: no output
+    assert verdict.detail.startswith(f"{PY}: exit 1: ")  # what the next tier sees
+    assert verdict.detail.endswith("checked 5 chars\nno function defined")
 
 
-def test_command_reason_keeps_the_last_500_characters() -> None:
+def test_command_detail_keeps_the_last_500_characters() -> None:
     script = "import sys\nfor i in range(200): print('line', i)\nsys.exit(2)"
     verdict = command(script).check("", context())
     assert not verdict.ok
-    assert len(verdict.reason) <= 500
-    assert verdict.reason.endswith("line 199")
-    assert "line 0\n" not in verdict.reason
+    assert len(verdict.detail) <= 500
+    assert verdict.detail.endswith("line 199")
+    assert "line 0\n" not in verdict.detail
+    assert "line" not in verdict.reason
 
 
 def test_command_times_out_as_a_failed_verdict() -> None:
@@ -99,7 +102,8 @@ async def test_command_async_pass_fail_and_timeout() -> None:
     assert (await validator.acheck("def g(): pass", context())).ok
     failed = await validator.acheck("nothing", context())
     assert not failed.ok
-    assert failed.reason.endswith("no function defined")
+    assert failed.reason == f"{PY}: exit 1"
+    assert failed.detail.endswith("no function defined")
     slow = command("import time; time.sleep(30)", timeout_s=0.5)
     timed_out = await slow.acheck("x", context())
     assert timed_out.reason == f"{PY}: timed out after 0.5 s"
@@ -121,22 +125,81 @@ def test_command_runs_in_base_dir_with_task_env_and_without_secrets(
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value")
     monkeypatch.setenv("SOME_TOKEN", "tok-secret")
-    monkeypatch.setenv("HARMLESS_SETTING", "visible")
     script = (
         "import os, sys\n"
         "print(os.getcwd())\n"
-        "print(sorted(k for k in os.environ if k.startswith(('TIERWISE_', 'HARMLESS'))))\n"
+        "print(sorted(k for k in os.environ if k.startswith('TIERWISE_')))\n"
         "print(os.environ['TIERWISE_TASK_ID'], os.environ['TIERWISE_KIND'],"
         " os.environ['TIERWISE_TIER'])\n"
         "print(any('-secret' in v for v in os.environ.values()))\n"
         "sys.exit(1)\n"
     )
     verdict = command(script, base_dir=tmp_path).check("x", context())
-    lines = verdict.reason.split(": ", 2)[2].splitlines()
+    lines = verdict.detail.split(": ", 2)[2].splitlines()
     assert Path(lines[0]).resolve() == tmp_path.resolve()
-    assert lines[1] == "['HARMLESS_SETTING', 'TIERWISE_KIND', 'TIERWISE_TASK_ID', 'TIERWISE_TIER']"
+    assert lines[1] == "['TIERWISE_KIND', 'TIERWISE_TASK_ID', 'TIERWISE_TIER']"
     assert lines[2] == "task-7 code_edit cheap"
     assert lines[3] == "False"
+
+
+PRINT_ENV = (
+    "import os, sys\nfor k in sorted(os.environ): print(f'{k}={os.environ[k]}')\nsys.exit(3)"
+)
+
+
+def printed_env(detail: str) -> dict[str, str]:
+    body = detail.split(": ", 2)[2]
+    return dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_command_environment_is_an_allow_list(
+    use_async: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command that prints its environment sees PATH, HOME, LANG, LC_* and TMPDIR — never
+    DATABASE_URL or other settings — and its output stays out of the reason callers see."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:hunter2@db.internal/prod")
+    monkeypatch.setenv("HARMLESS_SETTING", "not-listed")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("TMPDIR", "/tmp")
+    validator = command(PRINT_ENV, name="env")
+    verdict = (
+        await validator.acheck("x", context()) if use_async else validator.check("x", context())
+    )
+    assert not verdict.ok
+    assert verdict.reason == f"{PY}: exit 3"
+    assert "hunter2" not in verdict.detail
+    seen = printed_env(verdict.detail)
+    assert (seen["LC_ALL"], seen["LANG"], seen["TMPDIR"]) == ("C.UTF-8", "C.UTF-8", "/tmp")
+    assert "PATH" in seen
+    extra = {
+        k
+        for k in seen
+        if k not in {"PATH", "HOME", "LANG", "TMPDIR"} and not k.startswith(("LC_", "TIERWISE_"))
+    }
+    assert not extra, extra
+
+
+def test_command_pass_env_adds_the_names_the_policy_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://localhost/test")
+    monkeypatch.setenv("HARMLESS_SETTING", "visible")
+    spec = {"type": "command", "argv": [PY, "-c", PRINT_ENV], "pass_env": ["HARMLESS_SETTING"]}
+    verdict = build_validator(spec, base_dir=Path("."), name="env").check("x", context())
+    seen = printed_env(verdict.detail)
+    assert seen["HARMLESS_SETTING"] == "visible"
+    assert "DATABASE_URL" not in seen
+    assert "visible" not in verdict.reason
+
+
+def test_command_pass_env_lists_names_only() -> None:
+    with pytest.raises(PolicyError) as info:
+        build_validator(
+            {"type": "command", "argv": ["true"], "pass_env": ["NOT A NAME"]},
+            base_dir=Path("."),
+            name="c",
+        )
+    assert "validators.c.pass_env" in str(info.value)
 
 
 def test_command_relative_program_is_found_next_to_the_policy(tmp_path: Path) -> None:

@@ -58,12 +58,18 @@ Role = Literal["live", "probe", "validator", "replay"]
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """One validator's judgement of one output."""
+    """One validator's judgement of one output.
+
+    ``reason`` is short and safe to show callers (error bodies, ledger rows); ``detail``, when
+    set, is the longer text meant for the next tier's prompt (e.g. a check command's output),
+    which may hold what the caller must not see.
+    """
 
     validator: str
     ok: bool
     reason: str = ""
     score: float | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -592,8 +592,11 @@ class Cascade:
                     attempt_no = self._record_attempt_outcome(run, verdicts, failed)
                     if failed is None:
                         return self._finish_ok(run, tier_name, completion, tuple(escalations))
+                # The next tier hears the whole story (detail); callers and the ledger the reason.
                 failure = Failure(
-                    tier_name, f"{failed.validator}: {failed.reason}", completion.text
+                    tier_name,
+                    f"{failed.validator}: {failed.detail or failed.reason}",
+                    completion.text,
                 )
                 previous = attempt_no
                 self._escalated(task.kind, tier_name, failed.validator)

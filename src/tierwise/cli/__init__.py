@@ -27,7 +27,10 @@ _COMMAND_MODULES = (
 
 def build_app() -> typer.Typer:
     """Build the Typer application with every command group registered."""
+    from tierwise.cli._help import HelpGroup
+
     app = typer.Typer(
+        cls=HelpGroup,
         name="tierwise",
         help="Route each LLM task to the cheapest tier that does it well; prove it, count cents.",
         no_args_is_help=True,

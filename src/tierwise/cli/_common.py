@@ -47,6 +47,13 @@ def load_policy_or_exit(path: Path | None) -> Policy:
         fail(str(exc), code=EXIT_INVALID)
 
 
+def echo_policy_warnings(policy: Policy) -> None:
+    """Print what the loader warns about (e.g. a price without ``cache_read``) on stderr."""
+    where = str(policy.source) if policy.source is not None else "<embedded default>"
+    for warning in policy.warnings:
+        typer.echo(warning.format(where), err=True)
+
+
 def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     typer.echo(message, err=True)
     raise typer.Exit(code)

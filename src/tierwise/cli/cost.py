@@ -210,10 +210,12 @@ def register(app: typer.Typer) -> None:
         priced from the catalog for its --tier model or the policy's model. Savings are
         against the dearest single tier.
 
-        Example (the articles' numbers: $1.80, $6.75, $33.75 and $4.14 a day):
+        Example, with the workload and prices of the articles tierwise grew from (listed in the
+        README under "Background: the articles"): $1.80, $6.75, $33.75 and $4.14 a day.
 
-            tierwise cost --tasks-per-day 500 --input-tokens 2000 --output-tokens 500 \\
-              --price cheap=0.80:4 --price mid=3:15 --price strong=15:75 \\
+            tierwise cost --tasks-per-day 500 --input-tokens 2000 \\
+              --output-tokens 500 --price cheap=0.80:4 --price mid=3:15 \\
+              --price strong=15:75 \\
               --mix cheap=0.8,mid=0.15,strong=0.05
         """
         from tierwise.pricing import Workload, parse_mix, project

@@ -113,7 +113,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the offline end-to-end demo on simulated models.
 
-        Writes the default policy, routes the articles' example tasks, projects the cost of each
+        Writes the default policy, routes the example tasks of the articles tierwise grew from
+        (listed in the README under "Background: the articles"), projects the cost of each
         strategy, then runs a mixed batch through the real cascade, SDKs and a SQLite ledger
         against a fake upstream whose cheap model fails on hard cases (by kind and content), and
         compares the bill with sending everything to the strongest tier.

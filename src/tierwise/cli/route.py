@@ -43,7 +43,10 @@ def register(app: typer.Typer) -> None:
             None, "--start", help="Start at this tier instead (frontier pins still hold)."
         ),
         table: bool = typer.Option(
-            False, "--table", help="Route the articles' example tasks and print the table."
+            False,
+            "--table",
+            help="Route the example tasks of the articles tierwise grew from (the README's "
+            '"Background: the articles" lists them) and print the table.',
         ),
         policy: Path | None = PolicyOption,
         as_json: bool = JsonOption,

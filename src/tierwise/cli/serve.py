@@ -61,7 +61,11 @@ def register(app: typer.Typer) -> None:
         """
         import logging
 
-        from tierwise.cli._common import load_policy_or_exit, resolve_policy_path
+        from tierwise.cli._common import (
+            echo_policy_warnings,
+            load_policy_or_exit,
+            resolve_policy_path,
+        )
         from tierwise.errors import LedgerError
         from tierwise.gateway.config import GatewayConfig, is_loopback
         from tierwise.ledger import default_ledger_url, ledger_url, open_ledger
@@ -70,6 +74,7 @@ def register(app: typer.Typer) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         policy_path = resolve_policy_path(policy)
         loaded = load_policy_or_exit(policy)  # errors now, with key paths, not in a worker
+        echo_policy_warnings(loaded)
         url = ledger_url(ledger) if ledger else default_ledger_url()
         if not is_loopback(host) and not allow_anonymous:  # decided here, once, at start
             try:

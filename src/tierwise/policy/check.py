@@ -10,24 +10,28 @@ about the conditions symbolically (sets of values, integer ranges) — it never 
   constraint, and frontier pins at the bottom tier, which pin nothing;
 - tiers that no rule, frontier pin, floor or doubt direction routes to;
 - a kind named in a rule or the frontier that looks like a misspelling of a listed kind;
-- ``[prices]`` entries no tier uses; validators that cannot be built (bad schema file, import).
+- ``[prices]`` entries no tier uses, and the loader's warnings (an entry without ``cache_read``);
+- validators that cannot be built (bad schema file, import), and regex patterns with nested
+  quantifiers (``(a+)+``).
+
+Every check is linear in the size of the policy (the containment questions go through
+:class:`~tierwise.policy.containment.ContainmentIndex`, suggestions through
+:class:`~tierwise.policy.suggest.Suggester`): ``benchmarks/policy_check.py`` measures it.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from tierwise.errors import PolicyError, PolicyIssue
+from tierwise.policy.containment import Atom, ContainmentIndex, atoms_of
 from tierwise.policy.core import Policy
-from tierwise.policy.locate import KeyPath, format_path, key_lines, line_of
-from tierwise.policy.schema import Condition, Range, ValidatorSpec
-
-_INT_ATTRIBUTES = ("input_tokens", "input_chars", "files", "severity")
-_SEVERITY = (1, 5)
+from tierwise.policy.locate import KeyPath, format_path, line_of
+from tierwise.policy.patterns import nested_quantifier
+from tierwise.policy.schema import RegexValidatorSpec
+from tierwise.policy.suggest import Suggester
+from tierwise.policy.validator_specs import build_issues, iter_specs
 
 
 def check_policy(policy_or_path: Policy | str | Path) -> list[PolicyIssue]:
@@ -49,71 +53,6 @@ def check_policy(policy_or_path: Policy | str | Path) -> list[PolicyIssue]:
     return _Checker(policy).run()
 
 
-# -- conditions as sets ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Atom:
-    """The values one condition accepts: a set of strings, an integer interval, or a bool."""
-
-    values: frozenset[str] | None = None
-    lo: float = -math.inf
-    hi: float = math.inf
-    flag: bool | None = None
-
-    def empty(self) -> bool:
-        if self.values is not None:
-            return not self.values
-        return self.flag is None and self.lo > self.hi
-
-    def within(self, other: _Atom) -> bool:
-        """Every value this atom accepts is accepted by *other*."""
-        if self.empty():
-            return True
-        if self.values is not None or other.values is not None:
-            return (
-                self.values is not None and other.values is not None and self.values <= other.values
-            )
-        if self.flag is not None or other.flag is not None:
-            return self.flag == other.flag
-        return other.lo <= self.lo and self.hi <= other.hi
-
-
-def _atoms(cond: Condition) -> dict[str, _Atom]:
-    out: dict[str, _Atom] = {}
-    for name, value in cond.fields_set().items():
-        if isinstance(value, bool):
-            out[name] = _Atom(flag=value)
-        elif isinstance(value, str):
-            out[name] = _Atom(values=frozenset([value]))
-        elif isinstance(value, list):
-            out[name] = _Atom(values=frozenset(value))
-        else:
-            lo, hi = (value, value) if isinstance(value, int) else _bounds(value)
-            # integer attributes: round inwards; counts are never negative; severity is 1-5
-            lo, hi = (
-                math.ceil(lo) if lo != -math.inf else lo,
-                math.floor(hi) if hi != math.inf else hi,
-            )
-            floor_, ceil_ = _SEVERITY if name == "severity" else (0, math.inf)
-            out[name] = _Atom(lo=max(lo, floor_), hi=min(hi, ceil_))
-    return out
-
-
-def _bounds(r: Range) -> tuple[float, float]:
-    return (
-        r.min if r.min is not None else -math.inf,
-        r.max if r.max is not None else math.inf,
-    )
-
-
-def _implies(narrow: Mapping[str, _Atom], wide: Mapping[str, _Atom]) -> bool:
-    """Every task meeting *narrow* also meets *wide*."""
-    if any(a.empty() for a in narrow.values()):
-        return True
-    return all(name in narrow and narrow[name].within(atom) for name, atom in wide.items())
-
-
 # -- the checker ----------------------------------------------------------------------------------
 
 
@@ -121,7 +60,7 @@ class _Checker:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.model = policy.model
-        self.lines = key_lines(policy.text) if policy.text else {}
+        self.lines = policy.key_lines
         self.issues: list[PolicyIssue] = []
 
     def warn(self, path: KeyPath, message: str, severity: str = "warning") -> None:
@@ -136,47 +75,66 @@ class _Checker:
         self._kind_typos()
         self._unused_prices()
         self._validators()
+        self.issues.extend(self.policy.warnings)
         return sorted(self.issues, key=lambda i: (i.line or 0, i.path))
 
     def _rules(self) -> list[int]:
-        """Warn about rules that never match or never apply; return the rules that can match."""
+        """Warn about rules that never match or never apply; return the rules that can match.
+
+        Only rules that can match go into the index: the first earlier rule containing a rule
+        is never one that is itself shadowed (its container would come first) or empty.
+        """
         rules = self.model.rules
-        atoms = [_atoms(r.when) for r in rules]
+        earlier = ContainmentIndex()
+        pins = self._pin_indexes()
         reachable: list[int] = []
         for j, rule in enumerate(rules):
+            atoms = atoms_of(rule.when)
             label = f"rules[{j}]" + (f" ({rule.name})" if rule.name else "")
-            empty = [name for name, atom in atoms[j].items() if atom.empty()]
+            empty = [name for name, atom in atoms.items() if atom.empty()]
             if empty:
                 self.warn(
                     ("rules", j, "when", empty[0]),
                     f"{label} can never match: no task value satisfies its {empty[0]} condition",
                 )
                 continue
-            shadow = next((i for i in range(j) if _implies(atoms[j], atoms[i])), None)
+            shadow = earlier.first_containing(atoms)
             if shadow is not None:
-                earlier = rules[shadow]
-                name = f" ({earlier.name})" if earlier.name else ""
+                earlier_rule = rules[shadow]
+                name = f" ({earlier_rule.name})" if earlier_rule.name else ""
                 self.warn(
                     ("rules", j),
                     f"{label} can never match: every task it matches also meets every condition "
                     f"of rules[{shadow}]{name}, which comes first",
                 )
                 continue
+            earlier.add(j, atoms)
             reachable.append(j)
-            self._pinned_above(j, atoms[j])
+            self._pinned_above(j, atoms, pins)
         return reachable
 
-    def _pinned_above(self, j: int, atoms: Mapping[str, _Atom]) -> None:
+    def _pin_indexes(self) -> list[ContainmentIndex]:
+        """Per tier (by ladder position), the frontier constraints that pin to it."""
+        indexes = [ContainmentIndex() for _ in self.policy.ladder]
+        for c in self.policy.frontier_constraints:
+            atoms = atoms_of(c.when)
+            if not any(a.empty() for a in atoms.values()):
+                indexes[self.policy.tier_index(c.tier)].add(c.index, atoms)
+        return indexes
+
+    def _pinned_above(
+        self, j: int, atoms: Mapping[str, Atom], pins: list[ContainmentIndex]
+    ) -> None:
         rule = self.model.rules[j]
         tier = self.policy.tier_index(rule.tier)
-        for c in self.policy.frontier_constraints:
-            if self.policy.tier_index(c.tier) > tier and _implies(atoms, _atoms(c.when)):
-                self.warn(
-                    ("rules", j, "tier"),
-                    f"tier {rule.tier!r} never applies: every task this rule matches is pinned to "
-                    f"{c.tier!r} by must-stay-frontier constraint {c.name!r}",
-                )
-                return
+        found = [k for pin in pins[tier + 1 :] if (k := pin.first_containing(atoms)) is not None]
+        if found:
+            c = self.policy.frontier_constraints[min(found)]
+            self.warn(
+                ("rules", j, "tier"),
+                f"tier {rule.tier!r} never applies: every task this rule matches is pinned to "
+                f"{c.tier!r} by must-stay-frontier constraint {c.name!r}",
+            )
 
     def _frontier(self) -> None:
         bottom = self.policy.ladder[0]
@@ -187,7 +145,7 @@ class _Checker:
                 f"frontier pins to the bottom tier {bottom!r}, which pins nothing",
             )
         for c in self.policy.frontier_constraints:
-            empty = [name for name, atom in _atoms(c.when).items() if atom.empty()]
+            empty = [name for name, atom in atoms_of(c.when).items() if atom.empty()]
             if empty:
                 self.warn(c.path, f"constraint {c.name!r} can never match ({empty[0]})")
             elif (
@@ -219,6 +177,8 @@ class _Checker:
         listed = list(self.policy.kinds)
         if not listed:
             return
+        listed_set = set(listed)
+        suggester = Suggester(listed, cutoff=0.75)
         mentioned: list[tuple[KeyPath, str]] = []
         for j, rule in enumerate(self.model.rules):
             kinds = rule.when.kind
@@ -226,14 +186,17 @@ class _Checker:
                 mentioned.append((("rules", j, "when", "kind"), k))
         for i, k in enumerate(self.model.frontier.kinds):
             mentioned.append((("frontier", "kinds", i), k))
+        closest: dict[str, str | None] = {}
         for path, kind in mentioned:
-            if kind in listed:
+            if kind in listed_set:
                 continue
-            close = difflib.get_close_matches(kind, listed, n=1, cutoff=0.75)
-            if close:
+            if kind not in closest:
+                closest[kind] = suggester.closest(kind)
+            close = closest[kind]
+            if close is not None:
                 self.warn(
                     path,
-                    f"kind {kind!r} is not listed under [kinds]; did you mean {close[0]!r}?",
+                    f"kind {kind!r} is not listed under [kinds]; did you mean {close!r}?",
                 )
 
     def _unused_prices(self) -> None:
@@ -244,27 +207,25 @@ class _Checker:
                 self.warn(("prices", model_id), f"no tier uses model {model_id!r}")
 
     def _validators(self) -> None:
-        from tierwise.cascade.validators import build_validator
-
-        specs: list[tuple[KeyPath, ValidatorSpec, str | None]] = [
-            (("validators", name), spec, name) for name, spec in self.model.validators.items()
-        ]
-        for kind, settings in self.model.kinds.items():
-            for j, ref in enumerate(settings.validators or []):
-                if not isinstance(ref, str):
-                    specs.append((("kinds", kind, "validators", j), ref, None))
-        for j, ref in enumerate(self.model.defaults.validators):
-            if not isinstance(ref, str):
-                specs.append((("defaults", "validators", j), ref, None))
-        for path, spec, name in specs:
+        base = self.policy.base_dir
+        for path, spec, _ in iter_specs(self.model):
             try:
-                build_validator(
-                    spec, base_dir=self.policy.base_dir, name=name, path=format_path(path)
-                )
-            except PolicyError as exc:
-                line = line_of(self.lines, path)
-                for issue in exc.issues:
-                    where = issue.path or format_path(path)
-                    self.issues.append(PolicyIssue(where, issue.message, line, "error"))
-            except Exception as exc:  # a user's callable or file: report, never crash the check
+                issues = build_issues(spec, path, base, self.lines)
+            except Exception as exc:  # a user's module raising on import: report, never crash
                 self.warn(path, f"cannot build this validator: {exc}", "error")
+                continue
+            for issue in issues:
+                where = issue.path or format_path(path)
+                line = issue.line or line_of(self.lines, path)
+                self.issues.append(PolicyIssue(where, issue.message, line, "error"))
+            if isinstance(spec, RegexValidatorSpec) and not issues:
+                nested = nested_quantifier(spec.pattern)
+                if nested is not None:
+                    self.warn(
+                        (*path, "pattern"),
+                        f"nested quantifier {nested!r}: a repetition inside a repetition is "
+                        "ambiguous, and backtracking engines (Python's re and most others) take "
+                        "exponential time on a near-miss; tierwise matches with RE2 in linear "
+                        "time, but the pattern would hang any tool that reuses it — repeat "
+                        "once (e.g. '(a+)+' → 'a+')",
+                    )

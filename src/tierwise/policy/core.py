@@ -97,6 +97,8 @@ class Policy:
         revision: sha256 hex of the canonical JSON of the effective policy (not its ``version``).
         ladder: tier names, bottom (cheapest) to top.
         kinds: the kinds the policy lists.
+        warnings: what the loader found valid but probably not meant (e.g. a ``[prices]``
+            entry without ``cache_read``); ``tierwise policy check`` prints them.
     """
 
     __slots__ = (
@@ -104,6 +106,7 @@ class Policy:
         "_default_kind",
         "_kinds",
         "_learned",
+        "_lines",
         "_listed",
         "_text",
         "_tier_index",
@@ -114,6 +117,7 @@ class Policy:
         "model",
         "revision",
         "source",
+        "warnings",
     )
 
     model: PolicyModel
@@ -122,7 +126,9 @@ class Policy:
     revision: str
     ladder: tuple[str, ...]
     kinds: tuple[str, ...]
+    warnings: tuple[PolicyIssue, ...]
     _text: str | None
+    _lines: Mapping[tuple[str | int, ...], int] | None
     _learned: frozenset[str]
     _listed: frozenset[str]
     _tiers: dict[str, Tier]
@@ -140,18 +146,24 @@ class Policy:
         text: str | None = None,
         learned: frozenset[str] = frozenset(),
         listed: frozenset[str] | None = None,
+        warnings: tuple[PolicyIssue, ...] = (),
+        key_lines: Mapping[tuple[str | int, ...], int] | None = None,
     ) -> None:
         """Wrap a validated model. Prefer the loader functions, which check cross-references.
 
         ``text`` is the TOML source (used to give line numbers in warnings); ``learned`` names
         the kinds whose floor came from learning rather than the file; ``listed`` the kinds the
-        team's file lists (default: every kind in *model*), which are the ``known`` ones.
+        team's file lists (default: every kind in *model*), which are the ``known`` ones;
+        ``warnings`` what the loader warns about; ``key_lines`` the line of each key path in
+        ``text``, when the loader has it already.
         """
         put = object.__setattr__
         put(self, "model", model)
         put(self, "source", source)
         put(self, "base_dir", base_dir if base_dir is not None else Path.cwd())
         put(self, "_text", text)
+        put(self, "warnings", warnings)
+        put(self, "_lines", key_lines)
         put(self, "_learned", learned)
         put(self, "_listed", frozenset(model.kinds) if listed is None else listed)
         put(self, "revision", policy_revision(model))
@@ -239,6 +251,16 @@ class Policy:
         """The TOML source this policy was read from, when it came from text."""
         return self._text
 
+    @property
+    def key_lines(self) -> Mapping[tuple[str | int, ...], int]:
+        """The line of each key path in :attr:`text` (empty without text); scanned once, lazily."""
+        if self._lines is None:
+            from tierwise.policy.locate import KeyLines
+
+            object.__setattr__(self, "_lines", KeyLines(self._text) if self._text else {})
+        assert self._lines is not None
+        return self._lines
+
     # -- derived policies --------------------------------------------------------------------
 
     def with_floors(self, floors: Mapping[str, str]) -> Policy:
@@ -269,6 +291,8 @@ class Policy:
             text=self._text,
             learned=self._learned | frozenset(floors),
             listed=self._listed,
+            warnings=self.warnings,
+            key_lines=self._lines,
         )
 
     # -- helpers -----------------------------------------------------------------------------

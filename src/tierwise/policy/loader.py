@@ -8,13 +8,12 @@ misspelt key or value, what was probably meant.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -22,14 +21,25 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tierwise.errors import PolicyError, PolicyIssue, UnknownModelError
+from tierwise.errors import PolicyError, PolicyIssue
 from tierwise.policy.core import Policy
-from tierwise.policy.locate import KeyPath, format_path, key_lines, line_of
+from tierwise.policy.locate import (
+    MAX_DEPTH,
+    KeyLines,
+    KeyPath,
+    format_path,
+    line_of,
+    too_deep_line,
+)
+from tierwise.policy.prices import price_issues, price_warnings
 from tierwise.policy.schema import (
     AgreementValidatorSpec,
     PolicyModel,
     ValidatorRef,
 )
+from tierwise.policy.suggest import Suggester
+from tierwise.policy.suggest import listing as _listing
+from tierwise.policy.validator_specs import iter_specs, static_issues
 
 _DEFAULT_RESOURCE = "default.toml"
 _DOUBT_WORDS = ("cheap", "up")
@@ -66,24 +76,38 @@ def loads_policy(
         base_dir: where relative paths in the policy resolve; default: the source's directory,
             else the current directory.
 
+    Returns:
+        The policy; ``Policy.warnings`` holds what is valid but probably not meant (a
+        ``[prices]`` entry without ``cache_read``).
+
     Raises:
-        PolicyError: the text is not TOML or not a valid policy.
+        PolicyError: the text is not TOML or not a valid policy (nested more than
+            :data:`~tierwise.policy.locate.MAX_DEPTH` levels deep included), or a validator
+            cannot work as written (a pattern RE2 cannot run, a schema ``$ref`` to a host its
+            ``allow_hosts`` does not name).
     """
     src = Path(source) if source is not None else None
     file = str(src) if src is not None else None
-    data = _parse_toml(text, file)
-    lines = key_lines(text)
-    model = _validate(data, lines, file)
-    issues = reference_issues(model, lines)
-    if any(i.severity == "error" for i in issues):
-        raise PolicyError([i for i in issues if i.severity == "error"], file)
     if base_dir is not None:
         base = Path(base_dir)
     elif src is not None:
         base = src.resolve().parent
     else:
         base = Path.cwd()
-    return Policy(model, source=src, base_dir=base, text=text)
+    data = _parse_toml(text, file)
+    lines = KeyLines(text)  # scanned only if an issue needs a line
+    _check_depth(data, lines, file)
+    model = _validate(data, lines, file)
+    issues = reference_issues(model, lines)
+    for path, spec, _ in iter_specs(model):
+        issues.extend(static_issues(spec, path, base, lines))
+    errors = [i for i in issues if i.severity == "error"]
+    if errors:
+        raise PolicyError(sorted(errors, key=lambda i: (i.line or 0, i.path)), file)
+    warnings = price_warnings(model, lines)
+    return Policy(
+        model, source=src, base_dir=base, text=text, warnings=tuple(warnings), key_lines=lines
+    )
 
 
 def default_policy_text() -> str:
@@ -113,6 +137,9 @@ _TOML_END = re.compile(r"\s*\(at end of document\)\s*$")
 def _parse_toml(text: str, file: str | None) -> dict[str, Any]:
     try:
         return tomllib.loads(text, parse_float=Decimal)
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        message = f"invalid TOML: nested more than {MAX_DEPTH} levels deep"
+        raise PolicyError([PolicyIssue("", message, too_deep_line(text))], file) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         line: int | None = None
@@ -125,6 +152,27 @@ def _parse_toml(text: str, file: str | None) -> dict[str, Any]:
             message = _TOML_END.sub(" (at end of file)", message)
         issue = PolicyIssue("", f"invalid TOML: {message}", line)
         raise PolicyError([issue], file) from None
+
+
+def _check_depth(data: dict[str, Any], lines: Mapping[KeyPath, int], file: str | None) -> None:
+    """Refuse data nested deeper than MAX_DEPTH (dotted keys nest without recursion in tomllib).
+
+    Everything after parsing — validation, hashing the revision, checks — walks the data
+    recursively; a policy needs a handful of levels, an inline JSON Schema a few dozen.
+    """
+    stack: list[tuple[Any, KeyPath]] = [(data, ())]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            shown = format_path(path[:6]) + ".…"
+            issue = PolicyIssue(
+                shown, f"nested more than {MAX_DEPTH} levels deep", line_of(lines, path)
+            )
+            raise PolicyError([issue], file)
+        if isinstance(node, dict):
+            stack.extend((v, (*path, k)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(node))
 
 
 # -- shape (pydantic) -----------------------------------------------------------------------------
@@ -151,7 +199,7 @@ _TYPE_NOUNS = {
 }
 
 
-def _validate(data: dict[str, Any], lines: dict[KeyPath, int], file: str | None) -> PolicyModel:
+def _validate(data: dict[str, Any], lines: Mapping[KeyPath, int], file: str | None) -> PolicyModel:
     try:
         return PolicyModel.model_validate(data)
     except ValidationError as exc:
@@ -160,17 +208,23 @@ def _validate(data: dict[str, Any], lines: dict[KeyPath, int], file: str | None)
 
 
 def validation_issues(
-    exc: ValidationError, data: Any, lines: dict[KeyPath, int] | None = None
+    exc: ValidationError, data: Any, lines: Mapping[KeyPath, int] | None = None
 ) -> list[PolicyIssue]:
     """Turn a pydantic ``ValidationError`` into issues with key paths, suggestions and lines."""
-    lines = lines or {}
+    lines = {} if lines is None else lines
     raw: list[tuple[KeyPath, bool, dict[str, Any]]] = []
     for detail in exc.errors(include_url=False):
         path, via_union = _clean_loc(detail["loc"], data, missing=detail["type"] == "missing")
         raw.append((path, via_union, {**detail}))
 
+    # Every prefix of a path whose error says more than "wrong type" (one pass, not pairwise).
+    explained: set[KeyPath] = set()
+    for p, _, e in raw:
+        if e["type"] not in _TYPE_NOUNS:
+            explained.update(p[:k] for k in range(len(p) + 1))
+
     def explained_deeper(path: KeyPath) -> bool:
-        return any(p[: len(path)] == path and e["type"] not in _TYPE_NOUNS for p, _, e in raw)
+        return path in explained
 
     issues: list[PolicyIssue] = []
     merged: dict[KeyPath, list[dict[str, Any]]] = {}
@@ -220,7 +274,7 @@ def _clean_loc(loc: Sequence[str | int], data: Any, *, missing: bool) -> tuple[K
     return tuple(path), via_union
 
 
-def _issue(path: KeyPath, err: dict[str, Any], lines: dict[KeyPath, int]) -> PolicyIssue:
+def _issue(path: KeyPath, err: dict[str, Any], lines: Mapping[KeyPath, int]) -> PolicyIssue:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     found = err.get("input")
@@ -279,12 +333,18 @@ def _tags(text: str) -> list[str]:
     return re.findall(r"'([^']*)'", text)
 
 
-def _suggest(word: str, choices: Sequence[str], *, listing: bool = False) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {close[0]!r}?"
+def _suggest(
+    word: str,
+    choices: Sequence[str],
+    *,
+    listing: bool = False,
+    suggester: Suggester | None = None,
+) -> str:
+    close = (suggester or Suggester(choices)).closest(word)
+    if close is not None:
+        return f"; did you mean {close!r}?"
     if listing and choices:
-        return f"; expected one of {', '.join(choices)}"
+        return f"; expected one of {_listing(choices)}"
     return ""
 
 
@@ -364,31 +424,30 @@ def _step(tp: Any, seg: str | int) -> Any:
 
 
 def reference_issues(
-    model: PolicyModel, lines: dict[KeyPath, int] | None = None
+    model: PolicyModel, lines: Mapping[KeyPath, int] | None = None
 ) -> list[PolicyIssue]:
     """Check the names one part of a valid-shaped policy uses for another part.
 
     Tier names (rules, frontier pins, floors, doubt, agreement validators), validator names,
     duplicate tiers, and that every tier model has a price (catalog or ``[prices]``).
     """
-    lines = lines or {}
+    lines = {} if lines is None else lines
     issues: list[PolicyIssue] = []
-    ladder = [t.name for t in model.tiers]
+    names = _Names(model)
 
     def error(path: KeyPath, message: str) -> None:
         issues.append(PolicyIssue(format_path(path), message, line_of(lines, path)))
 
     def check_tier(path: KeyPath, name: str | None, *, doubt: bool = False) -> None:
-        if name is None or name in ladder or (doubt and name in _DOUBT_WORDS):
+        if name is None or name in names.tiers or (doubt and name in _DOUBT_WORDS):
             return
         if doubt:
-            allowed = list(dict.fromkeys([*_DOUBT_WORDS, *ladder]))
-            expected = f"'cheap', 'up' or a tier name ({', '.join(ladder)})"
+            expected = f"'cheap', 'up' or a tier name ({names.ladder_text})"
             message = f"unknown doubt direction {name!r}; expected {expected}"
+            error(path, message + names.suggest_doubt(name))
         else:
-            allowed = ladder
-            message = f"unknown tier {name!r}; the ladder is {', '.join(ladder)}"
-        error(path, message + _suggest(name, allowed))
+            message = f"unknown tier {name!r}; the ladder is {names.ladder_text}"
+            error(path, message + names.suggest_tier(name))
 
     seen: dict[str, int] = {}
     for i, tier in enumerate(model.tiers):
@@ -400,6 +459,19 @@ def reference_issues(
         else:
             seen[tier.name] = i
 
+    def check_refs(path: KeyPath, refs: Iterable[ValidatorRef]) -> None:
+        for j, ref in enumerate(refs):
+            if isinstance(ref, str):
+                if ref not in model.validators:
+                    error(
+                        (*path, j),
+                        f"unknown validator {ref!r}; define it under [validators.{ref}] "
+                        f"(defined: {names.validators_text})" + names.suggest_validator(ref),
+                    )
+            elif isinstance(ref, AgreementValidatorSpec):
+                for k, tier_name in enumerate(ref.tiers):
+                    check_tier((*path, j, "tiers", k), tier_name)
+
     check_tier(("frontier", "tier"), model.frontier.tier)
     for i, frule in enumerate(model.frontier.rules):
         check_tier(("frontier", "rules", i, "tier"), frule.tier)
@@ -407,73 +479,42 @@ def reference_issues(
         check_tier(("rules", i, "tier"), rule.tier)
     check_tier(("defaults", "floor"), model.defaults.floor)
     check_tier(("defaults", "doubt"), model.defaults.doubt, doubt=True)
-    _check_validator_refs(model, ("defaults", "validators"), model.defaults.validators, error)
+    check_refs(("defaults", "validators"), model.defaults.validators)
     for kind, settings in model.kinds.items():
         check_tier(("kinds", kind, "floor"), settings.floor)
         check_tier(("kinds", kind, "doubt"), settings.doubt, doubt=True)
         if settings.validators is not None:
-            path = ("kinds", kind, "validators")
-            _check_validator_refs(model, path, settings.validators, error)
+            check_refs(("kinds", kind, "validators"), settings.validators)
     for name, spec in model.validators.items():
         if isinstance(spec, AgreementValidatorSpec):
             for j, tier_name in enumerate(spec.tiers):
                 check_tier(("validators", name, "tiers", j), tier_name)
-    issues.extend(_price_issues(model, lines))
+    issues.extend(price_issues(model, lines))
     return sorted(issues, key=lambda i: (i.line or 0, i.path))
 
 
-def _check_validator_refs(
-    model: PolicyModel,
-    path: KeyPath,
-    refs: Iterable[ValidatorRef],
-    error: typing.Callable[[KeyPath, str], None],
-) -> None:
-    ladder = [t.name for t in model.tiers]
-    defined = list(model.validators)
-    for j, ref in enumerate(refs):
-        if isinstance(ref, str):
-            if ref not in model.validators:
-                where = ", ".join(defined) if defined else "none are defined"
-                error(
-                    (*path, j),
-                    f"unknown validator {ref!r}; define it under [validators.{ref}] "
-                    f"(defined: {where})" + _suggest(ref, defined),
-                )
-        elif isinstance(ref, AgreementValidatorSpec):
-            for k, tier_name in enumerate(ref.tiers):
-                if tier_name not in ladder:
-                    error(
-                        (*path, j, "tiers", k),
-                        f"unknown tier {tier_name!r}; the ladder is {', '.join(ladder)}"
-                        + _suggest(tier_name, ladder),
-                    )
+class _Names:
+    """The tier and validator names of a policy, with suggesters built once (not per issue)."""
 
+    def __init__(self, model: PolicyModel) -> None:
+        self.ladder = [t.name for t in model.tiers]
+        self.tiers = frozenset(self.ladder)
+        self.validators = list(model.validators)
+        self.ladder_text = _listing(self.ladder)
+        self.validators_text = _listing(self.validators) if self.validators else "none are defined"
+        self._tier: Suggester | None = None
+        self._doubt: Suggester | None = None
+        self._validator: Suggester | None = None
 
-def _price_issues(model: PolicyModel, lines: dict[KeyPath, int]) -> list[PolicyIssue]:
-    """Every tier model (alternates included) needs a catalog price or a ``[prices]`` entry."""
-    from tierwise.pricing import PriceCatalog
+    def suggest_tier(self, name: str) -> str:
+        self._tier = self._tier or Suggester(self.ladder)
+        return _suggest(name, self.ladder, suggester=self._tier)
 
-    catalog = PriceCatalog(model.prices)
-    issues: list[PolicyIssue] = []
-    for i, tier in enumerate(model.tiers):
-        candidates: list[tuple[KeyPath, str, str]] = [
-            (("tiers", i, "model"), tier.model, tier.provider)
-        ]
-        for j, alt in enumerate(tier.alternate_specs()):
-            candidates.append(
-                (("tiers", i, "alternates", j), alt.model, alt.provider or tier.provider)
-            )
-        for path, model_id, provider in candidates:
-            try:
-                catalog.prices_for(model_id, provider)
-            except UnknownModelError:
-                issues.append(
-                    PolicyIssue(
-                        format_path(path),
-                        f"no price known for model {model_id!r}: the genai-prices catalog does "
-                        f'not list it; add [prices."{model_id}"] with input and output USD per '
-                        "million tokens",
-                        line_of(lines, path),
-                    )
-                )
-    return issues
+    def suggest_doubt(self, name: str) -> str:
+        allowed = list(dict.fromkeys([*_DOUBT_WORDS, *self.ladder]))
+        self._doubt = self._doubt or Suggester(allowed)
+        return _suggest(name, allowed, suggester=self._doubt)
+
+    def suggest_validator(self, name: str) -> str:
+        self._validator = self._validator or Suggester(self.validators)
+        return _suggest(name, self.validators, suggester=self._validator)

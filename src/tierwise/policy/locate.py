@@ -1,22 +1,38 @@
 """Where a key path lives in a TOML text, and how key paths are written for people.
 
 ``tomllib`` returns plain data without positions, so error messages would have no line numbers.
-:func:`key_lines` scans the (already valid) TOML source once and maps every key path it sees —
-table headers, ``key = value`` lines, inline-table keys and array elements — to the line where it
-starts. It is deliberately tolerant: on anything it does not understand it stops and returns what
-it has, because a missing line number is better than a crash while reporting another error.
+:func:`key_lines` scans the TOML source once and maps every key path it sees — table headers,
+``key = value`` lines, inline-table keys and array elements — to the line where it starts. It is
+deliberately tolerant: on anything it does not understand it stops and returns what it has,
+because a missing line number is better than a crash while reporting another error.
+
+The scan is linear and jumps with regular expressions and ``str.find`` rather than stepping one
+character at a time (a 30 MB string is one ``find``); line numbers are counted incrementally
+between the positions where keys are recorded. Arrays and inline tables nested deeper than
+:data:`MAX_DEPTH` stop the scan (the loader reports that depth as an error of its own).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 #: A key path: table keys (str) and array indexes (int), e.g. ``("rules", 2, "when", "kind")``.
 KeyPath = tuple[str | int, ...]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+#: Deeper nesting than this (arrays and tables inside each other) is not a policy.
+MAX_DEPTH = 64
+
+_INLINE_SPACE = re.compile(r"[ \t]*")
+_SPACE_AND_COMMENTS = re.compile(r"(?:[ \t\r\n]+|#[^\n]*)*")
+_SPACE_AND_COMMENTS_INLINE = re.compile(r"(?:[ \t\r]+|#[^\n]*)*")
+_SCALAR = re.compile(r"[^,\]}\n#]*")
+# A basic string's body: runs of ordinary characters and escapes (unrolled, no backtracking).
+_BASIC_BODY = re.compile(r'[^"\\\n]*(?:\\.[^"\\\n]*)*')
+_MULTI_BASIC_BODY = re.compile(r'(?:[^"\\]+|\\.|"(?!""))*', re.S)
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -46,46 +62,80 @@ def key_lines(text: str) -> dict[KeyPath, int]:
     """Map each key path in a TOML document to its 1-based line number."""
     scanner = _Scanner(text)
     # best effort: on a part it cannot follow, keep what was found before it
-    with contextlib.suppress(IndexError, ValueError):
+    with contextlib.suppress(_Stop):
         scanner.document()
     return scanner.found
 
 
+def too_deep_line(text: str) -> int | None:
+    """The line where arrays or inline tables first nest deeper than MAX_DEPTH, if they do."""
+    scanner = _Scanner(text)
+    with contextlib.suppress(_Stop):
+        scanner.document()
+    return scanner.too_deep
+
+
+class KeyLines(Mapping[KeyPath, int]):
+    """:func:`key_lines` of a text, scanned on first use — most loads never need a line."""
+
+    __slots__ = ("_found", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._found: dict[KeyPath, int] | None = None
+
+    def _lines(self) -> dict[KeyPath, int]:
+        if self._found is None:
+            self._found = key_lines(self._text)
+        return self._found
+
+    def __getitem__(self, path: KeyPath) -> int:
+        return self._lines()[path]
+
+    def __iter__(self) -> Iterator[KeyPath]:
+        return iter(self._lines())
+
+    def __len__(self) -> int:
+        return len(self._lines())
+
+
+class _Stop(Exception):
+    """The scanner met something it does not follow (or nesting deeper than MAX_DEPTH)."""
+
+
 class _Scanner:
-    """A small recursive scanner over TOML source that records positions, not values."""
+    """A small scanner over TOML source that records positions, not values."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
-        self.line = 1
         self.found: dict[KeyPath, int] = {}
         self.array_counts: dict[KeyPath, int] = {}  # arrays of tables seen so far
+        self._line_pos = 0  # line numbers are counted incrementally up to here
+        self._line = 1
+        self.too_deep: int | None = None  # the line where nesting passed MAX_DEPTH
 
     # -- low level ---------------------------------------------------------------------------
+
+    def line(self) -> int:
+        """The line of the current position (positions only move forward)."""
+        if self.pos > self._line_pos:
+            self._line += self.text.count("\n", self._line_pos, self.pos)
+            self._line_pos = self.pos
+        return self._line
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
-    def advance(self, n: int = 1) -> None:
-        for _ in range(n):
-            if self.text[self.pos] == "\n":
-                self.line += 1
-            self.pos += 1
+    def skip(self, pattern: re.Pattern[str]) -> None:
+        match = pattern.match(self.text, self.pos)
+        if match is not None:
+            self.pos = match.end()
 
-    def skip_inline_space(self) -> None:
-        while self.peek() in (" ", "\t"):
-            self.advance()
-
-    def skip_space_and_comments(self, newlines: bool) -> None:
-        while True:
-            ch = self.peek()
-            if ch in (" ", "\t", "\r") or (newlines and ch == "\n"):
-                self.advance()
-            elif ch == "#":
-                while self.peek() not in ("\n", ""):
-                    self.advance()
-            else:
-                return
+    def expect(self, char: str) -> None:
+        if not self.text.startswith(char, self.pos):
+            raise _Stop(f"expected {char!r}")
+        self.pos += len(char)
 
     def record(self, path: KeyPath, line: int) -> None:
         self.found.setdefault(path, line)
@@ -95,24 +145,24 @@ class _Scanner:
     def document(self) -> None:
         table: KeyPath = ()
         while True:
-            self.skip_space_and_comments(newlines=True)
+            self.skip(_SPACE_AND_COMMENTS)
             ch = self.peek()
             if not ch:
                 return
             if ch == "[":
                 table = self.header()
             else:
-                self.key_value(table)
+                self.key_value(table, 0)
 
     def header(self) -> KeyPath:
-        line = self.line
-        self.advance()  # [
+        line = self.line()
+        self.pos += 1  # [
         is_array = self.peek() == "["
         if is_array:
-            self.advance()
+            self.pos += 1
         keys = self.dotted_key()
-        self.skip_inline_space()
-        self.advance(2 if is_array else 1)  # ] or ]]
+        self.skip(_INLINE_SPACE)
+        self.expect("]]" if is_array else "]")
         path = self.resolve(keys)
         if is_array:
             index = self.array_counts.get(path, 0)
@@ -132,97 +182,104 @@ class _Scanner:
                 path = (*path, self.array_counts[path] - 1)
         return path
 
-    def key_value(self, table: KeyPath) -> None:
-        line = self.line
+    def key_value(self, table: KeyPath, depth: int) -> None:
+        line = self.line()
         keys = self.dotted_key()
-        self.skip_inline_space()
-        if self.peek() != "=":
-            raise ValueError("expected '='")
-        self.advance()
-        self.skip_inline_space()
+        self.skip(_INLINE_SPACE)
+        self.expect("=")
+        self.skip(_INLINE_SPACE)
         path = (*table, *keys)
         self.record(path, line)
-        self.value(path)
+        self.value(path, depth)
 
     def dotted_key(self) -> list[str]:
         keys: list[str] = []
         while True:
-            self.skip_inline_space()
-            ch = self.peek()
-            if ch in ('"', "'"):
+            self.skip(_INLINE_SPACE)
+            if self.peek() in ('"', "'"):
                 keys.append(self.string())
             else:
-                start = self.pos
-                while self.peek() and _BARE_KEY.fullmatch(self.peek()):
-                    self.advance()
-                if self.pos == start:
-                    raise ValueError("expected a key")
-                keys.append(self.text[start : self.pos])
-            self.skip_inline_space()
+                match = _BARE_KEY.match(self.text, self.pos)
+                if match is None:
+                    raise _Stop("expected a key")
+                keys.append(match.group(0))
+                self.pos = match.end()
+            self.skip(_INLINE_SPACE)
             if self.peek() != ".":
                 return keys
-            self.advance()
+            self.pos += 1
 
-    def value(self, path: KeyPath) -> None:
+    def value(self, path: KeyPath, depth: int) -> None:
         ch = self.peek()
-        if ch == "[":
-            self.array(path)
-        elif ch == "{":
-            self.inline_table(path)
+        if ch in ("[", "{"):
+            if depth >= MAX_DEPTH:
+                self.too_deep = self.line()
+                raise _Stop("nested too deeply")
+            if ch == "[":
+                self.array(path, depth + 1)
+            else:
+                self.inline_table(path, depth + 1)
         elif ch in ('"', "'"):
             self.string()
         else:
-            while self.peek() not in (",", "]", "}", "\n", "#", ""):
-                self.advance()
+            self.skip(_SCALAR)
 
-    def array(self, path: KeyPath) -> None:
-        self.advance()  # [
+    def array(self, path: KeyPath, depth: int) -> None:
+        self.pos += 1  # [
         index = 0
         while True:
-            self.skip_space_and_comments(newlines=True)
+            self.skip(_SPACE_AND_COMMENTS)
             ch = self.peek()
             if ch == "]":
-                self.advance()
+                self.pos += 1
                 return
             if ch == ",":
-                self.advance()
+                self.pos += 1
                 index += 1
                 continue
             if not ch:
-                raise ValueError("unterminated array")
-            self.record((*path, index), self.line)
-            self.value((*path, index))
+                raise _Stop("unterminated array")
+            self.record((*path, index), self.line())
+            self.value((*path, index), depth)
 
-    def inline_table(self, path: KeyPath) -> None:
-        self.advance()  # {
+    def inline_table(self, path: KeyPath, depth: int) -> None:
+        self.pos += 1  # {
         while True:
-            self.skip_space_and_comments(newlines=True)
+            self.skip(_SPACE_AND_COMMENTS)
             ch = self.peek()
             if ch == "}":
-                self.advance()
+                self.pos += 1
                 return
             if ch == ",":
-                self.advance()
+                self.pos += 1
                 continue
             if not ch:
-                raise ValueError("unterminated inline table")
-            self.key_value(path)
+                raise _Stop("unterminated inline table")
+            self.key_value(path, depth)
 
     def string(self) -> str:
-        quote = self.peek()
-        triple = self.text.startswith(quote * 3, self.pos)
-        delim = quote * 3 if triple else quote
-        self.advance(len(delim))
-        start = self.pos
-        while not self.text.startswith(delim, self.pos):
-            if not self.peek():
-                raise ValueError("unterminated string")
-            if quote == '"' and self.peek() == "\\":
-                self.advance()
-            self.advance()
-        raw = self.text[start : self.pos]
-        self.advance(len(delim))
+        """Skip a string at the current position; return its text (escapes of keys undone)."""
+        text = self.text
+        quote = text[self.pos]
+        triple = text.startswith(quote * 3, self.pos)
+        if quote == "'":
+            delim = quote * 3 if triple else quote
+            start = self.pos + len(delim)
+            end = text.find(delim, start)
+            if end < 0:
+                raise _Stop("unterminated string")
+            self.pos = end + len(delim)
+        else:
+            start = self.pos + (3 if triple else 1)
+            body = (_MULTI_BASIC_BODY if triple else _BASIC_BODY).match(text, start)
+            end = body.end() if body is not None else start
+            self.pos = end
+            self.expect('"""' if triple else '"')
         if triple:  # a closing run may hold up to two extra quotes that belong to the string
-            while self.peek() == quote:
-                self.advance()
+            extra = 0
+            while extra < 2 and self.peek() == quote:
+                self.pos += 1
+                extra += 1
+            end += extra
+        raw = text[start:end]
         return raw if quote == "'" else raw.replace('\\"', '"').replace("\\\\", "\\")

@@ -143,6 +143,10 @@ class JsonValidatorSpec(_Strict):
 class JsonSchemaValidatorSpec(_Strict):
     type: Literal["json_schema"]
     schema_: str | dict[str, Any] = Field(alias="schema")
+    #: Hosts (``host`` or ``host:port``) whose documents a ``$ref`` may fetch; none by default.
+    allow_hosts: list[
+        Annotated[str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d+)?$")]
+    ] = Field(default_factory=list)
 
 
 class RegexValidatorSpec(_Strict):
@@ -174,6 +178,10 @@ class CommandValidatorSpec(_Strict):
     type: Literal["command"]
     argv: list[str] = Field(min_length=1)
     timeout_s: float = Field(default=30.0, gt=0)
+    #: Environment variables passed to the command besides PATH, HOME, LANG, LC_* and TMPDIR.
+    pass_env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list
+    )
 
 
 class AgreementValidatorSpec(_Strict):

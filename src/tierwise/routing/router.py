@@ -13,7 +13,10 @@ A condition on an attribute the task does not carry (``None``) does not match; a
 of its values; a range is inclusive.
 
 The policy is compiled once into tuples of small predicates, indexed by task kind, so a decision
-only looks at the rules and constraints that can apply to the task's kind.
+only looks at the rules and constraints that can apply to the task's kind. Rules naming kinds are
+bucketed per kind; rules naming none are kept once and shared by every kind (a decision takes
+the first match of either list, whichever comes first in the file), so compiling a policy with
+thousands of kinds and rules stays linear in its size.
 """
 
 from __future__ import annotations
@@ -41,7 +44,11 @@ class _Compiled:
 
 @dataclass(frozen=True, slots=True)
 class _KindPlan:
-    """Everything a decision needs for one kind, precomputed."""
+    """Everything a decision needs for one kind, precomputed.
+
+    ``rules`` and ``constraints`` are those that name this kind; the ones that name no kind
+    are the router's shared ``_any_rules`` and ``_any_constraints``.
+    """
 
     kind_known: bool
     constraints: tuple[_Compiled, ...]
@@ -62,7 +69,14 @@ class Router:
             (the decision reports their source as ``learned``).
     """
 
-    __slots__ = ("_default_plan", "_ladder", "_plans", "policy")
+    __slots__ = (
+        "_any_constraints",
+        "_any_rules",
+        "_default_plan",
+        "_ladder",
+        "_plans",
+        "policy",
+    )
 
     def __init__(self, policy: Policy, floors: Mapping[str, str] | None = None) -> None:
         self.policy = policy.with_floors(floors) if floors else policy
@@ -75,10 +89,17 @@ class Router:
             _compile(i, r.name, self.policy.tier_index(r.tier), r.when)
             for i, r in enumerate(self.policy.model.rules)
         )
-        named = {k for c in (*constraints, *rules) if c.kinds is not None for k in c.kinds}
+        self._any_constraints = tuple(c for c in constraints if c.kinds is None)
+        self._any_rules = tuple(r for r in rules if r.kinds is None)
+        by_kind_constraints = _by_kind(constraints)
+        by_kind_rules = _by_kind(rules)
+        named = set(by_kind_constraints) | set(by_kind_rules)
         named |= set(self.policy.model.kinds)  # listed kinds, and kinds with learned floors
-        self._plans = {k: self._plan(k, constraints, rules) for k in named}
-        self._default_plan = self._plan("\0unlisted", constraints, rules)
+        self._plans = {
+            k: self._plan(k, by_kind_constraints.get(k, ()), by_kind_rules.get(k, ()))
+            for k in named
+        }
+        self._default_plan = self._plan("\0unlisted", (), ())
 
     def _plan(
         self, kind: str, constraints: tuple[_Compiled, ...], rules: tuple[_Compiled, ...]
@@ -88,8 +109,8 @@ class Router:
         doubt_tier = self.policy.tier_index(self.policy.doubt_tier(config.doubt, config.floor))
         return _KindPlan(
             kind_known=config.known,
-            constraints=tuple(c for c in constraints if c.kinds is None or kind in c.kinds),
-            rules=tuple(r for r in rules if r.kinds is None or kind in r.kinds),
+            constraints=constraints,
+            rules=rules,
             floor=floor,
             floor_name=config.floor,
             floor_source=config.floor_source,
@@ -102,16 +123,11 @@ class Router:
     def route(self, task: Task) -> Decision:
         """Decide where *task* goes, with the structured reason."""
         plan = self._plans.get(task.kind) or self._default_plan
-        pin = _pin(plan.constraints, task)
-
-        rule: _Compiled | None = None
-        for candidate in plan.rules:
-            for check in candidate.checks:
-                if not check(task):
-                    break
-            else:
-                rule = candidate
-                break
+        pin = self._pin(plan, task)
+        rule = _first(plan.rules, task, None)
+        any_rule = _first(self._any_rules, task, rule.index if rule is not None else None)
+        if any_rule is not None:  # it comes before the kind's own first match
+            rule = any_rule
 
         if rule is not None:
             base, step, doubt = rule.tier, "rule", None
@@ -152,7 +168,7 @@ class Router:
         """
         plan = self._plans.get(task.kind) or self._default_plan
         index = self.policy.tier_index(tier)
-        pin = _pin(plan.constraints, task)
+        pin = self._pin(plan, task)
         raised = pin is not None and pin.tier > index
         if raised and pin is not None:
             index = pin.tier
@@ -165,6 +181,38 @@ class Router:
             constraint_name=pin.name if pin is not None else None,
             kind_known=plan.kind_known,
         )
+
+    def _pin(self, plan: _KindPlan, task: Task) -> _Compiled | None:
+        """The matching constraint with the highest pin (the first one among equals)."""
+        own = _pin(plan.constraints, task)
+        shared = _pin(self._any_constraints, task)
+        if own is None or shared is None:
+            return own or shared
+        if own.tier != shared.tier:
+            return own if own.tier > shared.tier else shared
+        return own if own.index < shared.index else shared
+
+
+def _by_kind(compiled: tuple[_Compiled, ...]) -> dict[str, tuple[_Compiled, ...]]:
+    """The rules (or constraints) naming each kind, in file order."""
+    out: dict[str, list[_Compiled]] = {}
+    for c in compiled:
+        for kind in c.kinds or ():
+            out.setdefault(kind, []).append(c)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _first(candidates: tuple[_Compiled, ...], task: Task, before: int | None) -> _Compiled | None:
+    """The first candidate whose checks all hold, among those with an index below *before*."""
+    for candidate in candidates:
+        if before is not None and candidate.index >= before:
+            return None
+        for check in candidate.checks:
+            if not check(task):
+                break
+        else:
+            return candidate
+    return None
 
 
 def _pin(constraints: tuple[_Compiled, ...], task: Task) -> _Compiled | None:

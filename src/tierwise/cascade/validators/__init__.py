@@ -14,8 +14,10 @@ Built-in types:
 
 - ``json``: the output parses as strict JSON (one ```` ```json ```` fence around it allowed).
 - ``json_schema``: … and the schema (a file relative to the policy, or inline) accepts it; the
-  reason names the JSON path: ``$.total: 'abc' is not of type 'number'``.
-- ``regex``: ``search`` (default) or ``fullmatch`` (of the stripped output), ``ignore_case``.
+  reason names the JSON path: ``$.total: 'abc' is not of type 'number'``. A ``$ref`` is fetched
+  only from hosts the spec's ``allow_hosts`` names.
+- ``regex``: ``search`` (default) or ``fullmatch`` (of the stripped output), ``ignore_case``;
+  compiled by RE2, so matching is linear in the output's length.
 - ``python``: ``module:function`` called as ``fn(output)`` or ``fn(output, ctx)``; returns a
   bool, ``(ok, reason[, score])``, a mapping with ``ok`` or a Verdict; may be async. A module
   not importable otherwise is looked for next to the policy file.
@@ -24,7 +26,9 @@ Built-in types:
 - ``not_refusal``: stop reason ``refusal``, a refusal opening, or an empty output fails.
 - ``not_truncated``: stop reason ``max_tokens`` fails.
 - ``command``: the output piped to ``argv`` (from the policy only); exit 0 passes; a timeout
-  fails and kills the command's process group.
+  fails and kills the command's process group. Its environment is an allow-list (``PATH``,
+  ``HOME``, ``LANG``, ``LC_*``, ``TMPDIR`` and the spec's ``pass_env``); its output goes to the
+  verdict's ``detail`` (for the next tier), never to its ``reason`` (which callers see).
 - ``agreement``: other tiers answer the same task through the cascade (priced, budgeted,
   recorded as ``validator`` attempts); all must agree under ``exact``, ``lower``, ``choice``,
   ``number`` or ``json`` normalisation (:func:`normalise_answer`).
@@ -54,7 +58,6 @@ from tierwise.cascade.validators._build import build_validator
 from tierwise.cascade.validators._builtin import (
     REFUSAL_OPENINGS,
     ConfidenceValidator,
-    JsonSchemaValidator,
     JsonValidator,
     NotRefusalValidator,
     NotTruncatedValidator,
@@ -63,6 +66,7 @@ from tierwise.cascade.validators._builtin import (
     refusal_opening,
 )
 from tierwise.cascade.validators._command import CommandValidator
+from tierwise.cascade.validators._schema import JsonSchemaValidator
 from tierwise.cascade.validators._text import (
     CONFIDENCE_LEVELS,
     Normalise,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tierwise.cascade.result import Verdict
@@ -98,9 +98,13 @@ class BaseValidator:
         """A passing verdict under this validator's name."""
         return Verdict(self.name, True, clip(reason), score)
 
-    def fail(self, reason: str, score: float | None = None) -> Verdict:
-        """A failing verdict under this validator's name."""
-        return Verdict(self.name, False, clip(reason), score)
+    def fail(self, reason: str, score: float | None = None, *, detail: str = "") -> Verdict:
+        """A failing verdict under this validator's name.
+
+        *reason* is what callers may see; *detail* (optional) is the longer text for the next
+        tier's prompt only.
+        """
+        return Verdict(self.name, False, clip(reason), score, clip(detail))
 
     def check(self, output: str, ctx: ValidationContext) -> Verdict:
         """Judge *output*; never raises (an exception becomes a failed verdict)."""
@@ -119,7 +123,7 @@ class BaseValidator:
     def _stamp(self, verdict: Verdict) -> Verdict:
         if verdict.validator == self.name:
             return verdict
-        return Verdict(self.name, verdict.ok, verdict.reason, verdict.score)
+        return replace(verdict, validator=self.name)
 
 
 def _guarded(validator: Validator, verdict: object) -> Verdict:

@@ -14,7 +14,7 @@ from tierwise.cascade.validators._base import BaseValidator, ValidationContext, 
 from tierwise.cascade.validators._text import parse_confidence, parse_json, shorten
 
 if TYPE_CHECKING:
-    from jsonschema.protocols import Validator as SchemaChecker
+    from tierwise.policy.patterns import CompiledPattern
 
 
 class JsonValidator(BaseValidator):
@@ -26,37 +26,15 @@ class JsonValidator(BaseValidator):
         return self.ok() if ok else self.fail(error)
 
 
-class JsonSchemaValidator(BaseValidator):
-    """Passes when the output is JSON that the schema accepts.
-
-    The reason names the JSON path of the most relevant error, e.g.
-    ``$.total: 'abc' is not of type 'number'``, and how many more there are.
-    """
-
-    def __init__(self, name: str, checker: SchemaChecker) -> None:
-        super().__init__(name)
-        self.checker = checker
-
-    def _check(self, output: str, ctx: ValidationContext) -> Verdict:
-        from jsonschema.exceptions import best_match, relevance
-
-        ok, document, error = parse_json(output)
-        if not ok:
-            return self.fail(error)
-        errors = sorted(self.checker.iter_errors(document), key=relevance)
-        if not errors:
-            return self.ok()
-        best = best_match(errors)
-        assert best is not None  # errors is not empty
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        return self.fail(f"{best.json_path}: {shorten(best.message, 300)}{more}")
-
-
 class RegexValidator(BaseValidator):
     """Passes when the pattern is found (``search``) or matches the whole output (``fullmatch``;
-    surrounding whitespace of the output is ignored, since models often add a final newline)."""
+    surrounding whitespace of the output is ignored, since models often add a final newline).
 
-    def __init__(self, name: str, pattern: re.Pattern[str], mode: str = "search") -> None:
+    The pattern is compiled by RE2 (:func:`tierwise.policy.patterns.compile_pattern`): matching
+    takes time linear in the output whatever the pattern, so no output can make a check hang.
+    """
+
+    def __init__(self, name: str, pattern: CompiledPattern, mode: str = "search") -> None:
         super().__init__(name)
         self.pattern = pattern
         self.mode = mode

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -14,9 +13,11 @@ from pathlib import Path
 from tierwise.cascade.result import Verdict
 from tierwise.cascade.validators._base import MAX_REASON, BaseValidator, ValidationContext
 
-#: Environment variables whose names match this are not passed to the command: its output ends
-#: up in the ledger and in the next model's prompt, so it must never see credentials.
-SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.I)
+#: The only variables of this process a command sees, besides the spec's ``pass_env``: its
+#: output goes to the next model's prompt, so it must not see credentials — and a deny-list of
+#: names that look secret (``*_KEY``, ``*_TOKEN``) let ``DATABASE_URL`` and the like through.
+BASE_ENV = ("PATH", "HOME", "LANG", "TMPDIR")
+BASE_ENV_PREFIXES = ("LC_",)
 
 
 def tail(stdout: bytes, stderr: bytes, limit: int = MAX_REASON) -> str:
@@ -40,24 +41,35 @@ def tail(stdout: bytes, stderr: bytes, limit: int = MAX_REASON) -> str:
 class CommandValidator(BaseValidator):
     """Runs ``argv`` (from the policy, never from a request) with the output on stdin.
 
-    Exit status 0 passes; otherwise the reason is the exit status and the last lines of the
-    program's stdout and stderr (≤ 500 characters). The command runs in *cwd* (the policy file's
-    directory, so ``./check.sh`` is found next to it) in its own process group, which is killed
-    when it outlives ``timeout_s`` (a failed verdict). Its environment is this process's, minus
-    variables that look like credentials (:data:`SECRET_ENV`), plus ``TIERWISE_TASK_ID``,
-    ``TIERWISE_KIND`` and ``TIERWISE_TIER``.
+    Exit status 0 passes. On a failure the verdict's ``reason`` — what callers and the ledger
+    see — names the program and its exit status only; the last lines of its stdout and stderr
+    (≤ 500 characters) go to ``detail``, for the next tier's prompt. The command runs in *cwd*
+    (the policy file's directory, so ``./check.sh`` is found next to it) in its own process
+    group, which is killed when it outlives ``timeout_s`` (a failed verdict). Its environment
+    is an allow-list: ``PATH``, ``HOME``, ``LANG``, ``LC_*``, ``TMPDIR`` and the names in
+    *pass_env*, plus ``TIERWISE_TASK_ID``, ``TIERWISE_KIND`` and ``TIERWISE_TIER``.
     """
 
     def __init__(
-        self, name: str, argv: Sequence[str], *, timeout_s: float = 30.0, cwd: Path | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        timeout_s: float = 30.0,
+        cwd: Path | None = None,
+        pass_env: Sequence[str] = (),
     ) -> None:
         super().__init__(name)
         self.argv = tuple(argv)
         self.timeout_s = timeout_s
         self.cwd = cwd
+        self.pass_env = frozenset(pass_env)
+
+    def _passes(self, name: str) -> bool:
+        return name in BASE_ENV or name.startswith(BASE_ENV_PREFIXES) or name in self.pass_env
 
     def _env(self, ctx: ValidationContext) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not SECRET_ENV.search(k)}
+        env = {k: v for k, v in os.environ.items() if self._passes(k)}
         task = getattr(ctx, "task", None)
         if task is not None:
             env["TIERWISE_TASK_ID"] = str(task.id)
@@ -69,8 +81,9 @@ class CommandValidator(BaseValidator):
         if returncode == 0:
             return self.ok()
         status = f"killed by signal {-returncode}" if returncode < 0 else f"exit {returncode}"
-        detail = tail(stdout, stderr, MAX_REASON - 40)
-        return self.fail(f"{self.argv[0]}: {status}" + (f": {detail}" if detail else ""))
+        reason = f"{self.argv[0]}: {status}"
+        output = tail(stdout, stderr, MAX_REASON - 40)
+        return self.fail(reason, detail=f"{reason}: {output}" if output else "")
 
     def _timed_out(self) -> Verdict:
         return self.fail(f"{self.argv[0]}: timed out after {self.timeout_s:g} s")
