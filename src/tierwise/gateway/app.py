@@ -223,10 +223,10 @@ def _anonymous(cfg: GatewayConfig, loopback: bool, has_keys: bool, where: str) -
 
 def _status(svc: GatewayService, cfg: GatewayConfig) -> dict[str, Any]:
     """What an operator wants to know about a running gateway (the admin status route)."""
-    from tierwise import __version__
+    from importlib.metadata import version
 
     return {
-        "version": __version__,
+        "version": version("tierwise"),
         "policy_revision": svc.policy.revision,
         "policy_source": str(svc.policy.source) if svc.policy.source else None,
         "ladder": list(svc.policy.ladder),
