@@ -25,7 +25,7 @@ from tierwise.ledger import budgets as _budgets
 from tierwise.ledger import keys as _keys
 from tierwise.ledger import queries as _queries
 from tierwise.ledger import rollups as _rollups
-from tierwise.ledger.engine import READ_OPTION, LedgerSettings, display_url
+from tierwise.ledger.engine import READ_OPTION, LedgerSettings, display_url, reason
 from tierwise.ledger.keys import ApiKey
 from tierwise.ledger.prepared import savepoint
 from tierwise.ledger.redact import Redactor
@@ -49,21 +49,6 @@ class Tx:
     cursor: Any
     on_commit: list[Callable[[], None]] = field(default_factory=list)
     deltas: list[_budgets.Delta] = field(default_factory=list)
-
-
-def reason(exc: BaseException) -> str:
-    """A driver error's own message, without anything that could echo stored values.
-
-    SQLAlchemy's ``str()`` appends the bound parameters, which may hold prompt or output text,
-    and PostgreSQL's ``DETAIL`` line may quote a whole row; only the primary message is kept.
-    """
-    orig: Any = getattr(exc, "orig", None) if isinstance(exc, sa.exc.SQLAlchemyError) else exc
-    if orig is None:
-        return type(exc).__name__
-    diag = getattr(orig, "diag", None)  # psycopg: the server's message parts
-    primary = getattr(diag, "message_primary", None) if diag is not None else None
-    text = primary or str(orig).split("\n", 1)[0]
-    return f"{type(orig).__name__}: {text}"
 
 
 class LedgerCore:

@@ -100,6 +100,21 @@ def ledger_url(target: str | Path) -> str:
     return text
 
 
+def reason(exc: BaseException) -> str:
+    """A driver error's own message, without anything that could echo stored values.
+
+    SQLAlchemy's ``str()`` appends the bound parameters, which may hold prompt or output text,
+    and PostgreSQL's ``DETAIL`` line may quote a whole row; only the primary message is kept.
+    """
+    orig: Any = getattr(exc, "orig", None) if isinstance(exc, sa.exc.SQLAlchemyError) else exc
+    if orig is None:
+        return type(exc).__name__
+    diag = getattr(orig, "diag", None)  # psycopg: the server's message parts
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = primary or str(orig).split("\n", 1)[0]
+    return f"{type(orig).__name__}: {text}"
+
+
 def display_url(url: str | URL) -> str:
     """The URL with any password masked, safe for messages and logs."""
     return make_url(url).render_as_string(hide_password=True)

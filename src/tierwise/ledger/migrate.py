@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from tierwise.errors import LedgerError
-from tierwise.ledger.engine import HEAD_REVISION, display_url
+from tierwise.ledger.engine import HEAD_REVISION, display_url, reason
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -116,8 +116,11 @@ def migration_status(engine: Engine) -> MigrationStatus:
         LedgerError: the schema is newer than this tierwise, or the database is unreachable.
     """
     url = display_url(engine.url)
-    with engine.connect() as conn:
-        found = current_revision(conn)
+    try:
+        with engine.connect() as conn:
+            found = current_revision(conn)
+    except sa.exc.SQLAlchemyError as exc:
+        raise LedgerError(f"cannot read the ledger {url}: {reason(exc)}") from None
     pending = () if found == HEAD_REVISION else _pending(found, url)
     return MigrationStatus(url, found, HEAD_REVISION, pending)
 
@@ -133,6 +136,13 @@ def migrate(engine: Engine, *, auto: bool = True) -> MigrationStatus:
             off, or a migration step failed (then nothing changed).
     """
     url = display_url(engine.url)
+    try:
+        return _migrate(engine, url, auto)
+    except sa.exc.SQLAlchemyError as exc:
+        raise LedgerError(f"cannot open the ledger {url}: {reason(exc)}") from None
+
+
+def _migrate(engine: Engine, url: str, auto: bool) -> MigrationStatus:
     with engine.connect() as conn:  # the common case, a current schema, takes no lock
         found = current_revision(conn)
     if found == HEAD_REVISION:

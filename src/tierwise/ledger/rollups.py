@@ -366,7 +366,7 @@ def prune(
                 int(n_attempts),
                 tuple(sorted(_as_date(d) for d in found.scalars())),
                 _count_reservations(conn, cutoff),
-                len(_dead_counters(conn, cutoff, before)),
+                len(_dead_counters(conn, cutoff, before, where)),
                 _count_sessions(conn, cutoff),
             )
     done = n_attempts = 0
@@ -401,7 +401,7 @@ def prune(
                 reservations.c.state != "held", reservations.c.created_at < cutoff
             )
         ).rowcount
-        dead = _dead_counters(tx.conn, cutoff, before)
+        dead = _dead_counters(tx.conn, cutoff, before, where)
         for chunk in _chunks(dead, 500):
             tx.conn.execute(sa.delete(budget_counters).where(budget_counters.c.scope.in_(chunk)))
         n_sessions = tx.conn.execute(sa.delete(sessions).where(*_idle_sessions(cutoff))).rowcount
@@ -464,9 +464,14 @@ def _count_reservations(conn: sa.Connection, cutoff: datetime) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def _dead_counters(conn: sa.Connection, cutoff: datetime, before: date) -> list[str]:
+def _dead_counters(
+    conn: sa.Connection,
+    cutoff: datetime,
+    before: date,
+    pruned: Sequence[sa.ColumnElement[bool]],
+) -> list[str]:
     """Budget counters nothing can reserve against again: idle, nothing held, and either of a
-    past day (``…:YYYY-MM-DD`` before *before*) or of a task no longer in the ledger.
+    past day (``…:YYYY-MM-DD`` before *before*) or of a task that is (or is being) pruned.
 
     Session counters are kept: a session may go on after a pause, and its budget with it.
     """
@@ -488,7 +493,8 @@ def _dead_counters(conn: sa.Connection, cutoff: datetime, before: date) -> list[
             task_scopes.append(scope)
     for chunk in _chunks(task_scopes, 500):
         ids = [scope.removeprefix("task:") for scope in chunk]
-        alive = set(conn.execute(sa.select(t.id).where(t.id.in_(ids))).scalars())
+        kept = sa.select(t.id).where(t.id.in_(ids), sa.not_(sa.and_(*pruned)))
+        alive = set(conn.execute(kept).scalars())
         dead.extend(scope for scope, tid in zip(chunk, ids, strict=True) if tid not in alive)
     return dead
 

@@ -23,13 +23,14 @@ from tierwise.errors import BudgetExceededError, LedgerError
 from tierwise.ledger import budgets as _budgets
 from tierwise.ledger import rollups as _rollups
 from tierwise.ledger.budgets import BudgetState, Reservation
-from tierwise.ledger.core import LedgerCore, Tx, _utcnow, reason
+from tierwise.ledger.core import LedgerCore, Tx, _utcnow
 from tierwise.ledger.engine import (
     LedgerSettings,
     build_engine,
     display_url,
     ledger_url,
     parse_ledger_url,
+    reason,
 )
 from tierwise.ledger.migrate import migrate
 from tierwise.ledger.redact import Redactor, secret_values
