@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +22,9 @@ import sqlalchemy as sa
 # The fake upstream's fixtures (fake_upstream, upstream_policy, upstream_env, fake_clock), shipped
 # in the package so library users can enable them the same way.
 pytest_plugins = ["tierwise.testing.pytest_plugin"]
+
+if TYPE_CHECKING:
+    from tierwise.testing.postgres import PostgresCluster
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -39,15 +42,15 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url() -> Iterator[str]:
-    """A superuser URL on a running PostgreSQL server for this test session."""
+def _postgres_server() -> Iterator[tuple[str, PostgresCluster | None]]:
+    """A superuser URL on a running PostgreSQL server, and the cluster when this session owns it."""
     given = os.environ.get("TIERWISE_TEST_POSTGRES_URL")
     try:
         import psycopg  # noqa: F401
     except ImportError:
         _unavailable("psycopg is not installed (pip install 'tierwise[postgres]')")
     if given:
-        yield given
+        yield given, None
         return
     from tierwise.testing.postgres import PostgresCluster, PostgresUnavailableError
 
@@ -58,9 +61,25 @@ def postgres_admin_url() -> Iterator[str]:
         cluster.close()
         _unavailable(str(exc))
     try:
-        yield cluster.url()
+        yield cluster.url(), cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(_postgres_server: tuple[str, PostgresCluster | None]) -> str:
+    """A superuser URL on the session's PostgreSQL server."""
+    return _postgres_server[0]
+
+
+@pytest.fixture
+def postgres_cluster(_postgres_server: tuple[str, PostgresCluster | None]) -> PostgresCluster:
+    """The session's own cluster, for tests that stop and start the server (they must leave it
+    running). Skipped when the tests use ``$TIERWISE_TEST_POSTGRES_URL``'s server."""
+    cluster = _postgres_server[1]
+    if cluster is None:
+        pytest.skip("the tests use an external server ($TIERWISE_TEST_POSTGRES_URL)")
+    return cluster
 
 
 @pytest.fixture(scope="session")

@@ -484,3 +484,28 @@ def test_a_failed_write_inside_a_batch_changes_nothing_and_the_batch_goes_on(
         assert book.budget("a") is None
         assert len(book.attempts_of(task.id)) == 1
         assert book.integrity_check() == []
+
+
+# -- a database that blinks --------------------------------------------------------------------
+
+
+def test_a_postgres_restart_costs_a_reconnect_not_an_error(
+    postgres_url: str, postgres_cluster: Any
+) -> None:
+    """While the server is down a write fails at once with a LedgerError (nothing half-written);
+    once it is back, pooled connections are checked and replaced before use."""
+    with open_ledger(f"{postgres_url}?connect_timeout=3", env={}) as book:
+        before, _ = record_task(book)
+        postgres_cluster.stop()
+        try:
+            task = Task.create("extract", "during the outage")
+            with pytest.raises(LedgerError, match="ledger write failed"):
+                _begin(book, task)
+            with pytest.raises(LedgerError):
+                book.reserve("t", {"task:t": Decimal(1)}, Decimal("0.5"))
+        finally:
+            postgres_cluster.start()
+        after, _ = record_task(book)  # the same Ledger, its pool full of dead connections
+        assert book.task(before.id) is not None and book.task(after.id) is not None
+        assert book.task(task.id) is None
+        assert book.integrity_check() == []

@@ -17,6 +17,9 @@
      ├── BudgetExceededError         a budget would be overrun; carries the attempts so far
      ├── EscalationExhaustedError    every tier of the ladder failed; carries the whole trail
      ├── LedgerError                 the ledger cannot be opened, migrated or written
+     │    └── MissingDriverError     a Postgres ledger without psycopg; names the extra to
+     │                               install (also an ImportError; defined in
+     │                               tierwise.ledger.engine)
      └── DatasetError                recorded results for `tierwise eval` are missing or
                                      malformed (defined in tierwise.evaluation.dataset)
 

@@ -213,10 +213,14 @@ class Ledger(LedgerCore):
         )
         try:
             self._insert_task(task, decision, policy_revision, role, store_content, now)
-        except LedgerError:
+        except LedgerError as failed:
             # The primary key refused the row (the only way this insert fails once the policy
             # revision is known); say so plainly instead of the driver's words.
-            if self.task(task.id) is not None:
+            try:
+                exists = self.task(task.id) is not None
+            except LedgerError:  # the database is unreachable: report the write's own failure
+                raise failed from None
+            if exists:
                 raise duplicate from None
             raise
 
