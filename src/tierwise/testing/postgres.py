@@ -53,7 +53,7 @@ def find_bindir(env: Mapping[str, str] | None = None) -> Path | None:
         return Path(given) if (Path(given) / "pg_ctl").exists() else None
     on_path = shutil.which("pg_ctl")
     if on_path and shutil.which("initdb"):
-        return Path(on_path).parent
+        return Path(on_path).resolve().parent  # e.g. a symlink into /usr/lib/postgresql
     if _VERSIONED.is_dir():
 
         def version(p: Path) -> tuple[int, ...]:
