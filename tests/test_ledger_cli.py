@@ -242,3 +242,20 @@ def test_stats_shows_money_held_by_open_reservations(ledger_url: str) -> None:
     assert held["by_scope"][0]["scope"] == "kind-day:extract:x"
     code, out, _ = invoke("ledger", "stats", "-l", ledger_url)
     assert code == 0 and "held by 2 open reservation(s): $0.750000" in out
+
+
+def test_keys_commands_work_on_either_backend(ledger_url: str) -> None:
+    """`tierwise keys create|list|revoke` store and read keys in the same ledger."""
+    code, out, err = invoke(
+        "keys", "create", "--name", "ci", "--budget-usd-day", "2.5", "-l", ledger_url
+    )
+    assert code == 0, err
+    secret = out.strip()
+    code, out, _ = invoke("keys", "list", "--json", "-l", ledger_url)
+    assert code == 0 and [k["name"] for k in json.loads(out)] == ["ci"]
+    assert secret not in out
+    with open_ledger(ledger_url) as book:
+        key = book.verify_api_key(secret)
+        assert key is not None and key.budget_usd_day == Decimal("2.5")
+    assert invoke("keys", "revoke", "ci", "-l", ledger_url)[0] == 0
+    assert json.loads(invoke("keys", "list", "--json", "-l", ledger_url)[1]) == []

@@ -465,24 +465,53 @@ def test_a_failing_batch_leaves_nothing_behind(ledger_url: str) -> None:
         assert book.tail() == []
 
 
-def test_a_failed_write_inside_a_batch_changes_nothing_and_the_batch_goes_on(
+def test_a_write_refused_by_the_ledger_inside_a_batch_changes_nothing_and_the_batch_goes_on(
     ledger_url: str,
 ) -> None:
-    """Also on Postgres, where a failed statement would abort the batch's whole transaction."""
+    """A budget overrun and a duplicate task, inside a batch: rolled back to their savepoints
+    (also on Postgres, where a failed statement would abort the whole transaction)."""
     from tierwise.errors import BudgetExceededError
 
     with open_ledger(ledger_url) as book:
-        task = Task.create("extract", "x")
+        task, known = Task.create("extract", "x"), Task.create("extract", "known")
+        _begin(book, known)
         with book.batch():
             _begin(book, task)
             with pytest.raises(BudgetExceededError):
                 # "a" is raised first (scope order), then "b" overruns: "a" must not keep it
                 book.reserve(task.id, {"a": Decimal(10), "b": Decimal(1)}, Decimal(2))
-            with pytest.raises(LedgerError, match=r"(?i)foreign key"):
-                book.record_attempt(make_attempt(Task.create("x", "y"), 0), store_content=False)
+            with pytest.raises(LedgerError, match="already in the ledger"):
+                _begin(book, known.with_(session="s-new"))  # several statements: a savepoint
             book.record_attempt(make_attempt(task, 0), store_content=False)
         assert book.budget("a") is None
         assert len(book.attempts_of(task.id)) == 1
+        assert book.integrity_check() == []
+
+
+def test_a_write_refused_by_the_database_inside_a_batch(backend: str, ledger_url: str) -> None:
+    """SQLite: the statement alone fails and the batch goes on. Postgres: the batch is aborted —
+    every later write fails, and so does the batch, never reporting a commit it did not make."""
+    with open_ledger(ledger_url) as book:
+        task = Task.create("extract", "x")
+        orphan = make_attempt(Task.create("x", "y"), 0)
+        if backend == "sqlite":
+            with book.batch():
+                _begin(book, task)
+                with pytest.raises(LedgerError, match=r"(?i)foreign key"):
+                    book.record_attempt(orphan, store_content=False)
+                book.record_attempt(make_attempt(task, 0), store_content=False)
+            assert len(book.attempts_of(task.id)) == 1
+        else:
+            with pytest.raises(LedgerError, match="aborted"), book.batch():
+                _begin(book, task)
+                with pytest.raises(LedgerError, match=r"(?i)foreign key"):
+                    book.record_attempt(orphan, store_content=False)
+                with pytest.raises(LedgerError, match="an earlier write aborted this batch"):
+                    book.record_attempt(make_attempt(task, 0), store_content=False)
+            assert book.task(task.id) is None
+            with book.batch():  # the next batch is a fresh transaction
+                _begin(book, task)
+            assert book.task(task.id) is not None
         assert book.integrity_check() == []
 
 

@@ -43,12 +43,15 @@ class Tx:
     """One write transaction: its connection, a DBAPI cursor on it, what to do once committed.
 
     ``deltas`` are budget-counter changes applied (summed, in scope order) just before commit.
+    ``aborted`` is set when a statement failed with no savepoint to roll back to (Postgres): the
+    transaction can then only roll back, and the batch must not report a commit.
     """
 
     conn: sa.Connection
     cursor: Any
     on_commit: list[Callable[[], None]] = field(default_factory=list)
     deltas: list[_budgets.Delta] = field(default_factory=list)
+    aborted: str | None = None
 
 
 class LedgerCore:
@@ -124,9 +127,13 @@ class LedgerCore:
         Used by the gateway to group-commit the rows of many concurrent requests. The writes are
         committed when the block exits normally; if it raises, all of them are rolled back.
         Nested blocks join the outer one. Other threads' writes are not affected. Each write in
-        the block is still all-or-nothing (a savepoint). Reads inside the block see only what
-        was committed before it. On SQLite the block holds the write lock: keep it short. On
-        Postgres it locks budget counters only while it commits (settlements apply last).
+        the block is all-or-nothing. A write refused for a reason of the ledger's own (a budget
+        overrun, a duplicate task, a settled reservation) changes nothing and the block may go
+        on; a write the *database* refuses leaves the block usable on SQLite but aborts it on
+        PostgreSQL (see :meth:`_write`): every later write raises, and so does the block's exit.
+        Reads inside the block see only what was committed before it. On SQLite the block holds
+        the write lock: keep it short. On Postgres it locks budget counters only while it
+        commits (settlements apply last).
         """
         if getattr(self._local, "tx", None) is not None:
             yield
@@ -146,21 +153,32 @@ class LedgerCore:
     def _write(self, *, single: bool = False) -> Iterator[Tx]:
         """One write transaction, committed on exit (after applying its counter changes).
 
-        Inside :meth:`batch` the write joins the batch's transaction under a SAVEPOINT, so that
-        a write that fails (a reservation that would overrun, say) still changes nothing. On
-        SQLite a *single*-statement write skips the savepoint: one statement is atomic on its
-        own and its failure leaves the transaction usable. The transaction's ``on_commit``
-        callbacks run once it is committed (those of a write rolled back are dropped, and so
-        are its counter changes).
+        Inside :meth:`batch` a write of several statements joins the batch's transaction under
+        a SAVEPOINT, so that a write that fails (a reservation that would overrun, say) still
+        changes nothing. A *single*-statement write skips the savepoint: one statement is atomic
+        on its own. On SQLite its failure leaves the batch usable; on Postgres it aborts the
+        batch's transaction, and every later write and the batch itself then fail — a savepoint
+        per row would cost two round trips and a subtransaction each, and a group commit of
+        hundreds of rows would overflow the server's subtransaction cache. The transaction's
+        ``on_commit`` callbacks run once it is committed (those of a write rolled back are
+        dropped, and so are its counter changes).
         """
         if self._closed:
             raise LedgerError("the ledger is closed")
         shared = self._shared_tx()
         if shared is not None:
+            if shared.aborted is not None:
+                raise LedgerError(
+                    f"ledger write failed: an earlier write aborted this batch ({shared.aborted})"
+                )
             try:
-                # SQLite keeps a transaction usable after a failed statement; Postgres aborts it
-                if single and not self._postgres:
-                    yield shared
+                if single:
+                    try:
+                        yield shared
+                    except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
+                        if self._postgres:
+                            shared.aborted = reason(exc)
+                        raise
                 else:
                     marks = len(shared.on_commit), len(shared.deltas)
                     try:
@@ -178,6 +196,11 @@ class LedgerCore:
                 tx = Tx(conn, conn.connection.cursor())
                 try:
                     yield tx
+                    if tx.aborted is not None:  # a caller went on past a failed write
+                        raise LedgerError(
+                            f"ledger write failed: the batch was aborted ({tx.aborted}); "
+                            "nothing in it was committed"
+                        )
                     if tx.deltas:
                         _budgets.apply(conn, tx.deltas, self._now())
                 finally:

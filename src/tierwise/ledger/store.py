@@ -403,12 +403,13 @@ class Ledger(LedgerCore):
         Raises:
             LedgerError: the reservation was already settled or released.
         """
-        with self._write() as tx:
+        # one UPDATE (the counters change at commit): no savepoint needed inside a batch
+        with self._write(single=True) as tx:
             _budgets.close(tx.conn, reservation, actual_usd, "settled", self._now(), tx.deltas)
 
     def release(self, reservation: Reservation) -> None:
         """Drop a held reservation without spending (the attempt cost nothing)."""
-        with self._write() as tx:
+        with self._write(single=True) as tx:
             _budgets.close(tx.conn, reservation, Decimal(0), "released", self._now(), tx.deltas)
 
     def spent(self, scope: str) -> Decimal:
