@@ -365,3 +365,27 @@ def test_a_batch_locks_budget_counters_only_while_it_commits(backend: str, ledge
             worker.join()
         assert book.spent("kind-day:x") == Decimal("1.75")  # 0.5 + 0.25 + 1 held
         assert book.integrity_check() == []
+
+
+def test_a_read_only_ledger_still_opens_with_expired_reservations(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reporting job on a read-only standby cannot release expired holds; it still reads."""
+    import sqlalchemy as sa
+
+    url = f"{postgres_url}?reservation_ttl=60"
+    clock = [datetime(2025, 1, 1, tzinfo=UTC)]
+    with open_ledger(url, now=lambda: clock[0]) as book:
+        book.reserve("dead", {"kind-day:x": Decimal(1)}, Decimal("0.5"))
+    name = sa.make_url(postgres_url).database
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    admin.dispose()
+    clock[0] += timedelta(hours=1)
+    with (
+        caplog.at_level("WARNING", logger="tierwise.ledger"),
+        open_ledger(url, now=lambda: clock[0]) as book,
+    ):
+        assert book.stats()["held"]["expired"] == 1
+    assert "could not release expired reservations" in caplog.text

@@ -317,6 +317,13 @@ def state(conn: sa.Connection, scope: str) -> BudgetState | None:
     return BudgetState(scope, from_pico(row.spent_pusd), from_pico(row.held_pusd), limit)
 
 
+def any_held_before(conn: sa.Connection, before: datetime) -> bool:
+    """Whether any reservation made before *before* is still held."""
+    r = reservations.c
+    query = sa.select(r.id).where(r.state == "held", r.created_at < before).limit(1)
+    return conn.execute(query).first() is not None
+
+
 def held_summary(conn: sa.Connection, expired_before: datetime) -> dict[str, Any]:
     """Money held by open reservations now: in total, past their time to live, and per scope."""
     r, c = reservations.c, budget_counters.c

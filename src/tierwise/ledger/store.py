@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from tierwise.task import Decision, Task
 
 TASK_OUTCOMES = ("running", "accepted", "exhausted", "budget", "error")
+
+log = logging.getLogger("tierwise.ledger")
 
 #: How many expired reservations one sweep transaction releases.
 _SWEEP_BATCH = 500
@@ -87,7 +90,10 @@ def open_ledger(
         migrate(engine, auto=settings.migrate == "auto")
         redactor = Redactor(secret_values(os.environ if env is None else env))
         ledger = Ledger(engine, now=now or _utcnow, redactor=redactor, settings=settings)
-        ledger.release_expired()
+        try:
+            ledger.release_expired()
+        except LedgerError as exc:  # a read-only file or standby: reads still work
+            log.warning("could not release expired reservations in %s: %s", ledger.url, exc)
     except LedgerError:
         engine.dispose()
         raise
@@ -362,7 +368,8 @@ class Ledger(LedgerCore):
         For each scope, spent + held + amount must stay within its limit; otherwise nothing
         changes. Holds left by dead processes never cause a refusal: when a scope would
         overrun, reservations past their time to live are released and the check runs again.
-        Every few seconds a reservation also sweeps expired ones on its own.
+        Once a tenth of the TTL (at most a minute) has passed since the last sweep, a
+        reservation also sweeps expired ones first.
 
         Raises:
             BudgetExceededError: some scope would overrun (the first one, in scope order).
@@ -427,8 +434,8 @@ class Ledger(LedgerCore):
 
         A reservation lives for one attempt (seconds to minutes); one held past the TTL
         (``reservation_ttl`` on the URL, default 15 minutes) was left by a process that died.
-        Called when the ledger opens and, every few seconds, by :meth:`reserve`; a
-        long-running process (the gateway) may also call it on a timer. Safe to run from
+        Called when the ledger opens and, once a tenth of the TTL has passed (at most a minute),
+        by :meth:`reserve`; a long-running process (the gateway) may also call it on a timer. Safe to run from
         several processes at once: each reservation is released once.
         """
         return self.release_stale(self._settings.reservation_ttl)
@@ -440,6 +447,9 @@ class Ledger(LedgerCore):
         """
         self._next_sweep = time.monotonic() + self._sweep_every
         now = self._now()
+        with self._read() as conn:  # usually none: then no write lock, no write at all
+            if not _budgets.any_held_before(conn, now - older_than):
+                return 0
         released = 0
         while True:
             with self._write() as tx:
