@@ -435,8 +435,8 @@ class Ledger(LedgerCore):
         A reservation lives for one attempt (seconds to minutes); one held past the TTL
         (``reservation_ttl`` on the URL, default 15 minutes) was left by a process that died.
         Called when the ledger opens and, once a tenth of the TTL has passed (at most a minute),
-        by :meth:`reserve`; a long-running process (the gateway) may also call it on a timer. Safe to run from
-        several processes at once: each reservation is released once.
+        by :meth:`reserve`; a long-running process (the gateway) may also call it on a timer.
+        Safe to run from several processes at once: each reservation is released once.
         """
         return self.release_stale(self._settings.reservation_ttl)
 
