@@ -4,8 +4,8 @@ Ledger tests take ``ledger_url`` and run once per backend. The PostgreSQL one is
 ``$TIERWISE_TEST_POSTGRES_URL`` (a superuser URL to create databases on) when set, else a
 throwaway cluster this session starts itself (:class:`tierwise.testing.postgres.
 PostgresCluster`: Debian's binaries, a temporary folder, a free loopback port), one fresh
-database per test. Without a server or psycopg the Postgres cases skip with the reason — and
-fail under ``CI=true``, where a missing dependency is an error.
+ledger per test (a role and its schema). Without a server or psycopg the Postgres cases skip
+with the reason — and fail under ``CI=true``, where a missing dependency is an error.
 """
 
 from __future__ import annotations
@@ -83,32 +83,48 @@ def postgres_cluster(_postgres_server: tuple[str, PostgresCluster | None]) -> Po
 
 
 @pytest.fixture(scope="session")
-def postgres_databases(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
-    """Make a fresh, empty database and return its URL; all are dropped at the end."""
-    admin = sa.create_engine(
-        postgres_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
-    )
-    made: list[str] = []
+def postgres_databases(
+    _postgres_server: tuple[str, PostgresCluster | None],
+) -> Iterator[Callable[[], str]]:
+    """Make a fresh, empty ledger database and return its URL.
+
+    Each is a role of its own with a schema of the same name in one test database: the default
+    ``search_path`` (``"$user", public``) puts every table there, the URL is a plain one, and
+    tierwise runs as an ordinary role, not a superuser. (A database per test would copy the
+    template, several megabytes, each time.)
+    """
+    admin_url, cluster = _postgres_server
+    name = f"tierwise_tests_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    base = sa.make_url(admin_url).set(database=name)
+    owner = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    roles: list[str] = []
 
     def make() -> str:
-        name = f"tw_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return str(sa.make_url(postgres_admin_url).set(database=name).render_as_string(False))
+        role, password = f"tw_{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+        with owner.connect() as conn:
+            conn.exec_driver_sql(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+            conn.exec_driver_sql(f'CREATE SCHEMA "{role}" AUTHORIZATION "{role}"')
+        roles.append(role)
+        return base.set(username=role, password=password).render_as_string(hide_password=False)
 
     try:
         yield make
     finally:
-        with admin.connect() as conn:
-            for name in made:
+        owner.dispose()
+        if cluster is None:  # an external server: leave nothing behind (ours is deleted whole)
+            with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                for role in roles:
+                    conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
         admin.dispose()
 
 
 @pytest.fixture
 def postgres_url(postgres_databases: Callable[[], str]) -> str:
-    """The URL of a fresh, empty PostgreSQL database for this test."""
+    """The URL of a fresh, empty PostgreSQL ledger database for this test (its own role)."""
     return postgres_databases()
 
 

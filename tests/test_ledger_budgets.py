@@ -337,15 +337,15 @@ def test_processes_sharing_a_budget_never_overrun_it(ledger_url: str) -> None:
         assert book.integrity_check() == []
 
 
-def test_a_batch_locks_budget_counters_only_while_it_commits(backend: str, ledger_url: str) -> None:
+def test_a_batch_locks_budget_counters_only_while_it_commits(postgres_url: str) -> None:
     """Settlements in an open batch hold no counter lock: other writers reserve meanwhile.
 
     On Postgres a group commit that locked each counter as it settled would block every
     reservation on those scopes (on every replica) until it commits, and two such batches
-    settling scopes in different orders would deadlock.
+    settling scopes in different orders would deadlock. (A SQLite batch holds the database's
+    write lock by design.)
     """
-    if backend == "sqlite":
-        pytest.skip("a SQLite batch holds the database's write lock by design")
+    ledger_url = postgres_url
     limits = {"key-day:k": Decimal(10), "kind-day:x": Decimal(10)}
     with open_ledger(ledger_url) as book, open_ledger(ledger_url) as other:
         first = book.reserve("t1", limits, Decimal(1))
@@ -368,7 +368,7 @@ def test_a_batch_locks_budget_counters_only_while_it_commits(backend: str, ledge
 
 
 def test_a_read_only_ledger_still_opens_with_expired_reservations(
-    postgres_url: str, caplog: pytest.LogCaptureFixture
+    postgres_url: str, postgres_admin_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A reporting job on a read-only standby cannot release expired holds; it still reads."""
     import sqlalchemy as sa
@@ -377,10 +377,12 @@ def test_a_read_only_ledger_still_opens_with_expired_reservations(
     clock = [datetime(2025, 1, 1, tzinfo=UTC)]
     with open_ledger(url, now=lambda: clock[0]) as book:
         book.reserve("dead", {"kind-day:x": Decimal(1)}, Decimal("0.5"))
-    name = sa.make_url(postgres_url).database
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    role = sa.make_url(postgres_url).username
+    admin = sa.create_engine(
+        postgres_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+    )
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        conn.exec_driver_sql(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
     admin.dispose()
     clock[0] += timedelta(hours=1)
     with (
