@@ -292,7 +292,6 @@ def test_unusable_urls_are_refused_with_a_reason(url: str, reason: str) -> None:
 
 
 def test_an_unreachable_postgres_fails_fast_naming_no_password() -> None:
-    pytest.importorskip("psycopg")
     url = "postgresql+psycopg://tierwise:hunter2-password@127.0.0.1:9/ledger?connect_timeout=2"
     with pytest.raises(LedgerError, match="cannot open the ledger") as info:
         open_ledger(url)

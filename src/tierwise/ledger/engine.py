@@ -19,19 +19,16 @@ Ledger settings travel in the URL's query, so every process given the same URL b
 same; tierwise removes them before the driver sees the URL (anything else, e.g. ``sslmode`` or
 ``connect_timeout``, goes to the driver):
 
-=====================  ==========================================================================
-``sync=full|normal``   ``normal`` trades durability on power loss (SQLite: ``synchronous=NORMAL``)
-                       or on a server crash (Postgres: ``synchronous_commit=off``) for speed; a
-                       process crash loses nothing either way. Default ``full``.
-``pool_size=N``        connections kept open per process (default 5)
-``max_overflow=N``     extra connections opened under load and closed after (default 10)
-``pool_timeout=S``     seconds to wait for a free connection before failing (default 30)
-``reservation_ttl=S``  seconds after which a budget reservation nobody settled is released
-                       (default 900; see :meth:`tierwise.ledger.Ledger.release_expired`)
-``migrate=auto|manual``  ``auto`` (default): opening migrates an older schema, under a lock;
-                       ``manual``: opening refuses an older schema (run ``tierwise ledger
-                       migrate``)
-=====================  ==========================================================================
+* ``sync=full|normal`` — ``normal`` trades durability on power loss (SQLite:
+  ``synchronous=NORMAL``) or on a server crash (Postgres: ``synchronous_commit=off``) for speed;
+  a process crash loses nothing either way. Default ``full``.
+* ``pool_size=N`` — connections kept open per process (default 5).
+* ``max_overflow=N`` — extra connections opened under load and closed after (default 10).
+* ``pool_timeout=S`` — seconds to wait for a free connection before failing (default 30).
+* ``reservation_ttl=S`` — seconds after which a budget reservation nobody settled is released
+  (default 900; see :meth:`tierwise.ledger.Ledger.release_expired`).
+* ``migrate=auto|manual`` — ``auto`` (default): opening migrates an older schema, under a lock;
+  ``manual``: opening refuses an older schema (run ``tierwise ledger migrate``).
 """
 
 from __future__ import annotations
