@@ -366,7 +366,7 @@ def prune(
                 int(n_attempts),
                 tuple(sorted(_as_date(d) for d in found.scalars())),
                 _count_reservations(conn, cutoff),
-                len(_dead_counters(conn, cutoff, before, where)),
+                sum(len(page) for page in _dead_counter_pages(conn, cutoff, before, where)),
                 _count_sessions(conn, cutoff),
             )
     done = n_attempts = 0
@@ -395,15 +395,24 @@ def prune(
     for day in sorted(touched | _uncompacted_days(read)):
         with write() as tx:
             _compact(tx.conn, day)
+    r = reservations.c
+    n_reservations = n_counters = 0
+    while True:  # closed reservations, a batch per transaction
+        with write() as tx:
+            closed = sa.select(r.id).where(r.state != "held", r.created_at < cutoff)
+            ids = list(tx.conn.execute(closed.order_by(r.id).limit(batch_size)).scalars())
+            if ids:
+                tx.conn.execute(sa.delete(reservations).where(r.id.in_(ids)))
+        n_reservations += len(ids)
+        if len(ids) < batch_size:
+            break
+    with read() as conn:
+        pages = list(_dead_counter_pages(conn, cutoff, before, where))
+    for page in pages:
+        with write() as tx:
+            tx.conn.execute(sa.delete(budget_counters).where(budget_counters.c.scope.in_(page)))
+        n_counters += len(page)
     with write() as tx:
-        n_reservations = tx.conn.execute(
-            sa.delete(reservations).where(
-                reservations.c.state != "held", reservations.c.created_at < cutoff
-            )
-        ).rowcount
-        dead = _dead_counters(tx.conn, cutoff, before, where)
-        for chunk in _chunks(dead, 500):
-            tx.conn.execute(sa.delete(budget_counters).where(budget_counters.c.scope.in_(chunk)))
         n_sessions = tx.conn.execute(sa.delete(sessions).where(*_idle_sessions(cutoff))).rowcount
     return PruneResult(
         before,
@@ -412,7 +421,7 @@ def prune(
         n_attempts,
         tuple(sorted(touched)),
         n_reservations,
-        len(dead),
+        n_counters,
         n_sessions,
     )
 
@@ -464,41 +473,49 @@ def _count_reservations(conn: sa.Connection, cutoff: datetime) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def _dead_counters(
+def _dead_counter_pages(
     conn: sa.Connection,
     cutoff: datetime,
     before: date,
     pruned: Sequence[sa.ColumnElement[bool]],
-) -> list[str]:
-    """Budget counters nothing can reserve against again: idle, nothing held, and either of a
-    past day (``…:YYYY-MM-DD`` before *before*) or of a task that is (or is being) pruned.
+    page: int = 500,
+) -> Iterator[list[str]]:
+    """Budget counters nothing can reserve against again, a page at a time: idle, nothing
+    held, and either of a past day (``…:YYYY-MM-DD`` before *before*) or of a task that is (or
+    is being) pruned.
 
     Session counters are kept: a session may go on after a pause, and its budget with it.
     """
     c, t = budget_counters.c, tasks.c
-    rows = conn.execute(
-        sa.select(c.scope).where(c.held_pusd == 0, c.updated_at < cutoff).order_by(c.scope)
-    ).scalars()
-    dead: list[str] = []
-    task_scopes: list[str] = []
-    for scope in rows:
-        match = _DATED_SCOPE.search(scope)
-        if match is not None:
-            try:
-                if date.fromisoformat(match.group(1)) < before:
-                    dead.append(scope)
-            except ValueError:
-                pass
-        elif scope.startswith("task:"):
-            task_scopes.append(scope)
-    for chunk in _chunks(task_scopes, 500):
-        ids = [scope.removeprefix("task:") for scope in chunk]
-        kept = sa.select(t.id).where(t.id.in_(ids), sa.not_(sa.and_(*pruned)))
-        alive = set(conn.execute(kept).scalars())
-        dead.extend(scope for scope, tid in zip(chunk, ids, strict=True) if tid not in alive)
-    return dead
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+    after = ""
+    while True:
+        scopes = list(
+            conn.execute(
+                sa.select(c.scope)
+                .where(c.held_pusd == 0, c.updated_at < cutoff, c.scope > after)
+                .order_by(c.scope)
+                .limit(page)
+            ).scalars()
+        )
+        if not scopes:
+            return
+        after = scopes[-1]
+        dead: list[str] = []
+        task_scopes: list[str] = []
+        for scope in scopes:
+            match = _DATED_SCOPE.search(scope)
+            if match is not None:
+                try:
+                    if date.fromisoformat(match.group(1)) < before:
+                        dead.append(scope)
+                except ValueError:
+                    pass
+            elif scope.startswith("task:"):
+                task_scopes.append(scope)
+        if task_scopes:
+            ids = [scope.removeprefix("task:") for scope in task_scopes]
+            kept = sa.select(t.id).where(t.id.in_(ids), sa.not_(sa.and_(*pruned)))
+            alive = set(conn.execute(kept).scalars())
+            dead.extend(s for s, tid in zip(task_scopes, ids, strict=True) if tid not in alive)
+        if dead:
+            yield dead
