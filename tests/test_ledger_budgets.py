@@ -1,4 +1,4 @@
-"""Budget reservations hold atomically, in one process and across several."""
+"""Budget reservations hold atomically, in one process and across several, on both backends."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,8 +23,8 @@ from tierwise.ledger import Ledger, Reservation, open_ledger
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with open_ledger(tmp_path / "ledger.db") as book:
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    with open_ledger(ledger_url) as book:
         yield book
 
 
@@ -96,7 +96,7 @@ def test_a_reservation_closes_once(ledger: Ledger) -> None:
     assert ledger.spent("task:t") == Decimal("0.1")
 
 
-def test_no_limits_means_nothing_is_written(tmp_path: Path, ledger: Ledger) -> None:
+def test_no_limits_means_nothing_is_written(ledger: Ledger) -> None:
     res = ledger.reserve("t", {}, Decimal("3"))
     assert res.id is None
     ledger.settle(res, Decimal("3"))
@@ -113,32 +113,69 @@ def test_negative_amounts_are_refused(ledger: Ledger) -> None:
         ledger.settle(res, Decimal("-1"))
 
 
-def test_stale_reservations_of_a_crashed_process_can_be_released(tmp_path: Path) -> None:
+def test_stale_reservations_of_a_crashed_process_can_be_released(ledger_url: str) -> None:
     clock = [datetime(2025, 1, 1, tzinfo=UTC)]
-    with open_ledger(tmp_path / "l.db", now=lambda: clock[0]) as book:
-        old = book.reserve("t1", {"kind-day:x": Decimal(1)}, Decimal("0.6"))
+    with open_ledger(ledger_url, now=lambda: clock[0]) as book:
+        book.reserve("t1", {"kind-day:x": Decimal(1)}, Decimal("0.6"))
         clock[0] += timedelta(hours=2)
         fresh = book.reserve("t2", {"kind-day:x": Decimal(1)}, Decimal("0.3"))
         assert book.release_stale(timedelta(hours=1)) == 1
+        assert book.release_stale(timedelta(hours=1)) == 0  # released once
         assert book.spent("kind-day:x") == Decimal("0.3")
-        with pytest.raises(LedgerError, match="already released"):
-            book.settle(old, Decimal("0.6"))
         book.settle(fresh, Decimal("0.2"))
         assert book.integrity_check() == []
 
 
-def test_integrity_check_sees_a_counter_that_disagrees_with_its_reservations(
-    tmp_path: Path,
-) -> None:
-    import sqlite3
+def test_a_late_settlement_of_an_expired_reservation_still_counts(ledger_url: str) -> None:
+    """The owner was slow, not dead: what it paid reaches the budget after all."""
+    clock = [datetime(2025, 1, 1, tzinfo=UTC)]
+    with open_ledger(ledger_url, now=lambda: clock[0]) as book:
+        slow = book.reserve("t1", {"kind-day:x": Decimal(1)}, Decimal("0.6"))
+        gone = book.reserve("t2", {"kind-day:x": Decimal(1)}, Decimal("0.3"))
+        clock[0] += timedelta(hours=2)
+        assert book.release_expired() == 2
+        assert book.spent("kind-day:x") == 0
+        book.settle(slow, Decimal("0.5"))
+        book.release(gone)
+        assert book.spent("kind-day:x") == Decimal("0.5")
+        with pytest.raises(LedgerError, match="already settled"):
+            book.settle(slow, Decimal("0.5"))
+        assert book.integrity_check() == []
 
-    with open_ledger(tmp_path / "l.db") as book:
+
+def test_reservations_past_their_ttl_are_released_at_open_and_by_reserve(
+    ledger_url: str,
+) -> None:
+    """A process killed mid-attempt holds nothing past the TTL: the next opener or the next
+    reservation that would be refused releases it."""
+    url = f"{ledger_url}?reservation_ttl=60"
+    clock = [datetime(2025, 1, 1, tzinfo=UTC)]
+    limits = {"kind-day:x": Decimal(1)}
+    with open_ledger(url, now=lambda: clock[0]) as dead:
+        dead.reserve("t1", limits, Decimal("0.7"))  # never settled: its process "dies"
+        clock[0] += timedelta(seconds=30)
+        dead.reserve("t2", limits, Decimal("0.2"))
+    clock[0] += timedelta(seconds=45)  # t1 is 75 s old, t2 45 s
+    with open_ledger(url, now=lambda: clock[0]) as book:
+        assert book.spent("kind-day:x") == Decimal("0.2")  # t1 released at open
+        stats = book.stats()
+        assert stats["held"]["reservations"] == 1
+        assert stats["held"]["held_usd"] == Decimal("0.2")
+        assert book.reserve("t3", limits, Decimal("0.8")).id is not None
+        clock[0] += timedelta(seconds=20)  # t2 is now 65 s old: past the TTL
+        # full (0.2 + 0.8): the refusal sweeps t2's expired hold, then the reservation fits
+        assert book.reserve("t4", limits, Decimal("0.2")).id is not None
+        assert book.spent("kind-day:x") == Decimal("1.0")
+        assert book.integrity_check() == []
+
+
+def test_integrity_check_sees_a_counter_that_disagrees_with_its_reservations(
+    ledger_url: str, raw_sql: Callable[..., list[tuple[object, ...]]]
+) -> None:
+    with open_ledger(ledger_url) as book:
         book.reserve("t", {"task:t": Decimal(1)}, Decimal("0.5"))
-    conn = sqlite3.connect(tmp_path / "l.db")
-    conn.execute("UPDATE budget_counters SET held_pusd = held_pusd + 7")
-    conn.commit()
-    conn.close()
-    with open_ledger(tmp_path / "l.db") as book:
+    raw_sql(ledger_url, "UPDATE budget_counters SET held_pusd = held_pusd + 7")
+    with open_ledger(ledger_url) as book:
         problems = book.integrity_check()
     assert len(problems) == 1 and "task:t" in problems[0]
 
@@ -153,7 +190,11 @@ _op = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     limits=st.fixed_dictionaries(
         {s: st.decimals(min_value=1, max_value=5, places=2) for s in "abc"}
@@ -161,41 +202,46 @@ _op = st.one_of(
     ops=st.lists(_op, max_size=25),
 )
 def test_the_ledger_agrees_with_memory_budgets(
-    limits: dict[str, Decimal], ops: list[tuple[str, object, Decimal]]
+    ledger: Ledger, limits: dict[str, Decimal], ops: list[tuple[str, object, Decimal]]
 ) -> None:
     """Any sequence of reserve/settle/release leaves both implementations in the same state."""
     memory = MemoryBudgets()
-    with tempfile.TemporaryDirectory() as tmp, open_ledger(Path(tmp) / "l.db") as book:
-        held: list[tuple[int, Reservation]] = []
-        for op, arg, amount in ops:
-            if op == "reserve":
-                scoped = {s: limits[s] for s in arg}  # type: ignore[attr-defined]
-                outcomes = []
-                for impl in (memory, book):
-                    try:
-                        outcomes.append(impl.reserve("t", scoped, amount))
-                    except BudgetExceededError as exc:
-                        outcomes.append(exc)
-                mem, led = outcomes
-                assert isinstance(mem, BudgetExceededError) == isinstance(led, BudgetExceededError)
-                if isinstance(mem, BudgetExceededError):
-                    assert isinstance(led, BudgetExceededError)
-                    assert led.spent_usd == mem.spent_usd
-                    assert led.limit_usd == mem.limit_usd
-                else:
-                    assert isinstance(mem, int) and isinstance(led, Reservation)
-                    held.append((mem, led))
-            elif held:
-                mem_id, res = held.pop(int(arg) % len(held))  # type: ignore[call-overload]
-                if op == "settle":
-                    memory.settle(mem_id, amount)
-                    book.settle(res, amount)
-                else:
-                    memory.release(mem_id)
-                    book.release(res)
-            for scope in "abc":
-                assert book.spent(scope) == memory.spent(scope)
-        assert book.integrity_check() == []
+    run = uuid.uuid4().hex[:8]  # this example's own scopes, in the test's one ledger
+
+    def scope(name: str) -> str:
+        return f"{run}:{name}"
+
+    book = ledger
+    held: list[tuple[int, Reservation]] = []
+    for op, arg, amount in ops:
+        if op == "reserve":
+            scoped = {scope(s): limits[s] for s in arg}  # type: ignore[attr-defined]
+            outcomes = []
+            for impl in (memory, book):
+                try:
+                    outcomes.append(impl.reserve("t", scoped, amount))
+                except BudgetExceededError as exc:
+                    outcomes.append(exc)
+            mem, led = outcomes
+            assert isinstance(mem, BudgetExceededError) == isinstance(led, BudgetExceededError)
+            if isinstance(mem, BudgetExceededError):
+                assert isinstance(led, BudgetExceededError)
+                assert led.spent_usd == mem.spent_usd
+                assert led.limit_usd == mem.limit_usd
+            else:
+                assert isinstance(mem, int) and isinstance(led, Reservation)
+                held.append((mem, led))
+        elif held:
+            mem_id, res = held.pop(int(arg) % len(held))  # type: ignore[call-overload]
+            if op == "settle":
+                memory.settle(mem_id, amount)
+                book.settle(res, amount)
+            else:
+                memory.release(mem_id)
+                book.release(res)
+        for name in "abc":
+            assert book.spent(scope(name)) == memory.spent(scope(name))
+    assert book.integrity_check() == []
 
 
 # -- several processes, one budget --------------------------------------------------------------
@@ -207,40 +253,57 @@ _RESERVER = textwrap.dedent(
     from tierwise.errors import BudgetExceededError
     from tierwise.ledger import open_ledger
 
-    path, tries, amount, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    url, key, tries, amount = sys.argv[1], sys.argv[2], int(sys.argv[3]), Decimal(sys.argv[4])
+    limits = {"kind-day:shared": Decimal(sys.argv[5]), f"key-day:{key}": Decimal(sys.argv[6])}
     ok = failed = 0
-    with open_ledger(path) as ledger:
+    with open_ledger(url) as ledger:
         print("ready", flush=True)
         sys.stdin.readline()  # start together
         for i in range(tries):
             try:
-                res = ledger.reserve(f"p-{i}", {"kind-day:shared": Decimal(limit)}, Decimal(amount))
+                res = ledger.reserve(f"{key}-{i}", limits, amount)
             except BudgetExceededError:
                 failed += 1
             else:
                 ok += 1
                 if i % 3 == 0:  # settle some at the reserved amount: spend stays the same
-                    ledger.settle(res, Decimal(amount))
-    print(json.dumps({"ok": ok, "failed": failed}), flush=True)
+                    ledger.settle(res, amount)
+    print(json.dumps({"key": key, "ok": ok, "failed": failed}), flush=True)
     """
 )
 
 
-def test_processes_sharing_a_budget_never_overrun_it(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    amount, limit, procs, tries = Decimal("0.07"), Decimal("5"), 4, 30
-    # 4 x 30 tries x 0.07 = 8.40 USD wanted against 5 USD: 71 reservations fit, 49 must fail
+def test_processes_sharing_a_budget_never_overrun_it(ledger_url: str) -> None:
+    """Four processes, one kind budget and two key budgets (two processes each): overshoot zero.
+
+    Every reservation holds two scopes, so the processes also contend on row locks in two
+    orders of arrival; on Postgres that is where a wrong lock order would deadlock.
+    """
+    open_ledger(ledger_url).close()  # migrated before the race: the race is about budgets
+    amount, kind_limit, tries = Decimal("0.07"), Decimal("5"), 30
+    key_limits = {"a": Decimal("1.05"), "b": Decimal("100")}  # "a" fits 15 of its 60 tries
+    # 4 x 30 x 0.07 = 8.40 USD wanted against 5 USD: exactly 71 reservations fit
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", _RESERVER, str(path), str(tries), str(amount), str(limit)],
+            [
+                sys.executable,
+                "-c",
+                _RESERVER,
+                ledger_url,
+                key,
+                str(tries),
+                str(amount),
+                str(kind_limit),
+                str(key_limits[key]),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
         )
-        for _ in range(procs)
+        for key in ("a", "b", "a", "b")
     ]
     try:
         for child in children:
@@ -261,10 +324,70 @@ def test_processes_sharing_a_budget_never_overrun_it(tmp_path: Path) -> None:
                 child.kill()
                 child.wait()
     successes = sum(r["ok"] for r in results)
-    assert successes + sum(r["failed"] for r in results) == procs * tries
-    assert successes == int(limit / amount)
-    with open_ledger(path) as book:
+    by_key = {k: sum(r["ok"] for r in results if r["key"] == k) for k in key_limits}
+    assert successes + sum(r["failed"] for r in results) == len(children) * tries
+    # every refusal of a "b" process means the kind budget was full, so it ends full
+    assert successes == int(kind_limit / amount)
+    assert by_key["a"] <= int(key_limits["a"] / amount)
+    with open_ledger(ledger_url) as book:
         used = book.spent("kind-day:shared")
-        assert used == successes * amount
-        assert used <= limit
+        assert used == successes * amount <= kind_limit
+        assert book.spent("key-day:a") == by_key["a"] * amount <= key_limits["a"]
+        assert book.spent("key-day:b") == by_key["b"] * amount
         assert book.integrity_check() == []
+
+
+def test_a_batch_locks_budget_counters_only_while_it_commits(postgres_url: str) -> None:
+    """Settlements in an open batch hold no counter lock: other writers reserve meanwhile.
+
+    On Postgres a group commit that locked each counter as it settled would block every
+    reservation on those scopes (on every replica) until it commits, and two such batches
+    settling scopes in different orders would deadlock. (A SQLite batch holds the database's
+    write lock by design.)
+    """
+    ledger_url = postgres_url
+    limits = {"key-day:k": Decimal(10), "kind-day:x": Decimal(10)}
+    with open_ledger(ledger_url) as book, open_ledger(ledger_url) as other:
+        first = book.reserve("t1", limits, Decimal(1))
+        second = book.reserve("t2", limits, Decimal(1))
+        done = threading.Event()
+        with book.batch():
+            book.settle(first, Decimal("0.5"))
+
+            def reserve_elsewhere() -> None:
+                other.settle(second, Decimal("0.25"))  # same two counter rows
+                other.reserve("t3", limits, Decimal(1))
+                done.set()
+
+            worker = threading.Thread(target=reserve_elsewhere)
+            worker.start()
+            assert done.wait(timeout=10), "a reservation waited for another batch's commit"
+            worker.join()
+        assert book.spent("kind-day:x") == Decimal("1.75")  # 0.5 + 0.25 + 1 held
+        assert book.integrity_check() == []
+
+
+def test_a_read_only_ledger_still_opens_with_expired_reservations(
+    postgres_url: str, postgres_admin_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reporting job on a read-only standby cannot release expired holds; it still reads."""
+    import sqlalchemy as sa
+
+    url = f"{postgres_url}?reservation_ttl=60"
+    clock = [datetime(2025, 1, 1, tzinfo=UTC)]
+    with open_ledger(url, now=lambda: clock[0]) as book:
+        book.reserve("dead", {"kind-day:x": Decimal(1)}, Decimal("0.5"))
+    role = sa.make_url(postgres_url).username
+    admin = sa.create_engine(
+        postgres_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+    )
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+    admin.dispose()
+    clock[0] += timedelta(hours=1)
+    with (
+        caplog.at_level("WARNING", logger="tierwise.ledger"),
+        open_ledger(url, now=lambda: clock[0]) as book,
+    ):
+        assert book.stats()["held"]["expired"] == 1
+    assert "could not release expired reservations" in caplog.text

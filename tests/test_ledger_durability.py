@@ -1,5 +1,6 @@
-"""What a caller has seen is on disk: a process killed with SIGKILL mid-run loses nothing it
-reported, and the ledger it leaves behind opens and passes the integrity check."""
+"""What a caller has seen is committed: a process killed with SIGKILL mid-run loses nothing it
+reported, and the ledger it leaves behind opens and passes the integrity check — a SQLite file,
+or a PostgreSQL database whose server outlives its client."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -124,12 +124,12 @@ _CHILD = textwrap.dedent(
 )
 
 
-def test_sigkill_mid_run_loses_no_reported_attempt(tmp_path: Path) -> None:
+def test_sigkill_mid_run_loses_no_reported_attempt(ledger_url: str) -> None:
     import json
 
-    path = tmp_path / "killed.db"
+    path = ledger_url
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path)],
+        [sys.executable, "-c", _CHILD, path],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

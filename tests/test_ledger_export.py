@@ -27,7 +27,7 @@ validators = [{ type = "json" }]
 
 
 def test_export_round_trips_scores_costs_and_text(
-    tmp_path: Path, fake_upstream: FakeUpstream, upstream_env: dict[str, str]
+    tmp_path: Path, ledger_url: str, fake_upstream: FakeUpstream, upstream_env: dict[str, str]
 ) -> None:
     def cheap(request: dict[str, object]) -> str:
         return '{"ok": 1}' if "easy" in json.dumps(request) else "prose"
@@ -40,13 +40,13 @@ def test_export_round_trips_scores_costs_and_text(
     from tierwise.policy import loads_policy
 
     policy = loads_policy(policy_text)
-    db = tmp_path / "ledger.db"
+    db = ledger_url
     with open_ledger(db) as ledger, Cascade(policy, ledger=ledger, env=upstream_env) as cascade:
         easy = cascade.run(Task.create("extract", "easy invoice"))
         hard = cascade.run(Task.create("extract", "hard invoice"))
 
     out = tmp_path / "export" / "fleet.jsonl"
-    result = CliRunner().invoke(build_app(), ["ledger", "export", "-l", str(db), "-o", str(out)])
+    result = CliRunner().invoke(build_app(), ["ledger", "export", "-l", db, "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "exported 2 task(s): 2 with prompt text, 1 answered by every tier's model" in (
         result.output

@@ -1,14 +1,18 @@
-"""Migrations build exactly the schema the code uses, run once, and refuse unknown revisions."""
+"""Migrations build exactly the schema the code uses, run once under a lock, and refuse unknown
+revisions — on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +24,16 @@ from alembic.script import ScriptDirectory
 import tierwise.ledger.engine as engine_module
 from tierwise.errors import LedgerError
 from tierwise.ledger import HEAD_REVISION, open_ledger
+from tierwise.ledger.engine import parse_ledger_url
+from tierwise.ledger.migrate import MIGRATION_LOCK_KEY
 from tierwise.ledger.schema import metadata
+
+Raw = Callable[..., list[tuple[Any, ...]]]
+
+
+def _engine(url: str) -> sa.Engine:
+    """A plain engine on the ledger's database (no tierwise hooks)."""
+    return sa.create_engine(parse_ledger_url(url)[0], poolclass=sa.NullPool)
 
 
 def _script_dir() -> ScriptDirectory:
@@ -35,9 +48,9 @@ def test_head_revision_constant_matches_the_migration_scripts() -> None:
     assert _script_dir().get_heads() == [HEAD_REVISION]
 
 
-def test_the_migrated_schema_is_the_schema_the_code_uses(tmp_path: Path) -> None:
-    open_ledger(tmp_path / "l.db").close()
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}")
+def test_the_migrated_schema_is_the_schema_the_code_uses(ledger_url: str) -> None:
+    open_ledger(ledger_url).close()
+    engine = _engine(ledger_url)
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
@@ -47,47 +60,66 @@ def test_the_migrated_schema_is_the_schema_the_code_uses(tmp_path: Path) -> None
     assert diff == []
 
 
-def test_a_fresh_ledger_records_the_head_revision_and_every_table(tmp_path: Path) -> None:
-    open_ledger(tmp_path / "l.db").close()
-    conn = sqlite3.connect(tmp_path / "l.db")
+def test_a_fresh_ledger_records_the_head_revision_and_every_table(
+    ledger_url: str, raw_sql: Raw
+) -> None:
+    open_ledger(ledger_url).close()
+    [(version,)] = raw_sql(ledger_url, "SELECT version_num FROM alembic_version")
+    engine = _engine(ledger_url)
     try:
-        (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = set(sa.inspect(engine).get_table_names())
     finally:
-        conn.close()
+        engine.dispose()
     assert version == HEAD_REVISION
     assert set(metadata.tables) <= tables
 
 
 def test_reopening_a_current_ledger_does_not_run_alembic(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    open_ledger(tmp_path / "l.db").close()
+    open_ledger(ledger_url).close()
     import alembic.command
 
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("alembic ran on a current ledger")
 
     monkeypatch.setattr(alembic.command, "upgrade", boom)
-    open_ledger(tmp_path / "l.db").close()
+    open_ledger(ledger_url).close()
 
 
-def test_a_ledger_from_a_newer_tierwise_is_refused(tmp_path: Path) -> None:
-    open_ledger(tmp_path / "l.db").close()
-    conn = sqlite3.connect(tmp_path / "l.db")
-    conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    conn.commit()
-    conn.close()
-    with pytest.raises(LedgerError, match="9999"):
-        open_ledger(tmp_path / "l.db")
+def test_a_ledger_from_a_newer_tierwise_is_refused(ledger_url: str, raw_sql: Raw) -> None:
+    """A replica older than the schema refuses to start, naming both revisions."""
+    open_ledger(ledger_url).close()
+    raw_sql(ledger_url, "UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(LedgerError, match="newer") as info:
+        open_ledger(ledger_url)
+    assert "'9999'" in str(info.value) and repr(HEAD_REVISION) in str(info.value)
+    assert raw_sql(ledger_url, "SELECT version_num FROM alembic_version") == [("9999",)]
 
 
-def test_downgrade_removes_every_table(tmp_path: Path) -> None:
-    """The initial migration is reversible (alembic downgrade base)."""
+def test_manual_migrations_refuse_an_older_schema_until_migrated(
+    ledger_url: str, raw_sql: Raw
+) -> None:
+    manual = f"{ledger_url}?migrate=manual"
+    with pytest.raises(LedgerError, match="tierwise ledger migrate"):
+        open_ledger(manual)  # an empty database
+    open_ledger(ledger_url).close()  # auto: migrated
+    open_ledger(manual).close()  # current: opens
+    raw_sql(ledger_url, "DROP TABLE daily_rollups")
+    raw_sql(ledger_url, "UPDATE alembic_version SET version_num = '0001'")
+    with pytest.raises(LedgerError, match="0001") as info:
+        open_ledger(manual)
+    assert HEAD_REVISION in str(info.value) and "migrate=manual" in str(info.value)
+    open_ledger(ledger_url).close()
+    assert raw_sql(ledger_url, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
+
+
+def test_downgrade_removes_every_table(ledger_url: str) -> None:
+    """Every migration is reversible (alembic downgrade base)."""
     from alembic import command
 
-    open_ledger(tmp_path / "l.db").close()
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    open_ledger(ledger_url).close()
+    engine = _engine(ledger_url)
     try:
         with engine.begin() as conn:
             config = Config()
@@ -116,12 +148,13 @@ _OPENER = textwrap.dedent(
 )
 
 
-def test_processes_opening_a_new_ledger_together_all_succeed(tmp_path: Path) -> None:
-    """Concurrent first opens serialise on the write lock: one migrates, the others wait."""
-    path = tmp_path / "new.db"
+def test_processes_opening_a_new_ledger_together_all_succeed(ledger_url: str) -> None:
+    """Concurrent first opens serialise on the migration lock (Postgres: an advisory lock;
+    SQLite: the write lock): one migrates, the others wait and find the schema current."""
+    path = ledger_url
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", _OPENER, str(path)],
+            [sys.executable, "-c", _OPENER, path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -148,3 +181,37 @@ def test_processes_opening_a_new_ledger_together_all_succeed(tmp_path: Path) -> 
     with open_ledger(path) as book:
         assert all(book.task(i) is not None for i in ids)
         assert book.integrity_check() == []
+
+
+def test_a_postgres_migration_waits_for_the_advisory_lock(postgres_url: str, raw_sql: Raw) -> None:
+    """While another migrator holds the lock, opening an empty ledger waits for it, visibly in
+    pg_locks, and migrates once it is released."""
+    holder = _engine(postgres_url)
+    opened = threading.Event()
+    errors: list[BaseException] = []
+
+    def opener() -> None:
+        try:
+            open_ledger(postgres_url).close()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        opened.set()
+
+    with holder.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        conn.commit()
+        worker = threading.Thread(target=opener)
+        worker.start()
+        waiting = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        deadline = time.monotonic() + 30
+        while raw_sql(postgres_url, waiting) != [(1,)]:
+            assert time.monotonic() < deadline, "the migrator never waited for the lock"
+            assert not opened.is_set(), f"opened without the lock: {errors}"
+            time.sleep(0.02)
+        assert raw_sql(postgres_url, "SELECT to_regclass('alembic_version') IS NULL") == [(True,)]
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        conn.commit()
+    holder.dispose()
+    assert opened.wait(timeout=60) and not errors, errors
+    worker.join()
+    assert raw_sql(postgres_url, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]

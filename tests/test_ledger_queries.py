@@ -1,11 +1,13 @@
-"""Reads: stats agree with a by-hand count of what was written; tail, export and integrity."""
+"""Reads: stats agree with a by-hand count of what was written; tail, export and integrity.
+
+On SQLite and on PostgreSQL (the ``ledger_url``/``backend`` fixtures).
+"""
 
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,14 +21,15 @@ from hypothesis import strategies as st
 from tierwise.cascade.result import Outcome, Role
 from tierwise.ledger import Ledger, open_ledger
 from tierwise.ledger.fixtures import POLICY_REVISION, make_attempt, make_decision, record_task
+from tierwise.ledger.schema import attempts, tasks
 from tierwise.task import Task
 
 T0 = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with open_ledger(tmp_path / "ledger.db") as book:
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    with open_ledger(ledger_url) as book:
         yield book
 
 
@@ -101,16 +104,24 @@ def _write(book: Ledger, plan: Planned) -> None:
     )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(plans=st.lists(planned_task(), min_size=1, max_size=12))
-def test_stats_agree_with_an_independent_count(plans: list[Planned]) -> None:
-    with tempfile.TemporaryDirectory() as tmp, open_ledger(Path(tmp) / "l.db") as book:
-        book.record_policy_revision(POLICY_REVISION, "{}", None)
+def test_stats_agree_with_an_independent_count(ledger: Ledger, plans: list[Planned]) -> None:
+    book = ledger
+    with book.engine.begin() as conn:  # this example starts from an empty ledger
+        conn.execute(attempts.delete())
+        conn.execute(tasks.delete())
+    book.record_policy_revision(POLICY_REVISION, "{}", None)
+    with book.batch():  # one commit per example: the rows are the same
         for plan in plans:
             _write(book, plan)
-        got = book.stats(role="live")
-        everything = book.stats(role=None)
-        assert book.integrity_check() == []
+    got = book.stats(role="live")
+    everything = book.stats(role=None)
+    assert book.integrity_check() == []
 
     live = [p for p in plans if p.role == "live"]
     assert everything["tasks"] == len(plans)
@@ -148,9 +159,9 @@ def test_stats_agree_with_an_independent_count(plans: list[Planned]) -> None:
     assert got["escalated_tasks"] == sum(1 for p in live if len(p.outcomes) > 1)
 
 
-def test_stats_windows_and_kind_filter(tmp_path: Path) -> None:
+def test_stats_windows_and_kind_filter(ledger_url: str) -> None:
     clock = [T0]
-    with open_ledger(tmp_path / "l.db", now=lambda: clock[0]) as book:
+    with open_ledger(ledger_url, now=lambda: clock[0]) as book:
         for day in range(3):
             clock[0] = T0 + timedelta(days=day)
             record_task(book, kind="extract", costs=["1"], started_at=clock[0])
@@ -185,8 +196,8 @@ def test_tail_shows_the_latest_attempts_oldest_first(ledger: Ledger) -> None:
     assert [a["kind"] for a in ledger.tail(10, kind="extract")] == ["extract", "extract"]
 
 
-def test_tail_since(tmp_path: Path) -> None:
-    with open_ledger(tmp_path / "l.db") as book:
+def test_tail_since(ledger_url: str) -> None:
+    with open_ledger(ledger_url) as book:
         record_task(book, started_at=T0)
         _, late = record_task(book, started_at=T0 + timedelta(hours=5))
         tail = book.tail(10, since=T0 + timedelta(hours=1))
@@ -223,11 +234,13 @@ def test_integrity_check_passes_on_a_sound_ledger(ledger: Ledger) -> None:
     assert ledger.integrity_check() == []
 
 
-def test_integrity_check_finds_costs_that_do_not_add_up(tmp_path: Path) -> None:
-    with open_ledger(tmp_path / "l.db") as book:
+def test_integrity_check_finds_costs_that_do_not_add_up(
+    ledger_url: str, raw_sql: Callable[..., object]
+) -> None:
+    with open_ledger(ledger_url) as book:
         task, _ = record_task(book, outcomes=["rejected", "accepted"], costs=["0.1", "0.2"])
-    _tamper(tmp_path / "l.db", "UPDATE attempts SET cost_pusd = cost_pusd + 1000")
-    with open_ledger(tmp_path / "l.db") as book:
+    raw_sql(ledger_url, "UPDATE attempts SET cost_pusd = cost_pusd + 1000")
+    with open_ledger(ledger_url) as book:
         problems = book.integrity_check()
     assert len(problems) == 1 and task.id in problems[0] and "sum to" in problems[0]
 

@@ -1,4 +1,6 @@
-"""Secrets stay out of the ledger: gateway keys are stored hashed, credentials never reach rows."""
+"""Secrets stay out of the ledger: gateway keys are stored hashed, credentials never reach rows.
+
+On SQLite (every byte of the file is searched) and PostgreSQL (every row of every table)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tierwise.cascade import Cascade
 from tierwise.cascade.result import Verdict
@@ -23,14 +26,30 @@ from tierwise.testing import FakeUpstream, ModelScript
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with open_ledger(tmp_path / "ledger.db") as book:
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    with open_ledger(ledger_url) as book:
         yield book
 
 
-def _ledger_bytes(directory: Path) -> bytes:
-    """Every byte SQLite wrote: the database, its WAL and shared memory, free pages included."""
-    return b"".join(p.read_bytes() for p in sorted(directory.glob("*.db*")))
+def _ledger_bytes(url: str) -> bytes:
+    """SQLite: every byte written (the database, its WAL and shared memory, free pages
+    included). PostgreSQL: every row of every table, as text."""
+    if url.startswith("sqlite:///"):
+        directory = Path(url.removeprefix("sqlite:///")).parent
+        return b"".join(p.read_bytes() for p in sorted(directory.glob("*.db*")))
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            names = sa.inspect(conn).get_table_names()
+            rows = [
+                str(r[0])
+                for name in names
+                for r in conn.exec_driver_sql(f'SELECT CAST(t AS TEXT) FROM "{name}" AS t')
+            ]
+    finally:
+        engine.dispose()
+    assert rows, "nothing to search"
+    return "\n".join(rows).encode()
 
 
 # -- gateway keys ------------------------------------------------------------------------------
@@ -73,11 +92,12 @@ def test_key_names_are_unique_and_inputs_checked(ledger: Ledger) -> None:
         ledger.create_api_key("c", budget_usd_day=Decimal(0))
 
 
-def test_only_a_hash_and_a_prefix_of_a_key_are_stored(tmp_path: Path) -> None:
-    with open_ledger(tmp_path / "l.db") as book:
+def test_only_a_hash_and_a_prefix_of_a_key_are_stored(ledger_url: str) -> None:
+    with open_ledger(ledger_url) as book:
         secrets_made = [book.create_api_key(f"k{i}") for i in range(3)]
         prefixes = [k.prefix for k in book.list_api_keys()]
-    raw = _ledger_bytes(tmp_path)
+    raw = _ledger_bytes(ledger_url)
+    assert all(prefix.encode() in raw for prefix in prefixes)  # the search sees the rows
     for secret, prefix in zip(secrets_made, prefixes, strict=True):
         assert secret.encode() not in raw
         assert secret[len(prefix) :].encode() not in raw
@@ -104,11 +124,11 @@ def test_redactor_masks_key_shapes_and_known_values() -> None:
 
 
 def test_secret_env_values_never_land_in_rows_even_when_errors_quote_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     value = "svc-" + secrets.token_hex(16)
     monkeypatch.setenv("TIERWISE_TEST_UPSTREAM_API_KEY", value)
-    with open_ledger(tmp_path / "l.db") as book:
+    with open_ledger(ledger_url) as book:
         task = Task.create("extract", f"prompt that quotes {value}")
         book.record_policy_revision(POLICY_REVISION, "{}", None)
         book.begin_task(
@@ -136,11 +156,11 @@ def test_secret_env_values_never_land_in_rows_even_when_errors_quote_them(
         )
         stored = book.attempts_of(task.id)[0]
     assert "[redacted]" in (stored["failure"] or "")
-    assert value.encode() not in _ledger_bytes(tmp_path)
+    assert value.encode() not in _ledger_bytes(ledger_url)
 
 
 def test_a_cascade_run_with_provider_keys_leaves_no_key_in_the_ledger(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """End to end: the real SDK sends the key upstream; the ledger never sees it."""
     key = "sk-ant-" + secrets.token_hex(20)
@@ -181,7 +201,7 @@ validators = ["j"]
 """
         )
         with (
-            open_ledger(tmp_path / "l.db") as book,
+            open_ledger(ledger_url) as book,
             Cascade(policy, ledger=book, env=dict(os.environ)) as cascade,
         ):
             with pytest.raises(EscalationExhaustedError):
@@ -189,4 +209,4 @@ validators = ["j"]
             trail = book.tail(10)
         assert up.requests_for("claude-haiku-4-5"), "the upstream was really called"
     assert [a["outcome"] for a in trail] == ["rejected", "error"]
-    assert key.encode() not in _ledger_bytes(tmp_path)
+    assert key.encode() not in _ledger_bytes(ledger_url)

@@ -18,6 +18,9 @@
      ├── EscalationExhaustedError    every tier of the ladder failed; carries the whole trail
      ├── StreamInterruptedError      a relayed stream broke after bytes reached the caller
      ├── LedgerError                 the ledger cannot be opened, migrated or written
+     │    └── MissingDriverError     a Postgres ledger without psycopg; names the extra to
+     │                               install (also an ImportError; defined in
+     │                               tierwise.ledger.engine)
      └── DatasetError                recorded results for `tierwise eval` are missing or
                                      malformed (defined in tierwise.evaluation.dataset)
 

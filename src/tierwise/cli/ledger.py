@@ -1,9 +1,10 @@
-"""`tierwise ledger`: recent attempts, spend and escalation statistics, integrity check."""
+"""`tierwise ledger`: recent attempts, spend and escalation statistics, integrity check, schema
+migrations, pruning into daily rollups."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,7 @@ def _jsonable(value: Any) -> Any:
     """Decimals as strings (exact), datetimes as ISO text, recursively."""
     if isinstance(value, Decimal):
         return str(value)
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -90,10 +91,44 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def parse_day(text: str, *, now: datetime | None = None) -> date:
+    """A UTC day from an ISO date (``2025-06-01``) or an age (``90d``: the day 90 days ago).
+
+    Raises:
+        ValueError: neither form matches, or a time of day was given.
+    """
+    if _AGE.match(text):
+        return parse_when(text, now=now).date()
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"expected a UTC day (2025-06-01) or an age (90d, 12w), got {text!r}"
+        ) from None
+
+
+def _held_line(held: dict[str, Any]) -> str | None:
+    if not held["reservations"]:
+        return None
+    line = (
+        f"held by {held['reservations']} open reservation(s): {_usd(held['held_usd'])}"
+        f" (oldest since {held['oldest_at']:%Y-%m-%d %H:%M} UTC)"
+    )
+    if held["expired"]:
+        line += (
+            f"; {held['expired']} past the reservation TTL ({_usd(held['expired_usd'])}), "
+            "released at the next reservation or `tierwise ledger release-stale`"
+        )
+    return line
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``tierwise ledger tail|stats|check|release-stale|export`` to *app*."""
+    """Add ``tierwise ledger tail|stats|daily|check|migrate|prune|release-stale|export``."""
     group = typer.Typer(
-        help="Inspect the ledger: recent attempts, spend and escalation, integrity.",
+        help=(
+            "Inspect and maintain the ledger: recent attempts, spend and escalation, integrity, "
+            "schema migrations, pruning."
+        ),
         no_args_is_help=True,
     )
     app.add_typer(group, name="ledger")
@@ -179,8 +214,16 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(_jsonable(data))
             return
+        notes = [_held_line(data["held"])]
+        if data["pruned_before"] is not None:
+            notes.append(
+                f"note: rows before {data['pruned_before']} were pruned; `tierwise ledger "
+                "daily` has their exact totals"
+            )
         if not data["tasks"] and not data["attempts"]:
             typer.echo("no tasks in this window", err=True)
+            for note in filter(None, notes):
+                typer.echo(note, err=True)
             return
         from rich import box
         from rich.console import Console
@@ -231,6 +274,181 @@ def register(app: typer.Typer) -> None:
         )
         if tiers:
             console.print(f"escalation rate per tier: {tiers}")
+        for note in filter(None, notes):
+            console.print(note, markup=False, highlight=False)
+
+    @group.command("daily")
+    def daily(
+        since: str | None = typer.Option(
+            None, "--since", help="First UTC day: 2025-06-01 or an age (30d)."
+        ),
+        until: str | None = typer.Option(None, "--until", help="UTC day to stop before."),
+        kind: str | None = typer.Option(None, "--kind", "-k", help="Only this task kind."),
+        role: str = typer.Option("live", "--role", help="live, probe, replay or all."),
+        ledger: str | None = LedgerOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Exact totals per UTC day, kind and tier, pruned days included.
+
+        Days pruned by `tierwise ledger prune` come from their rollups, later days from the
+        rows, and the figures are the same either way. Task counts are by the tier the router
+        chose, attempts and spend by the tier they ran on.
+
+        Example: tierwise ledger daily --since 30d --kind extract --json
+        """
+        if role not in _ROLES:
+            fail(f"--role: expected one of {', '.join(_ROLES)}, got {role!r}")
+        try:
+            first = parse_day(since) if since is not None else None
+            stop = parse_day(until) if until is not None else None
+        except ValueError as exc:
+            fail(f"--since/--until: {exc}", code=EXIT_INVALID)
+        with _open_or_exit(ledger) as book:
+            rows = book.daily(
+                since=first, until=stop, kind=kind, role=None if role == "all" else role
+            )
+        if as_json:
+            print_json(_jsonable(rows))
+            return
+        if not rows:
+            typer.echo("no tasks in this window", err=True)
+            return
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        table.add_column("UTC day", no_wrap=True)
+        for col in ("kind", "tier", "role"):
+            table.add_column(col, overflow="fold")
+        for col in ("tasks", "attempts", "escal.", "spend", "wasted"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for r in rows:
+            table.add_row(
+                r["day"].isoformat(),
+                r["kind"],
+                r["tier"],
+                r["role"],
+                str(r["tasks"]),
+                str(r["attempts"]),
+                _pct(r["tier_escalated"] / r["tier_tasks"] if r["tier_tasks"] else None),
+                _usd(r["cost_usd"]),
+                _usd(r["wasted_usd"]),
+            )
+        Console().print(table)
+
+    @group.command("migrate")
+    def migrate(
+        check: bool = typer.Option(
+            False, "--check", help="Change nothing: exit 0 when current, 1 when one is pending."
+        ),
+        ledger: str | None = LedgerOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Bring the ledger's schema up to this tierwise's version.
+
+        Runs under a lock every migrator takes (Postgres: an advisory lock; SQLite: the write
+        lock), so it is safe while gateways use the ledger or start and migrate at the same
+        time. A schema newer than this tierwise is refused and left alone. Run it as a
+        deployment step when the ledger URL says migrate=manual.
+
+        Example: tierwise ledger migrate --ledger postgresql+psycopg://tierwise@db/tierwise
+        """
+        from tierwise.errors import LedgerError
+        from tierwise.ledger import default_ledger_url, ledger_url
+        from tierwise.ledger.engine import create_ledger_engine
+        from tierwise.ledger.migrate import migrate as run_migrations
+        from tierwise.ledger.migrate import migration_status
+
+        target = ledger_url(ledger) if ledger else default_ledger_url()
+        try:
+            engine = create_ledger_engine(target, create=not check)
+        except LedgerError as exc:
+            fail(str(exc), code=EXIT_INVALID)
+        try:
+            status = migration_status(engine) if check else run_migrations(engine)
+        except LedgerError as exc:
+            fail(str(exc), code=EXIT_INVALID)
+        finally:
+            engine.dispose()
+        if as_json:
+            print_json(status.as_dict())
+        elif status.applied:
+            typer.echo(
+                f"{status.url}: migrated to {status.head} (applied {', '.join(status.applied)})"
+            )
+        elif status.up_to_date:
+            typer.echo(f"{status.url}: schema {status.head} is up to date")
+        else:
+            typer.echo(
+                f"{status.url}: schema {status.current or 'none'}, "
+                f"{len(status.pending)} migration(s) pending ({', '.join(status.pending)})"
+            )
+        if check and not status.up_to_date:
+            raise typer.Exit(1)
+
+    @group.command("prune")
+    def prune(
+        before: str = typer.Option(
+            ...,
+            "--before",
+            help="First UTC day to keep: 2025-01-01, or an age (90d: keep the last 90 days).",
+        ),
+        batch_size: int = typer.Option(
+            1000, "--batch-size", min=1, help="Tasks deleted per transaction."
+        ),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Count what would be pruned; change nothing."
+        ),
+        ledger: str | None = LedgerOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Delete tasks and attempts created before a UTC day, keeping exact daily rollups.
+
+        Each batch is added to the daily rollups and deleted in one transaction, so totals stay
+        exact even if pruning stops half way (run it again to finish). `tierwise ledger daily`
+        reports pruned days from the rollups. Closed reservations, budget counters of past days
+        and sessions without tasks before that day go too. Running tasks younger than the
+        reservation TTL are kept.
+
+        Example: tierwise ledger prune --before 90d --dry-run
+        """
+        try:
+            day = parse_day(before)
+        except ValueError as exc:
+            fail(f"--before: {exc}", code=EXIT_INVALID)
+        with _open_or_exit(ledger) as book:
+            if as_json or dry_run:
+                try:
+                    result = book.prune(day, batch_size=batch_size, dry_run=dry_run)
+                except ValueError as exc:
+                    fail(str(exc), code=EXIT_INVALID)
+            else:
+                from rich.console import Console
+                from rich.progress import Progress
+
+                with Progress(console=Console(stderr=True), transient=True) as bar:
+                    job = bar.add_task(f"pruning before {day}", total=None)
+
+                    def advance(done: int, total: int) -> None:
+                        bar.update(job, completed=done, total=total)
+
+                    try:
+                        result = book.prune(day, batch_size=batch_size, progress=advance)
+                    except ValueError as exc:
+                        fail(str(exc), code=EXIT_INVALID)
+        if as_json:
+            print_json(result.as_dict())
+            return
+        verb = "would prune" if result.dry_run else "pruned"
+        days = f"{len(result.days)} day(s)"
+        if result.days:
+            days += f", {result.days[0]} to {result.days[-1]}"
+        typer.echo(
+            f"{verb} {result.tasks} task(s) and {result.attempts} attempt(s) created before "
+            f"{day} ({days}); {result.reservations} closed reservation(s), "
+            f"{result.budget_counters} budget counter(s), {result.sessions} session(s)"
+        )
 
     @group.command("release-stale")
     def release_stale(

@@ -1,7 +1,8 @@
 """The ledger: a durable record of every task and attempt, budgets and gateway keys.
 
-SQLite (WAL, one file) through SQLAlchemy Core with Alembic migrations; the schema is written so
-Postgres can follow. Money is stored as integer pico-USD (exact sums in SQL on every backend)
+SQLite (WAL, one file) by default, or PostgreSQL (``postgresql+psycopg://…``, the ``postgres``
+extra) for several processes and hosts sharing one ledger; SQLAlchemy Core with the same Alembic
+migrations on both. Money is stored as integer pico-USD (exact sums in SQL on every backend)
 and read back as :class:`~decimal.Decimal` USD.
 
 >>> from tierwise.ledger import open_ledger, default_ledger_url
@@ -10,8 +11,16 @@ and read back as :class:`~decimal.Decimal` USD.
 """
 
 from tierwise.ledger.budgets import BudgetState, Reservation
-from tierwise.ledger.engine import HEAD_REVISION, default_ledger_url, ledger_url
+from tierwise.ledger.engine import (
+    HEAD_REVISION,
+    LedgerSettings,
+    MissingDriverError,
+    default_ledger_url,
+    ledger_url,
+)
 from tierwise.ledger.keys import ApiKey
+from tierwise.ledger.migrate import MigrationStatus
+from tierwise.ledger.rollups import PruneResult
 from tierwise.ledger.store import TASK_OUTCOMES, Ledger, open_ledger
 
 __all__ = [
@@ -20,6 +29,10 @@ __all__ = [
     "ApiKey",
     "BudgetState",
     "Ledger",
+    "LedgerSettings",
+    "MigrationStatus",
+    "MissingDriverError",
+    "PruneResult",
     "Reservation",
     "default_ledger_url",
     "ledger_url",

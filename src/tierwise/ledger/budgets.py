@@ -5,6 +5,21 @@ raises ``held`` on each of its scopes with a conditional UPDATE — ``WHERE spen
 <= limit`` — all inside one write transaction, so two processes can never both pass the check
 for the last cents of a budget; when any scope would overrun, the transaction rolls back and
 nothing changes. Settling moves the held amount to ``spent`` at the actual cost.
+
+On PostgreSQL the conditional UPDATE is what makes this hold across connections and hosts: at
+``READ COMMITTED`` a second writer blocks on the counter's row lock, and once the first commits
+it re-evaluates the ``WHERE`` against the committed row, so it sees the first one's hold.
+Scopes are always locked in sorted order, so two reservations cannot deadlock.
+
+Settlements change the counters *last*: :func:`close` marks the reservation and returns the
+counter changes, and the ledger applies them (summed per scope, in scope order) just before
+its transaction commits. A group commit of many requests therefore locks each counter row once,
+for the shortest time, and always in the same order as every other writer.
+
+A reservation left held by a process that died is released after a time to live
+(:func:`expire`): its state becomes ``expired`` and its hold is dropped. If its owner was alive
+after all and settles it later, the actual cost is still added to ``spent`` — a paid call is
+never missing from a budget.
 """
 
 from __future__ import annotations
@@ -65,10 +80,14 @@ class _Statements:
     hold: Any
     insert_reservation: Any
     close_reservation: Any
-    unhold: Any
+    adjust: Any
 
 
-_RESERVATION_COLUMNS = ("task_id", "scopes_json", "amount_pusd", "state", "created_at")
+#: (scope, change to held, change to spent), in pico-USD, waiting for the commit
+Delta = tuple[str, int, int]
+
+
+RESERVATION_COLUMNS = ("task_id", "scopes_json", "amount_pusd", "state", "created_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +97,7 @@ class _Compiled:
     hold: Prepared
     insert_reservation: Prepared
     close_reservation: Prepared
-    unhold: Prepared
+    adjust: Prepared
 
 
 _compiled: WeakKeyDictionary[sa.Dialect, _Compiled] = WeakKeyDictionary()
@@ -88,18 +107,18 @@ def _prepared(conn: sa.Connection) -> _Compiled:
     dialect = conn.dialect
     found = _compiled.get(dialect)
     if found is None:  # a race compiles twice, harmlessly
-        sql = _sql()
+        sql = core_statements()
         found = _compiled[dialect] = _Compiled(
             hold=prepare(sql.hold, dialect),
-            insert_reservation=prepare(sql.insert_reservation, dialect, _RESERVATION_COLUMNS),
+            insert_reservation=prepare(sql.insert_reservation, dialect, RESERVATION_COLUMNS),
             close_reservation=prepare(sql.close_reservation, dialect),
-            unhold=prepare(sql.unhold, dialect),
+            adjust=prepare(sql.adjust, dialect),
         )
     return found
 
 
 @cache
-def _sql() -> _Statements:
+def core_statements() -> _Statements:
     """The hot statements, built once with bound parameters (building costs more than running)."""
     c, r = budget_counters.c, reservations.c
     amount = sa.bindparam("b_amount", type_=sa.BigInteger)
@@ -118,11 +137,11 @@ def _sql() -> _Statements:
             closed_at=now,
         )
         .returning(r.amount_pusd, r.scopes_json),
-        unhold=sa.update(budget_counters)
+        adjust=sa.update(budget_counters)
         .where(c.scope == sa.bindparam("b_scope"))
         .values(
-            held_pusd=c.held_pusd - amount,
-            spent_pusd=c.spent_pusd + sa.bindparam("b_actual", type_=sa.BigInteger),
+            held_pusd=c.held_pusd + sa.bindparam("b_held", type_=sa.BigInteger),
+            spent_pusd=c.spent_pusd + sa.bindparam("b_spent", type_=sa.BigInteger),
             updated_at=now,
         ),
     )
@@ -196,8 +215,17 @@ def close(
     actual_usd: Decimal,
     state: str,
     now: datetime,
+    deltas: list[Delta],
 ) -> None:
-    """Settle (``state='settled'``) or release a held reservation at *actual_usd*."""
+    """Settle (``state='settled'``) or release a held reservation at *actual_usd*.
+
+    The counter changes are appended to *deltas*, for :func:`apply` before the commit. A
+    reservation released meanwhile as expired is settled all the same: its actual cost is
+    added to ``spent`` (its hold was already dropped).
+
+    Raises:
+        LedgerError: the reservation is unknown, or was already settled or released.
+    """
     if reservation.id is None:
         return
     actual = to_pico(actual_usd)
@@ -208,19 +236,73 @@ def close(
     try:
         params = {"b_id": reservation.id, "b_state": state, "b_actual": actual, "b_now": now}
         row = sql.close_reservation.run(cursor, params).fetchone()
-        if row is not None:
-            amount, scopes_json = row
-            for scope in json.loads(scopes_json):
-                params = {"b_scope": scope, "b_amount": amount, "b_actual": actual, "b_now": now}
-                sql.unhold.run(cursor, params)
-            return
     finally:
         cursor.close()
+    if row is not None:
+        amount, scopes_json = row
+        deltas.extend((scope, -int(amount), actual) for scope in json.loads(scopes_json))
+        return
     r = reservations.c
-    found = conn.execute(sa.select(r.state).where(r.id == reservation.id)).scalar()
+    found = conn.execute(sa.select(r.state, r.scopes_json).where(r.id == reservation.id)).first()
     if found is None:
         raise LedgerError(f"reservation {reservation.id} is not in the ledger")
-    raise LedgerError(f"reservation {reservation.id} is already {found}")
+    if found.state != "expired":
+        raise LedgerError(f"reservation {reservation.id} is already {found.state}")
+    reopened = conn.execute(  # the owner was alive after all: record what it spent
+        sa.update(reservations)
+        .where(r.id == reservation.id, r.state == "expired")
+        .values(state=state, actual_pusd=actual, closed_at=now)
+    )
+    if reopened.rowcount == 1 and actual:
+        deltas.extend((scope, 0, actual) for scope in json.loads(found.scopes_json))
+
+
+def apply(conn: sa.Connection, deltas: list[Delta], now: datetime) -> None:
+    """Apply counter changes, summed per scope and in scope order (the lock order)."""
+    totals: dict[str, list[int]] = {}
+    for scope, held, spent in deltas:
+        entry = totals.setdefault(scope, [0, 0])
+        entry[0] += held
+        entry[1] += spent
+    if not totals:
+        return
+    sql = _prepared(conn)
+    cursor = conn.connection.cursor()
+    try:
+        for scope in sorted(totals):
+            held, spent = totals[scope]
+            if held or spent:
+                params = {"b_scope": scope, "b_held": held, "b_spent": spent, "b_now": now}
+                sql.adjust.run(cursor, params)
+    finally:
+        cursor.close()
+
+
+def expire(
+    conn: sa.Connection, before: datetime, now: datetime, limit: int, deltas: list[Delta]
+) -> int:
+    """Mark up to *limit* reservations held since before *before* as ``expired``.
+
+    Returns how many; their holds are appended to *deltas*. A reservation settled by its owner
+    meanwhile is not touched (the UPDATE re-checks ``state = 'held'``).
+    """
+    r = reservations.c
+    oldest = (
+        sa.select(r.id)
+        .where(r.state == "held", r.created_at < before)
+        .order_by(r.id)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        sa.update(reservations)
+        .where(r.id.in_(oldest), r.state == "held")
+        .values(state="expired", actual_pusd=0, closed_at=now)
+        .returning(r.amount_pusd, r.scopes_json)
+    ).all()
+    for amount, scopes_json in rows:
+        deltas.extend((scope, -int(amount), 0) for scope in json.loads(scopes_json))
+    return len(rows)
 
 
 def state(conn: sa.Connection, scope: str) -> BudgetState | None:
@@ -235,21 +317,45 @@ def state(conn: sa.Connection, scope: str) -> BudgetState | None:
     return BudgetState(scope, from_pico(row.spent_pusd), from_pico(row.held_pusd), limit)
 
 
-def stale_ids(conn: sa.Connection, before: datetime) -> list[int]:
-    """Ids of reservations still held that were made before *before* (abandoned by a crash)."""
+def any_held_before(conn: sa.Connection, before: datetime) -> bool:
+    """Whether any reservation made before *before* is still held."""
     r = reservations.c
-    rows = conn.execute(
-        sa.select(r.id).where(r.state == "held", r.created_at < before).order_by(r.id)
-    )
-    return [int(x) for x in rows.scalars()]
+    query = sa.select(r.id).where(r.state == "held", r.created_at < before).limit(1)
+    return conn.execute(query).first() is not None
 
 
-def load(conn: sa.Connection, reservation_id: int) -> Reservation:
-    """A reservation by id, as :func:`close` expects it."""
-    r = reservations.c
-    row = conn.execute(
-        sa.select(r.task_id, r.scopes_json, r.amount_pusd).where(r.id == reservation_id)
+def held_summary(conn: sa.Connection, expired_before: datetime) -> dict[str, Any]:
+    """Money held by open reservations now: in total, past their time to live, and per scope."""
+    r, c = reservations.c, budget_counters.c
+    total = conn.execute(
+        sa.select(sa.func.count(), sa.func.sum(r.amount_pusd), sa.func.min(r.created_at)).where(
+            r.state == "held"
+        )
     ).one()
-    return Reservation(
-        reservation_id, row.task_id, tuple(json.loads(row.scopes_json)), from_pico(row.amount_pusd)
-    )
+    expired = conn.execute(
+        sa.select(sa.func.count(), sa.func.sum(r.amount_pusd)).where(
+            r.state == "held", r.created_at < expired_before
+        )
+    ).one()
+    scopes = conn.execute(
+        sa.select(c.scope, c.spent_pusd, c.held_pusd, c.limit_pusd)
+        .where(c.held_pusd != 0)
+        .order_by(c.held_pusd.desc(), c.scope)
+        .limit(20)
+    ).all()
+    return {
+        "reservations": int(total[0]),
+        "held_usd": from_pico(total[1]),
+        "oldest_at": total[2],
+        "expired": int(expired[0]),
+        "expired_usd": from_pico(expired[1]),
+        "by_scope": [
+            {
+                "scope": scope,
+                "held_usd": from_pico(held),
+                "spent_usd": from_pico(spent),
+                "limit_usd": None if limit is None else from_pico(limit),
+            }
+            for scope, spent, held, limit in scopes
+        ],
+    }

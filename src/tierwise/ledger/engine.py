@@ -1,18 +1,34 @@
-"""Where the ledger lives and how connections to it behave.
+"""Where the ledger lives and how connections to it behave, on SQLite and on PostgreSQL.
 
-SQLite is the embedded default. Every connection runs in WAL mode with ``synchronous=FULL``:
+**SQLite** is the embedded default. Every connection runs in WAL mode with ``synchronous=FULL``:
 in WAL mode ``NORMAL`` survives a process crash but may lose the last commits on power loss,
 and the ledger promises that what a caller has seen is on disk, so each commit fsyncs the WAL.
 ``busy_timeout`` is 30 s and ``foreign_keys`` is on. Writes open with ``BEGIN IMMEDIATE`` so a
 transaction takes the write lock before it reads (no deadlock-prone lock upgrades between
 processes); reads open a plain deferred ``BEGIN`` and never block writers.
 
-A deployment that accepts losing the last commits on power loss (never on a process crash) can
-trade that for speed with ``?sync=normal`` on the URL (``sqlite:///ledger.db?sync=normal``): on a
-disk where fsync takes milliseconds this removes most of the ledger's cost per attempt
-(``benchmarks/cascade_overhead.py`` measures both).
+**PostgreSQL** (``postgresql+psycopg://user:password@host:5432/dbname``; psycopg 3, the
+``postgres`` extra) is for several processes or hosts sharing one ledger. Every connection
+runs at ``READ COMMITTED`` — what the conditional budget UPDATE needs: a writer that waited for
+a row lock re-checks its ``WHERE`` against the committed row — with ``synchronous_commit = on``,
+so a commit returns only once the server has flushed it to its WAL, whatever the server's
+default. Connections come from a pool (SQLAlchemy's ``QueuePool``) and are checked before use,
+so a server restart costs a reconnect, not an error.
 
-Any other SQLAlchemy URL (Postgres) gets a plain engine; the schema has no SQLite-only SQL.
+Ledger settings travel in the URL's query, so every process given the same URL behaves the
+same; tierwise removes them before the driver sees the URL (anything else, e.g. ``sslmode`` or
+``connect_timeout``, goes to the driver):
+
+* ``sync=full|normal`` — ``normal`` trades durability on power loss (SQLite:
+  ``synchronous=NORMAL``) or on a server crash (Postgres: ``synchronous_commit=off``) for speed;
+  a process crash loses nothing either way. Default ``full``.
+* ``pool_size=N`` — connections kept open per process (default 5).
+* ``max_overflow=N`` — extra connections opened under load and closed after (default 10).
+* ``pool_timeout=S`` — seconds to wait for a free connection before failing (default 30).
+* ``reservation_ttl=S`` — seconds after which a budget reservation nobody settled is released
+  (default 900; see :meth:`tierwise.ledger.Ledger.release_expired`).
+* ``migrate=auto|manual`` — ``auto`` (default): opening migrates an older schema, under a lock;
+  ``manual``: opening refuses an older schema (run ``tierwise ledger migrate``).
 """
 
 from __future__ import annotations
@@ -20,6 +36,8 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +47,37 @@ from sqlalchemy.engine import URL, Engine, make_url
 from tierwise.errors import LedgerError
 
 #: The newest migration shipped with this version (a test checks it against Alembic's head).
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 #: Execution option marking a connection as read-only: it opens with a deferred BEGIN.
 READ_OPTION = "tierwise_read"
 
+#: The Postgres driver tierwise supports, and the extra that installs it.
+POSTGRES_DRIVER = "psycopg"
+POSTGRES_EXTRA = "postgres"
+
 _DEFAULT_FILE = "tierwise-ledger.db"
 _BUSY_TIMEOUT_MS = 30_000
-_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_CONNECT_TIMEOUT_S = 10
+
+
+class MissingDriverError(LedgerError, ImportError):
+    """The database driver for a ledger URL is not installed; the message names the extra."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """The ledger options read from a URL's query (see the module docstring)."""
+
+    sync: str = "full"
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout_s: float = 30.0
+    reservation_ttl: timedelta = timedelta(seconds=900)
+    migrate: str = "auto"
+
+
+_OPTIONS = ("sync", "pool_size", "max_overflow", "pool_timeout", "reservation_ttl", "migrate")
 
 
 def default_ledger_url(env: Mapping[str, str] | None = None) -> str:
@@ -56,34 +97,111 @@ def ledger_url(target: str | Path) -> str:
     return text
 
 
+def reason(exc: BaseException) -> str:
+    """A driver error's own message, without anything that could echo stored values.
+
+    SQLAlchemy's ``str()`` appends the bound parameters, which may hold prompt or output text,
+    and PostgreSQL's ``DETAIL`` line may quote a whole row; only the primary message is kept.
+    """
+    orig: Any = getattr(exc, "orig", None) if isinstance(exc, sa.exc.SQLAlchemyError) else exc
+    if orig is None:
+        return type(exc).__name__
+    diag = getattr(orig, "diag", None)  # psycopg: the server's message parts
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = primary or str(orig).split("\n", 1)[0]
+    return f"{type(orig).__name__}: {text}"
+
+
 def display_url(url: str | URL) -> str:
     """The URL with any password masked, safe for messages and logs."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _number(name: str, text: str, kind: type[int] | type[float], low: float) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise LedgerError(
+            f"invalid ledger URL option {name}={text!r}: expected a number >= {low:g}"
+        ) from None
+    return value
+
+
+def parse_ledger_url(url: str) -> tuple[URL, LedgerSettings]:
+    """Split *url* into the URL the driver sees and tierwise's own :class:`LedgerSettings`.
+
+    Raises:
+        LedgerError: the URL or one of its options is invalid.
+    """
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise LedgerError(f"invalid ledger URL {url!r}: {exc}") from None
+    query = parsed.query
+    values: dict[str, Any] = {}
+    for name in _OPTIONS:
+        raw = query.get(name)
+        if raw is None:
+            continue
+        text = raw if isinstance(raw, str) else raw[-1]
+        if name == "sync":
+            if text.lower() not in ("full", "normal"):
+                raise LedgerError(
+                    f"invalid ledger URL option sync={text.lower()!r}; use full or normal"
+                )
+            values["sync"] = text.lower()
+        elif name == "migrate":
+            if text.lower() not in ("auto", "manual"):
+                raise LedgerError(f"invalid ledger URL option migrate={text!r}; use auto or manual")
+            values["migrate"] = text.lower()
+        elif name == "pool_size":
+            values["pool_size"] = _number(name, text, int, 1)
+        elif name == "max_overflow":
+            values["max_overflow"] = _number(name, text, int, 0)
+        elif name == "pool_timeout":
+            values["pool_timeout_s"] = _number(name, text, float, 0)
+        else:
+            seconds = _number(name, text, float, 1)
+            values["reservation_ttl"] = timedelta(seconds=seconds)
+    return parsed.difference_update_query(_OPTIONS), LedgerSettings(**values)
 
 
 def create_ledger_engine(url: str, *, create: bool = True) -> Engine:
     """An engine for the ledger at *url*, with the connection behaviour described above.
 
     Raises:
-        LedgerError: the URL is invalid, names an in-memory database, or (with
-            ``create=False``) a SQLite file that does not exist; or the driver is missing.
+        MissingDriverError: a Postgres URL and psycopg is not installed.
+        LedgerError: the URL is invalid, names an in-memory database, another Postgres driver
+            than psycopg, or (with ``create=False``) a SQLite file that does not exist.
     """
-    try:
-        parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise LedgerError(f"invalid ledger URL {url!r}: {exc}") from None
-    if parsed.get_backend_name() != "sqlite":
-        try:
-            return sa.create_engine(parsed, pool_pre_ping=True)
-        except ImportError as exc:
-            raise LedgerError(
-                f"no database driver for {display_url(parsed)}: {exc.name or exc}; "
-                "install the driver (e.g. psycopg for Postgres)"
-            ) from None
-    sync = str(parsed.query.get("sync", "full")).upper()
-    if sync not in ("FULL", "NORMAL"):
-        raise LedgerError(f"invalid ledger URL option sync={sync.lower()!r}; use full or normal")
-    parsed = parsed.difference_update_query(["sync"])
+    parsed, settings = parse_ledger_url(url)
+    return build_engine(parsed, settings, create=create)
+
+
+def build_engine(parsed: URL, settings: LedgerSettings, *, create: bool = True) -> Engine:
+    """:func:`create_ledger_engine` for a URL already split by :func:`parse_ledger_url`."""
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return _postgres_engine(parsed, settings)
+    if backend != "sqlite":
+        raise LedgerError(
+            f"the ledger runs on SQLite or PostgreSQL, not {backend!r} ({display_url(parsed)})"
+        )
+    return _sqlite_engine(parsed, settings, create)
+
+
+def _pool_args(settings: LedgerSettings) -> dict[str, Any]:
+    return {
+        "poolclass": sa.QueuePool,
+        "pool_size": settings.pool_size,
+        "max_overflow": settings.max_overflow,
+        "pool_timeout": settings.pool_timeout_s,
+    }
+
+
+def _sqlite_engine(parsed: URL, settings: LedgerSettings, create: bool) -> Engine:
     database = parsed.database
     if not database or database == ":memory:" or "mode=memory" in str(parsed):
         raise LedgerError(
@@ -100,8 +218,62 @@ def create_ledger_engine(url: str, *, create: bool = True) -> Engine:
             raise LedgerError(f"cannot create the ledger directory {path.parent}: {exc}") from None
     elif path.is_dir():
         raise LedgerError(f"the ledger path {path} is a directory, expected a SQLite file")
-    engine = sa.create_engine(parsed, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000})
-    _install_sqlite_hooks(engine, sync)
+    engine = sa.create_engine(
+        parsed, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000}, **_pool_args(settings)
+    )
+    _install_sqlite_hooks(engine, settings.sync.upper())
+    return engine
+
+
+def require_psycopg() -> None:
+    """Import psycopg 3, or say which extra installs it.
+
+    Raises:
+        MissingDriverError: psycopg is not installed.
+    """
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise MissingDriverError(
+            "a PostgreSQL ledger needs psycopg 3: pip install 'tierwise[postgres]' "
+            f"(import failed: {exc})"
+        ) from None
+
+
+def _postgres_engine(parsed: URL, settings: LedgerSettings) -> Engine:
+    driver = parsed.drivername.partition("+")[2] or POSTGRES_DRIVER  # bare postgresql://
+    if driver != POSTGRES_DRIVER:
+        raise LedgerError(
+            f"the PostgreSQL ledger runs on psycopg 3, not {driver!r}: use a "
+            f"postgresql+psycopg://… URL ({display_url(parsed)})"
+        )
+    require_psycopg()
+    parsed = parsed.set(drivername=f"postgresql+{POSTGRES_DRIVER}")
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in parsed.query:  # fail fast when the server is unreachable
+        connect_args["connect_timeout"] = _CONNECT_TIMEOUT_S
+    if "application_name" not in parsed.query:  # visible in pg_stat_activity
+        connect_args["application_name"] = "tierwise"
+    engine = sa.create_engine(
+        parsed,
+        isolation_level="READ COMMITTED",
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        **_pool_args(settings),
+    )
+    commit_mode = "on" if settings.sync == "full" else "off"
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # A session setting, so it holds whatever the server's default; committed at once so
+        # the pool hands the connection out idle.
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET synchronous_commit = {commit_mode}")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
+
     return engine
 
 
@@ -133,42 +305,3 @@ def _install_sqlite_hooks(engine: Engine, sync: str = "FULL") -> None:
             raise sa.exc.DBAPIError.instance(statement, None, exc, sqlite3.Error) from None
         finally:
             cursor.close()
-
-
-def current_revision(conn: sa.Connection) -> str | None:
-    """The schema revision recorded in the database, ``None`` for an empty database."""
-    if not sa.inspect(conn).has_table("alembic_version"):
-        return None
-    row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
-    return None if row is None else str(row[0])
-
-
-def migrate(engine: Engine) -> str:
-    """Bring the schema to :data:`HEAD_REVISION` inside one write transaction; return it.
-
-    Concurrent openers serialise on the write lock; the second finds the schema current and
-    does nothing. Alembic is imported only when a migration is actually due.
-
-    Raises:
-        LedgerError: the database carries a revision this version does not know (a newer
-            tierwise wrote it) or a migration step failed.
-    """
-    with engine.begin() as conn:
-        found = current_revision(conn)
-        if found == HEAD_REVISION:
-            return found
-        from alembic import command
-        from alembic.config import Config
-        from alembic.script import ScriptDirectory
-
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS))
-        config.attributes["connection"] = conn
-        known = {s.revision for s in ScriptDirectory.from_config(config).walk_revisions()}
-        if found is not None and found not in known:
-            raise LedgerError(
-                f"the ledger's schema revision {found!r} is unknown to this tierwise "
-                f"(newest known: {HEAD_REVISION!r}); upgrade tierwise to read it"
-            )
-        command.upgrade(config, "head")
-        return current_revision(conn) or ""

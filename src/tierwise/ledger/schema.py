@@ -248,3 +248,53 @@ policy_changes = sa.Table(
     _ts("decided_at", nullable=True),
     sa.Index(None, "created_at"),
 )
+
+
+def _count(name: str) -> sa.Column[Any]:
+    return sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+
+
+#: Exact daily totals of pruned rows (see :mod:`tierwise.ledger.rollups`). Rows are additive:
+#: a (day, kind, tier, role) group may have several rows until ``prune`` compacts the day, and
+#: readers always SUM. Task columns count tasks by the tier the router chose for them; attempt
+#: columns count attempts by the tier they ran on. Every task and attempt is counted on the UTC
+#: day its task was created.
+daily_rollups = sa.Table(
+    "daily_rollups",
+    metadata,
+    _pk(),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("kind", sa.String(128), nullable=False),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("tier_index", sa.Integer, nullable=False),
+    # tasks, by the router's tier
+    _count("tasks"),
+    _count("tasks_accepted"),
+    _count("tasks_exhausted"),
+    _count("tasks_budget"),
+    _count("tasks_error"),
+    _count("tasks_running"),
+    _count("tasks_escalated"),
+    _money("task_cost_pusd"),
+    _count("tasks_timed"),
+    sa.Column("task_latency_s_sum", sa.Float, nullable=False, server_default="0"),
+    # attempts, by the tier they ran on (validator calls included, as in stats)
+    _count("attempts"),
+    _count("accepted"),
+    _count("rejected"),
+    _count("errors"),
+    _money("cost_pusd"),
+    _money("wasted_pusd"),
+    _count("validator_attempts"),
+    _money("validator_cost_pusd"),
+    _count("input_tokens"),
+    _count("cache_write_5m_tokens"),
+    _count("cache_write_1h_tokens"),
+    _count("cache_read_tokens"),
+    _count("output_tokens"),
+    # escalation: tasks whose own attempts tried this tier, and of those, climbed higher
+    _count("tier_tasks"),
+    _count("tier_escalated"),
+    sa.Index(None, "day", "kind"),
+)

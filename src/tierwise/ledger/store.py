@@ -1,161 +1,62 @@
 """The ledger: every task and attempt with its exact cost, budgets, and gateway keys.
 
 Each public write is one transaction, committed before the method returns, so an attempt is
-on disk before the cascade takes its next hop and before the caller sees a result.
+committed — on disk on SQLite, flushed to the server's WAL on PostgreSQL — before the cascade
+takes its next hop and before the caller sees a result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from tierwise.errors import LedgerError
+from tierwise.errors import BudgetExceededError, LedgerError
 from tierwise.ledger import budgets as _budgets
-from tierwise.ledger import keys as _keys
-from tierwise.ledger import queries as _queries
+from tierwise.ledger import rollups as _rollups
 from tierwise.ledger.budgets import BudgetState, Reservation
+from tierwise.ledger.core import LedgerCore, Tx, _utcnow
 from tierwise.ledger.engine import (
-    READ_OPTION,
-    create_ledger_engine,
+    LedgerSettings,
+    build_engine,
     display_url,
     ledger_url,
-    migrate,
+    parse_ledger_url,
+    reason,
 )
-from tierwise.ledger.keys import ApiKey
-from tierwise.ledger.prepared import Prepared, prepare, savepoint
+from tierwise.ledger.migrate import migrate
 from tierwise.ledger.redact import Redactor, secret_values, storable
-from tierwise.ledger.schema import attempts, policy_revisions, sessions, tasks, to_pico
-from tierwise.ledger.sql import insert_ignore, upsert_statement
+from tierwise.ledger.schema import policy_revisions, to_pico
+from tierwise.ledger.sql import insert_ignore
+from tierwise.ledger.statements import WriteStatements
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from tierwise.ledger.rollups import PruneProgress, PruneResult
     from tierwise.records import AttemptRecord
     from tierwise.task import Decision, Task
 
 TASK_OUTCOMES = ("running", "accepted", "exhausted", "budget", "error")
 
+log = logging.getLogger("tierwise.ledger")
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+#: How many expired reservations one sweep transaction releases.
+_SWEEP_BATCH = 500
 
 
 def _sha256(text: str) -> str:
     # surrogatepass: an upstream's lone surrogate must not stop its attempt from being recorded
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-_TASK_COLUMNS = (
-    "id",
-    "kind",
-    "session_id",
-    "role",
-    "policy_revision",
-    "decision_tier",
-    "decision_tier_index",
-    "decision_step",
-    "decision_rule",
-    "decision_floor",
-    "decision_json",
-    "prompt_sha256",
-    "prompt_chars",
-    "prompt_text",
-    "outcome",
-    "created_at",
-)
-_ATTEMPT_KEYS = ("task_id", "attempt_no")
-_ATTEMPT_COLUMNS = (
-    *_ATTEMPT_KEYS,
-    "kind",
-    "session_id",
-    "role",
-    "tier",
-    "tier_index",
-    "model",
-    "provider",
-    "outcome",
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
-    "cost_pusd",
-    "latency_s",
-    "verdicts_json",
-    "failure",
-    "error_class",
-    "escalated_from",
-    "stop_reason",
-    "output_sha256",
-    "output_chars",
-    "output_text",
-    "started_at",
-    "recorded_at",
-)
-_FINISH_COLUMNS = (
-    "outcome",
-    "final_tier",
-    "cost_pusd",
-    "latency_s",
-    "attempts",
-    "output_sha256",
-    "output_chars",
-    "output_text",
-    "finished_at",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _Statements:
-    """The request-path writes, compiled once for one engine's dialect."""
-
-    insert_task: Prepared
-    touch_session: Prepared
-    upsert_attempt: Prepared
-    finish_task: Prepared
-
-    @classmethod
-    def build(cls, dialect: sa.Dialect) -> _Statements:
-        name = dialect.name
-        return cls(
-            insert_task=prepare(tasks.insert(), dialect, _TASK_COLUMNS),
-            touch_session=prepare(
-                upsert_statement(name, sessions, ("id",), ("last_seen_at",)),
-                dialect,
-                ("id", "created_at", "last_seen_at"),
-            ),
-            upsert_attempt=prepare(
-                upsert_statement(
-                    name, attempts, _ATTEMPT_KEYS, _ATTEMPT_COLUMNS[len(_ATTEMPT_KEYS) :], "id"
-                ),
-                dialect,
-                _ATTEMPT_COLUMNS,
-            ),
-            finish_task=prepare(
-                tasks.update().where(tasks.c.id == sa.bindparam("b_id")), dialect, _FINISH_COLUMNS
-            ),
-        )
-
-
-@dataclass(slots=True)
-class _Tx:
-    """One write transaction: its connection, a DBAPI cursor on it, what to do once committed."""
-
-    conn: sa.Connection
-    cursor: Any
-    on_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 def open_ledger(
@@ -167,49 +68,53 @@ def open_ledger(
 ) -> Ledger:
     """Open (and create and migrate, when needed) the ledger at *url*.
 
+    Opening also releases budget reservations held past their time to live (left by a process
+    that died mid-attempt; see :meth:`Ledger.release_expired`).
+
     Args:
-        url: a file path or a SQLAlchemy URL (``sqlite:///path/ledger.db``).
+        url: a file path or a SQLAlchemy URL (``sqlite:///path/ledger.db``,
+            ``postgresql+psycopg://user@host/db?pool_size=10``); the options a URL may carry
+            are listed in :mod:`tierwise.ledger.engine`.
         create: create a missing SQLite file; with ``False`` a missing file is an error.
         now: the clock for timestamps (aware UTC datetimes); tests inject one.
         env: environment whose secret-looking values are masked out of stored text
             (default ``os.environ`` at opening time).
 
     Raises:
-        LedgerError: the ledger cannot be opened or migrated.
+        MissingDriverError: a Postgres URL without psycopg installed (also an ImportError).
+        LedgerError: the ledger cannot be opened or migrated, or its schema is newer than
+            this tierwise (the message names both revisions).
     """
-    engine = create_ledger_engine(ledger_url(url), create=create)
+    parsed, settings = parse_ledger_url(ledger_url(url))
+    engine = build_engine(parsed, settings, create=create)
     try:
-        migrate(engine)
+        migrate(engine, auto=settings.migrate == "auto")
+        redactor = Redactor(secret_values(os.environ if env is None else env))
+        ledger = Ledger(engine, now=now or _utcnow, redactor=redactor, settings=settings)
+        try:
+            ledger.release_expired()
+        except LedgerError as exc:  # a read-only file or standby: reads still work
+            log.warning("could not release expired reservations in %s: %s", ledger.url, exc)
     except LedgerError:
         engine.dispose()
         raise
     except sa.exc.SQLAlchemyError as exc:
         engine.dispose()
         where = display_url(engine.url)
-        raise LedgerError(f"cannot open the ledger {where}: {_reason(exc)}") from None
-    redactor = Redactor(secret_values(os.environ if env is None else env))
-    return Ledger(engine, now=now or _utcnow, redactor=redactor)
-
-
-def _reason(exc: Exception) -> str:
-    # The DBAPI's own message only: SQLAlchemy's str() appends the bound parameters, which may
-    # hold prompt or output text. A driver error raised on the DBAPI cursor is its own message.
-    if not isinstance(exc, sa.exc.SQLAlchemyError):
-        return f"{type(exc).__name__}: {exc}"
-    orig = getattr(exc, "orig", None)
-    return f"{type(orig).__name__}: {orig}" if orig is not None else type(exc).__name__
+        raise LedgerError(f"cannot open the ledger {where}: {reason(exc)}") from None
+    return ledger
 
 
 def _hour(now: datetime) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0)
 
 
-class Ledger:
+class Ledger(LedgerCore):
     """A durable record of tasks and attempts, budget counters and gateway keys.
 
     Build it with :func:`open_ledger`. Thread-safe (each call takes its own pooled
-    connection); several processes may share one SQLite file. Close it, or use it as a
-    context manager.
+    connection); several processes may share one SQLite file, and several hosts one
+    PostgreSQL database. Close it, or use it as a context manager.
     """
 
     def __init__(
@@ -218,130 +123,32 @@ class Ledger:
         *,
         now: Callable[[], datetime] = _utcnow,
         redactor: Redactor | None = None,
+        settings: LedgerSettings | None = None,
     ) -> None:
-        self._engine = engine
-        self._now = now
-        self._redact = redactor or Redactor()
-        self._closed = False
-        self._local = threading.local()  # the open batch() transaction of each thread
+        super().__init__(engine, now=now, redactor=redactor, settings=settings)
         self._revisions: set[str] = set()  # policy revisions known committed
         # sessions whose row this process committed during the hour _session_hour
         self._session_hour: datetime | None = None
         self._sessions: set[str] = set()
-        self._sql: _Statements | None = None
-        self._driver_error: type[Exception] = getattr(
-            engine.dialect.loaded_dbapi, "Error", sa.exc.DBAPIError
-        )
+        self._sql: WriteStatements | None = None
+        ttl = self._settings.reservation_ttl.total_seconds()
+        #: how often reserve() sweeps expired reservations on its own (monotonic seconds)
+        self._sweep_every = max(1.0, min(60.0, ttl / 10))
+        self._next_sweep = time.monotonic() + self._sweep_every
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    def _fit(self, values: dict[str, Any]) -> dict[str, Any]:
+        """*values* as this backend can store them: PostgreSQL text cannot hold NUL, so a NUL in
+        a text value is stored as U+FFFD (hashes and sizes are of the original text)."""
+        if self._postgres:
+            for key, value in values.items():
+                if isinstance(value, str) and "\x00" in value:
+                    values[key] = value.replace("\x00", "\ufffd")
+        return values
 
-    @property
-    def url(self) -> str:
-        """The ledger's URL, password masked."""
-        return display_url(self._engine.url)
-
-    @property
-    def engine(self) -> Engine:
-        """The SQLAlchemy engine (for reports that run their own read queries)."""
-        return self._engine
-
-    def close(self) -> None:
-        """Close every pooled connection. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._engine.dispose()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Ledger({self.url!r})"
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Run this thread's writes inside the block as one transaction: one commit, one fsync.
-
-        Used by the gateway to group-commit the rows of many concurrent requests. The writes are
-        on disk when the block exits normally; if it raises, all of them are rolled back.
-        Nested blocks join the outer one. Other threads' writes are not affected. Each write in
-        the block is still all-or-nothing (a savepoint). Reads inside the block see only what
-        was committed before it, and on SQLite the block holds the write lock: keep it short.
-        """
-        if getattr(self._local, "tx", None) is not None:
-            yield
-            return
-        with self._write() as tx:
-            self._local.tx = tx
-            try:
-                yield
-            finally:
-                self._local.tx = None
-
-    @contextmanager
-    def _write(self, *, single: bool = False) -> Iterator[_Tx]:
-        """One write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit.
-
-        Inside :meth:`batch` the write joins the batch's transaction under a SAVEPOINT, so that
-        a write that fails (a reservation that would overrun, say) still changes nothing. A
-        *single*-statement write skips the savepoint: one statement is atomic on its own.
-        The transaction's ``on_commit`` callbacks run once it is committed (those of a write
-        rolled back to its savepoint are dropped).
-        """
-        if self._closed:
-            raise LedgerError("the ledger is closed")
-        shared: _Tx | None = getattr(self._local, "tx", None)
-        if shared is not None:
-            try:
-                if single:
-                    yield shared
-                else:
-                    mark = len(shared.on_commit)
-                    try:
-                        with savepoint(shared.cursor):
-                            yield shared
-                    except BaseException:
-                        del shared.on_commit[mark:]
-                        raise
-            except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
-                raise LedgerError(f"ledger write failed: {_reason(exc)}") from None
-            return
-        try:
-            with self._engine.begin() as conn:
-                tx = _Tx(conn, conn.connection.cursor())
-                try:
-                    yield tx
-                finally:
-                    tx.cursor.close()
-        except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
-            raise LedgerError(f"ledger write failed: {_reason(exc)}") from None
-        for callback in tx.on_commit:
-            callback()
-
-    def _statements(self) -> _Statements:
+    def _statements(self) -> WriteStatements:
         if self._sql is None:  # a race builds it twice, harmlessly
-            self._sql = _Statements.build(self._engine.dialect)
+            self._sql = WriteStatements.build(self._engine.dialect)
         return self._sql
-
-    @contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
-        """One read transaction (a deferred ``BEGIN``: it never waits for writers)."""
-        if self._closed:
-            raise LedgerError("the ledger is closed")
-        try:
-            with self._engine.connect() as raw:
-                conn = raw.execution_options(**{READ_OPTION: True})
-                with conn.begin():
-                    yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            raise LedgerError(f"ledger read failed: {_reason(exc)}") from None
 
     # -- policy revisions, tasks, attempts -------------------------------------------------------
 
@@ -356,7 +163,7 @@ class Ledger:
                 .values(policy_json=policy_json, source=source)
             )
 
-    def _ensure_revision(self, tx: _Tx, revision: str) -> None:
+    def _ensure_revision(self, tx: Tx, revision: str) -> None:
         if revision in self._revisions:  # written and committed by this process already
             return
         insert_ignore(
@@ -367,7 +174,7 @@ class Ledger:
         )
         tx.on_commit.append(lambda: self._revisions.add(revision))
 
-    def _touch_session(self, tx: _Tx, session: str, now: datetime) -> None:
+    def _touch_session(self, tx: Tx, session: str, now: datetime) -> None:
         """Upsert the session's row, unless this process committed it earlier this hour.
 
         ``sessions.last_seen_at`` is therefore exact to the hour, not to the task.
@@ -375,7 +182,7 @@ class Ledger:
         hour = _hour(now)
         if hour == self._session_hour and session in self._sessions:
             return
-        values = {"id": session, "created_at": now, "last_seen_at": now}
+        values = self._fit({"id": session, "created_at": now, "last_seen_at": now})
         self._statements().touch_session.run(tx.cursor, values)
 
         def committed() -> None:
@@ -413,10 +220,14 @@ class Ledger:
         )
         try:
             self._insert_task(task, decision, policy_revision, role, store_content, now)
-        except LedgerError:
+        except LedgerError as failed:
             # The primary key refused the row (the only way this insert fails once the policy
             # revision is known); say so plainly instead of the driver's words.
-            if self.task(task.id) is not None:
+            try:
+                exists = self.task(task.id) is not None
+            except LedgerError:  # the database is unreachable: report the write's own failure
+                raise failed from None
+            if exists:
                 raise duplicate from None
             raise
 
@@ -463,7 +274,7 @@ class Ledger:
             self._ensure_revision(tx, policy_revision)
             if task.session:
                 self._touch_session(tx, task.session, now)
-            statement.run(tx.cursor, values)
+            statement.run(tx.cursor, self._fit(values))
 
     def record_attempt(self, attempt: AttemptRecord, *, store_content: bool) -> int:
         """Write one attempt, replacing any earlier row for (task_id, attempt_no); return its id.
@@ -508,7 +319,7 @@ class Ledger:
         }
         statement = self._statements().upsert_attempt
         with self._write(single=True) as tx:
-            row = statement.run(tx.cursor, values).fetchone()
+            row = statement.run(tx.cursor, self._fit(values)).fetchone()
         return int(row[0])
 
     def finish_task(
@@ -544,7 +355,7 @@ class Ledger:
         }
         statement = self._statements().finish_task
         with self._write(single=True) as tx:
-            updated = statement.run(tx.cursor, values).rowcount
+            updated = statement.run(tx.cursor, self._fit(values)).rowcount
         if updated != 1:
             raise LedgerError(f"task {task_id} is not in the ledger; call begin_task first")
 
@@ -556,27 +367,58 @@ class Ledger:
         """Hold *amount_usd* against every scope in *limits*, atomically across processes.
 
         For each scope, spent + held + amount must stay within its limit; otherwise nothing
-        changes.
+        changes. Holds left by dead processes never cause a refusal: when a scope would
+        overrun, reservations past their time to live are released and the check runs again.
+        Once a tenth of the TTL (at most a minute) has passed since the last sweep, a
+        reservation also sweeps expired ones first.
 
         Raises:
             BudgetExceededError: some scope would overrun (the first one, in scope order).
         """
+        if limits and self._shared_tx() is None and time.monotonic() >= self._next_sweep:
+            self.release_expired()
+        try:
+            return self._reserve(task_id, limits, amount_usd)
+        except BudgetExceededError:
+            if self._shared_tx() is not None or not self.release_expired():
+                raise
+            return self._reserve(task_id, limits, amount_usd)
+
+    def _reserve(
+        self, task_id: str, limits: Mapping[str, Decimal], amount_usd: Decimal
+    ) -> Reservation:
+        shared = self._shared_tx()
+        if shared is not None and shared.deltas:
+            # Settlements earlier in this batch count before the check (outside the
+            # reservation's savepoint, which may roll back).
+            self._apply_deltas(shared)
         with self._write() as tx:
             return _budgets.reserve(tx.conn, task_id, limits, amount_usd, self._now())
+
+    def _apply_deltas(self, tx: Tx) -> None:
+        try:
+            _budgets.apply(tx.conn, tx.deltas, self._now())
+        except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
+            raise LedgerError(f"ledger write failed: {reason(exc)}") from None
+        tx.deltas.clear()
 
     def settle(self, reservation: Reservation, actual_usd: Decimal) -> None:
         """Replace a held reservation by the actual cost of the attempt.
 
+        A reservation released meanwhile as expired is settled all the same: the cost is
+        added to what its scopes spent.
+
         Raises:
             LedgerError: the reservation was already settled or released.
         """
-        with self._write() as tx:
-            _budgets.close(tx.conn, reservation, actual_usd, "settled", self._now())
+        # one UPDATE (the counters change at commit): no savepoint needed inside a batch
+        with self._write(single=True) as tx:
+            _budgets.close(tx.conn, reservation, actual_usd, "settled", self._now(), tx.deltas)
 
     def release(self, reservation: Reservation) -> None:
         """Drop a held reservation without spending (the attempt cost nothing)."""
-        with self._write() as tx:
-            _budgets.close(tx.conn, reservation, Decimal(0), "released", self._now())
+        with self._write(single=True) as tx:
+            _budgets.close(tx.conn, reservation, Decimal(0), "released", self._now(), tx.deltas)
 
     def spent(self, scope: str) -> Decimal:
         """Spent plus held in *scope* (what the next reservation is checked against)."""
@@ -588,114 +430,75 @@ class Ledger:
         with self._read() as conn:
             return _budgets.state(conn, scope)
 
+    def release_expired(self) -> int:
+        """Release reservations held longer than the ledger's reservation TTL; return how many.
+
+        A reservation lives for one attempt (seconds to minutes); one held past the TTL
+        (``reservation_ttl`` on the URL, default 15 minutes) was left by a process that died.
+        Called when the ledger opens and, once a tenth of the TTL has passed (at most a minute),
+        by :meth:`reserve`; a long-running process (the gateway) may also call it on a timer.
+        Safe to run from several processes at once: each reservation is released once.
+        """
+        return self.release_stale(self._settings.reservation_ttl)
+
     def release_stale(self, older_than: timedelta) -> int:
-        """Release reservations held longer than *older_than* (left by crashed processes).
+        """Release reservations held longer than *older_than*; return how many.
 
-        Returns the number released. Run it from maintenance jobs, not on the request path.
+        Their state becomes ``expired``; a late settlement by their owner still counts.
         """
-        with self._read() as conn:
-            ids = _budgets.stale_ids(conn, self._now() - older_than)
+        self._next_sweep = time.monotonic() + self._sweep_every
+        now = self._now()
+        with self._read() as conn:  # usually none: then no write lock, no write at all
+            if not _budgets.any_held_before(conn, now - older_than):
+                return 0
         released = 0
-        for rid in ids:
-            with self._write() as tx:
-                res = _budgets.load(tx.conn, rid)
-                try:
-                    _budgets.close(tx.conn, res, Decimal(0), "released", self._now())
-                except LedgerError:  # settled meanwhile by its owner
-                    continue
-                released += 1
-        return released
-
-    # -- reads ---------------------------------------------------------------------------------
-
-    def tail(
-        self, n: int = 20, *, kind: str | None = None, since: datetime | None = None
-    ) -> list[dict[str, Any]]:
-        """The latest *n* attempts (optionally of one kind, since a time), oldest first."""
-        with self._read() as conn:
-            return _queries.tail(conn, n, kind=kind, since=since)
-
-    def iter_attempts(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        kind: str | None = None,
-        role: str | None = None,
-        batch_size: int = 500,
-    ) -> Iterator[dict[str, Any]]:
-        """Every matching attempt in write order, fetched in batches (no long transaction)."""
-        after = 0
         while True:
-            with self._read() as conn:
-                batch = _queries.attempts_after(
-                    conn, after, batch_size, since=since, until=until, kind=kind, role=role
-                )
-            yield from batch
-            if len(batch) < batch_size:
-                return
-            after = int(batch[-1]["id"])
+            with self._write() as tx:
+                n = _budgets.expire(tx.conn, now - older_than, now, _SWEEP_BATCH, tx.deltas)
+            released += n
+            if n < _SWEEP_BATCH:
+                return released
 
-    def task(self, task_id: str) -> dict[str, Any] | None:
-        """One task's row as a dict, ``None`` when unknown."""
-        with self._read() as conn:
-            return _queries.task(conn, task_id)
+    # -- growth --------------------------------------------------------------------------------
 
-    def attempts_of(self, task_id: str) -> list[dict[str, Any]]:
-        """One task's attempts in order."""
-        with self._read() as conn:
-            return _queries.attempts_of(conn, task_id)
-
-    def stats(
+    def prune(
         self,
+        before: date,
         *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        kind: str | None = None,
-        role: str | None = "live",
-    ) -> dict[str, Any]:
-        """Tasks, attempts, spend, wasted spend, escalation rates and latency percentiles.
+        batch_size: int = 1000,
+        dry_run: bool = False,
+        progress: PruneProgress | None = None,
+    ) -> PruneResult:
+        """Delete tasks created before the UTC day *before*, keeping exact daily rollups.
 
-        See :func:`tierwise.ledger.queries.stats` for the shape of the result.
-        """
-        with self._read() as conn:
-            return _queries.stats(conn, since=since, until=until, kind=kind, role=role)
+        Each batch of up to *batch_size* tasks is added to ``daily_rollups`` and deleted, with
+        its attempts, in one transaction: at any moment rollups plus remaining rows are the
+        exact totals, even if pruning is interrupted. Then each pruned day's rollup rows are
+        compacted, and closed reservations, budget counters of past days and tasks, and
+        sessions without tasks, all older than *before*, are deleted. Tasks still running
+        within the reservation TTL are kept.
 
-    def integrity_check(self) -> list[str]:
-        """Problems found (empty when sound): storage integrity, foreign keys, costs, budgets."""
-        with self._read() as conn:
-            return _queries.integrity_problems(conn)
-
-    # -- gateway keys --------------------------------------------------------------------------
-
-    def create_api_key(
-        self, name: str, role: str = "client", budget_usd_day: Decimal | None = None
-    ) -> str:
-        """Create a gateway key and return its secret (``tw_…``), shown this once only.
+        Args:
+            before: the first UTC day to keep; not after today.
+            batch_size: tasks per transaction.
+            dry_run: count what would be pruned, change nothing.
+            progress: called after each batch with (tasks done, tasks to do).
 
         Raises:
-            LedgerError: a key with this name exists.
-            ValueError: the name, role or budget is invalid.
+            ValueError: *before* is after today (UTC) or *batch_size* < 1.
         """
-        with self._write() as tx:
-            return _keys.create(tx.conn, name, role, budget_usd_day, self._now())
-
-    def verify_api_key(self, secret: str) -> ApiKey | None:
-        """The active key this secret belongs to, else ``None``."""
-        with self._read() as conn:
-            return _keys.verify(conn, secret)
-
-    def has_api_keys(self) -> bool:
-        """Whether any active key exists (the gateway requires keys once one does)."""
-        with self._read() as conn:
-            return bool(_keys.listing(conn, include_revoked=False))
-
-    def list_api_keys(self, *, include_revoked: bool = False) -> list[ApiKey]:
-        """Keys, oldest first, without secrets."""
-        with self._read() as conn:
-            return _keys.listing(conn, include_revoked)
-
-    def revoke_api_key(self, name: str) -> bool:
-        """Revoke the active key called *name*; ``False`` when there is none."""
-        with self._write() as tx:
-            return _keys.revoke(tx.conn, name, self._now())
+        now = self._now()
+        if before > now.date():
+            raise ValueError(f"--before must not be after today ({now.date()} UTC), got {before}")
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        keep_running_after = now - self._settings.reservation_ttl
+        return _rollups.prune(
+            self._write,
+            self._read,
+            before,
+            keep_running_after=keep_running_after,
+            batch_size=batch_size,
+            dry_run=dry_run,
+            progress=progress,
+        )
