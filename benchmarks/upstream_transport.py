@@ -27,7 +27,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 BODY = {
@@ -113,17 +112,14 @@ def main() -> None:
     args = parser.parse_args()
     n, rounds = (60, 3) if args.quick else (args.requests, args.rounds)
 
-    import trustme
+    from tierwise.testing import make_tls
 
     with tempfile.TemporaryDirectory() as tmp:
-        ca = trustme.CA()
-        certfile, cafile = Path(tmp, "server.pem"), Path(tmp, "ca.pem")
-        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(certfile)
-        ca.cert_pem.write_to_path(cafile)
-        ctx = ssl.create_default_context(cafile=str(cafile))
+        tls = make_tls(tmp)  # a trustme CA and a certificate for 127.0.0.1
+        ctx = tls.client_context()
         mp = multiprocessing.get_context("spawn")
         parent, child = mp.Pipe()
-        server = mp.Process(target=serve, args=(str(certfile), child), daemon=True)
+        server = mp.Process(target=serve, args=(tls.certfile, child), daemon=True)
         server.start()
         try:
             urls = parent.recv()
