@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -240,30 +239,3 @@ async def test_pool_lists_tiers_models_and_owners(
     assert owner is not None and owner[0] == "mid"
     assert pool.owner_of("zzz") is None
     assert pool.models() == [("a-1", "cheap"), ("a-2", "mid")]
-
-
-async def test_https_upstreams_use_the_maintained_client_and_http_the_lean_one() -> None:
-    from tierwise.gateway.http import SchemeTransport
-
-    class Recording:
-        def __init__(self) -> None:
-            self.urls: list[str] = []
-            self.closed = False
-
-        async def send(
-            self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
-        ) -> Any:
-            self.urls.append(url)
-            return None
-
-        async def aclose(self) -> None:
-            self.closed = True
-
-    plain, secure = Recording(), Recording()
-    both = SchemeTransport(plain, secure)
-    await both.send("http://127.0.0.1:8000/v1/chat/completions", b"{}", {}, 1.0)
-    await both.send("https://api.anthropic.com/v1/messages", b"{}", {}, 1.0)
-    await both.aclose()
-    assert plain.urls == ["http://127.0.0.1:8000/v1/chat/completions"]
-    assert secure.urls == ["https://api.anthropic.com/v1/messages"]
-    assert plain.closed and secure.closed

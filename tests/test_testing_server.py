@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import subprocess
 import sys
 from importlib import resources
@@ -19,6 +20,7 @@ from tierwise.testing import (
     FakeUpstream,
     Fault,
     ModelScript,
+    TLSFiles,
     When,
     count_tokens,
     load_script,
@@ -280,3 +282,38 @@ async def test_fake_clock_async_sleep_records_the_wait() -> None:
     clock = FakeClock()
     await clock.asleep(4)
     assert clock() == 4 and clock.slept == [4]
+
+
+def test_serves_https_to_the_sdks_with_the_certificate_trusted(
+    fake_upstream_tls: FakeUpstream, upstream_tls: TLSFiles
+) -> None:
+    assert fake_upstream_tls.base_url.startswith("https://127.0.0.1:")
+    http = httpx2.Client(verify=upstream_tls.client_context())
+    with anthropic.Anthropic(
+        base_url=fake_upstream_tls.base_url, api_key="k", max_retries=0, http_client=http
+    ) as client:
+        reply = client.messages.create(
+            model="m", max_tokens=20, messages=[{"role": "user", "content": "secure hello"}]
+        )
+    assert reply.content[0].text == "secure hello"  # type: ignore[union-attr]
+    with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx2.get(f"{fake_upstream_tls.base_url}/v1/models", verify=ssl.create_default_context())
+
+
+def test_requests_record_the_connection_they_came_on(fake_upstream: FakeUpstream) -> None:
+    with httpx2.Client() as one:
+        for _ in range(2):
+            one.get(f"{fake_upstream.base_url}/v1/models").raise_for_status()
+    httpx2.get(f"{fake_upstream.base_url}/v1/models").raise_for_status()
+    first, second, third = (r.peer for r in fake_upstream.requests)
+    assert first is not None and first[0] == "127.0.0.1"
+    assert first == second != third
+
+
+def test_a_bad_certificate_is_refused_with_the_reason(tmp_path: Path) -> None:
+    not_pem = tmp_path / "cert.pem"
+    not_pem.write_text("not a certificate")
+    with pytest.raises(RuntimeError, match="cannot serve HTTPS"):
+        FakeUpstream(ssl_certfile=not_pem).start()
+    with pytest.raises(ValueError, match="ssl_keyfile needs ssl_certfile"):
+        FakeUpstream(ssl_keyfile=not_pem)

@@ -79,9 +79,9 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         from tierwise.gateway.http import (
             FastTransport,
             HttpxTransport,
-            SchemeTransport,
             Transport,
             proxy_configured,
+            upstream_ssl_context,
         )
         from tierwise.gateway.metrics import GatewayMetrics
         from tierwise.gateway.recorder import GroupCommitLedger
@@ -95,13 +95,11 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         env = cfg.environ()
         ledger = open_ledger(cfg.resolved_ledger_url())
         recorder = GroupCommitLedger(ledger)
+        tls = upstream_ssl_context(cfg.upstream_ca_file)
         transport: Transport = (
-            HttpxTransport(max_connections=cfg.max_connections)
+            HttpxTransport(max_connections=cfg.max_connections, ssl_context=tls)
             if proxy_configured(env)
-            else SchemeTransport(
-                FastTransport(max_idle_per_origin=cfg.max_connections),
-                HttpxTransport(max_connections=cfg.max_connections),
-            )
+            else FastTransport(max_idle_per_origin=cfg.max_connections, ssl_context=tls)
         )
         pool = UpstreamPool(policy, transport, env)
         loopback = is_loopback(cfg.host)

@@ -50,6 +50,10 @@ class GatewayConfig:
         wait_for_ledger: answer only once the request's ledger rows are committed (default).
             ``False`` answers first and commits a moment later: lower latency, but a crash can
             lose the rows of the last few milliseconds of answers.
+        upstream_ca_file: a PEM bundle of the CAs that ``https://`` upstreams' certificates are
+            checked against, instead of the default store (a private CA, a TLS-inspecting
+            proxy). Default: ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set, else the system's
+            store, as for the official SDKs.
     """
 
     policy: Policy | None = None
@@ -63,8 +67,11 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     wait_for_ledger: bool = True
     allow_anonymous: bool = False
+    upstream_ca_file: str | None = None
 
     def __post_init__(self) -> None:
+        if self.upstream_ca_file is not None and not Path(self.upstream_ca_file).is_file():
+            raise ValueError(f"upstream_ca_file {self.upstream_ca_file!r} is not a file")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
         if self.body_timeout_s <= 0:
@@ -112,6 +119,7 @@ class GatewayConfig:
                 "host": self.host,
                 "wait_for_ledger": self.wait_for_ledger,
                 "allow_anonymous": self.allow_anonymous,
+                "upstream_ca_file": self.upstream_ca_file,
             }
         )
 

@@ -24,6 +24,10 @@ with ``always``): ``429`` (``retry-after`` header), ``500``, ``503``, ``529`` (o
 ``malformed`` (200 with a non-JSON body), ``cut`` (connection closed half-way through the body
 or stream). Error bodies have each API's shape.
 
+Given a certificate (``FakeUpstream(ssl_certfile=...)``; :func:`make_tls` makes a throwaway CA
+and a certificate for ``127.0.0.1`` with ``trustme``) it serves HTTPS instead, so clients are
+tested with certificate checks on, trusting that CA.
+
 Token counts are deterministic: :func:`count_tokens` is one token per started 4 characters (at
 least 1). Input tokens are the sum over the request's text pieces (system, then each message's
 text), reported as *uncached* input; ``cache_read_tokens`` and ``cache_write_tokens`` /
@@ -85,7 +89,7 @@ from tierwise.testing.script import (
     parse_script,
     request_texts,
 )
-from tierwise.testing.server import FakeUpstream, RecordedRequest
+from tierwise.testing.server import FakeUpstream, RecordedRequest, TLSFiles, make_tls
 
 __all__ = [
     "BEHAVIOURS",
@@ -99,12 +103,14 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "Script",
+    "TLSFiles",
     "ToolCall",
     "When",
     "count_tokens",
     "input_tokens",
     "last_user_text",
     "load_script",
+    "make_tls",
     "output_tokens",
     "parse_script",
     "request_texts",

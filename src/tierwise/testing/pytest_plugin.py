@@ -11,6 +11,11 @@ Fixtures:
 * ``upstream_policy``: a cheap/mid/strong Anthropic policy served by ``fake_upstream``
   (``claude-haiku-4-5`` / ``claude-sonnet-4-6`` / ``claude-opus-4-6``), retries without waits.
 * ``fake_clock``: a :class:`FakeClock` at 0.
+* ``upstream_tls`` (session): a throwaway CA and a certificate for ``127.0.0.1``
+  (:class:`TLSFiles`; needs ``trustme``).
+* ``fake_upstream_tls_server`` (session) / ``fake_upstream_tls``: a second fake upstream serving
+  HTTPS with that certificate (the latter reset for this test); clients must trust
+  ``upstream_tls.ca_file``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import pytest
 from tierwise.testing.clock import FakeClock
 from tierwise.testing.policies import TEST_KEY_ENV
 from tierwise.testing.policies import upstream_policy as _upstream_policy
-from tierwise.testing.server import FakeUpstream
+from tierwise.testing.server import FakeUpstream, TLSFiles, make_tls
 
 if TYPE_CHECKING:
     from tierwise.policy import Policy
@@ -59,3 +64,23 @@ def upstream_policy(fake_upstream: FakeUpstream) -> Policy:
 def fake_clock() -> FakeClock:
     """A fake monotonic clock at 0."""
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def upstream_tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """A throwaway CA and a certificate it signed for ``127.0.0.1`` / ``localhost``."""
+    return make_tls(tmp_path_factory.mktemp("upstream-tls"))
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_tls_server(upstream_tls: TLSFiles) -> Iterator[FakeUpstream]:
+    """One HTTPS fake upstream for the whole session (certificate from ``upstream_tls``)."""
+    with FakeUpstream(ssl_certfile=upstream_tls.certfile) as up:
+        yield up
+
+
+@pytest.fixture
+def fake_upstream_tls(fake_upstream_tls_server: FakeUpstream) -> FakeUpstream:
+    """The session's HTTPS fake upstream, reset for this test."""
+    fake_upstream_tls_server.reset()
+    return fake_upstream_tls_server

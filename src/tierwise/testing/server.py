@@ -1,7 +1,8 @@
 """The fake upstream: a real HTTP server on loopback speaking both provider APIs.
 
-A Starlette app served by uvicorn in a background thread. Every request is recorded (headers
-without credentials); each model answers according to its :class:`ModelScript`.
+A Starlette app served by uvicorn in a background thread, over plain HTTP or, given a
+certificate, HTTPS. Every request is recorded (headers without credentials); each model answers
+according to its :class:`ModelScript`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -44,6 +47,47 @@ SECRET_HEADERS = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """A throwaway CA and a server certificate it signed, as PEM files (see :func:`make_tls`).
+
+    ``certfile`` (certificate chain and private key) is what :class:`FakeUpstream` serves with;
+    ``ca_file`` is what clients must trust: ``GatewayConfig(upstream_ca_file=...)``,
+    ``SSL_CERT_FILE``, or :meth:`client_context`.
+    """
+
+    certfile: str
+    ca_file: str
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts only this CA."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
+    def server_context(self) -> ssl.SSLContext:
+        """A server context presenting the certificate (for a hand-made test server)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.certfile)
+        return context
+
+
+def make_tls(directory: str | os.PathLike[str], *hosts: str) -> TLSFiles:
+    """A new CA and a certificate for *hosts* (default ``127.0.0.1``, ``localhost``, ``::1``).
+
+    Needs ``trustme`` (in tierwise's ``test`` extra); files are written into *directory*.
+    """
+    try:
+        import trustme
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("make_tls needs trustme: pip install 'tierwise[test]'") from exc
+    ca = trustme.CA()
+    cert = ca.issue_cert(*(hosts or ("127.0.0.1", "localhost", "::1")))
+    certfile = os.path.join(directory, "upstream-cert.pem")
+    ca_file = os.path.join(directory, "upstream-ca.pem")
+    cert.private_key_and_cert_chain_pem.write_to_path(certfile)
+    ca.cert_pem.write_to_path(ca_file)
+    return TLSFiles(certfile, ca_file)
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedRequest:
     """One request the fake upstream received."""
 
@@ -56,6 +100,7 @@ class RecordedRequest:
     stream: bool
     fault: str | None  # the fault served, if any
     at: float  # time.monotonic() when received
+    peer: tuple[str, int] | None = None  # the client's address: one per connection
 
 
 class _RawResponse(Response):
@@ -107,11 +152,20 @@ class FakeUpstream:
             client = anthropic.Anthropic(base_url=up.base_url, api_key="test")
             openai.OpenAI(base_url=up.openai_base_url, api_key="test")
 
+    To serve HTTPS, give a certificate for ``127.0.0.1`` (:func:`make_tls` makes one)::
+
+        tls = make_tls(tmp_dir)
+        with FakeUpstream(ssl_certfile=tls.certfile) as up:    # up.base_url is https://...
+            httpx2.post(up.base_url + "/v1/messages", ..., verify=tls.client_context())
+
     Args:
         models: a script per model id (a :class:`ModelScript` or a behaviour name), or a
             whole :class:`Script` (e.g. from :func:`load_script`).
         default: the script for models not listed; ``None`` answers them with 404.
         require_key: when set, requests must carry this API key (else 401).
+        ssl_certfile: a PEM file with the server's certificate chain (and its private key,
+            unless ``ssl_keyfile`` is given): the server speaks HTTPS.
+        ssl_keyfile: the certificate's private key, when not in ``ssl_certfile``.
     """
 
     def __init__(
@@ -122,7 +176,11 @@ class FakeUpstream:
         require_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_certfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile: str | os.PathLike[str] | None = None,
     ) -> None:
+        if ssl_keyfile is not None and ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile (the certificate it belongs to)")
         if isinstance(models, Script):
             scripts = dict(models.models)
             default = models.default
@@ -138,6 +196,8 @@ class FakeUpstream:
         self._ids = itertools.count(1)
         self._host = host
         self._port = port
+        self._certfile = None if ssl_certfile is None else os.fspath(ssl_certfile)
+        self._keyfile = None if ssl_keyfile is None else os.fspath(ssl_keyfile)
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -212,9 +272,15 @@ class FakeUpstream:
         return self._port
 
     @property
+    def scheme(self) -> str:
+        """``https`` when serving with a certificate, else ``http``."""
+        return "http" if self._certfile is None else "https"
+
+    @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``: the Anthropic SDK's ``base_url``."""
-        return f"http://{self._host}:{self.port}"
+        """``http://127.0.0.1:PORT`` (``https://`` with a certificate): the Anthropic SDK's
+        ``base_url``."""
+        return f"{self.scheme}://{self._host}:{self.port}"
 
     @property
     def anthropic_base_url(self) -> str:
@@ -222,7 +288,7 @@ class FakeUpstream:
 
     @property
     def openai_base_url(self) -> str:
-        """``http://127.0.0.1:PORT/v1``: the OpenAI SDK's ``base_url``."""
+        """``http://127.0.0.1:PORT/v1`` (or ``https://``): the OpenAI SDK's ``base_url``."""
         return f"{self.base_url}/v1"
 
     def url_for(self, provider: str) -> str:
@@ -256,7 +322,15 @@ class FakeUpstream:
             http="h11",
             ws="none",
             timeout_graceful_shutdown=2,
+            ssl_certfile=self._certfile,
+            ssl_keyfile=self._keyfile,
         )
+        if self._certfile is not None:
+            try:  # here rather than in the server thread, so a bad certificate says why
+                config.load()
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                sock.close()
+                raise RuntimeError(f"cannot serve HTTPS with {self._certfile}: {exc}") from exc
         server = uvicorn.Server(config)
         self._stopping.clear()
         thread = threading.Thread(
@@ -337,6 +411,7 @@ class FakeUpstream:
             stream=stream,
             fault=fault,
             at=time.monotonic(),
+            peer=(request.client.host, request.client.port) if request.client else None,
         )
         with self._lock:
             self._requests.append(entry)
