@@ -300,7 +300,7 @@ class Ledger(LedgerCore):
             "role": attempt.role,
             "tier": attempt.tier,
             "tier_index": attempt.tier_index,
-            "model": storable(attempt.model),
+            "model": storable(attempt.model) if isinstance(attempt.model, str) else attempt.model,
             "provider": attempt.provider,
             "outcome": attempt.outcome,
             **attempt.usage.as_dict(),
