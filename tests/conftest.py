@@ -167,3 +167,28 @@ def raw_sql() -> Callable[..., list[tuple[Any, ...]]]:
             engine.dispose()
 
     return run
+
+
+@pytest.fixture
+def downgrade() -> Callable[[str, str], None]:
+    """``downgrade(url, revision)``: take a ledger back to an older schema, as Alembic would."""
+
+    def run(url: str, revision: str) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        import tierwise.ledger.engine as engine_module
+
+        engine = sa.create_engine(url, poolclass=sa.NullPool)
+        try:
+            with engine.begin() as conn:
+                config = Config()
+                config.set_main_option(
+                    "script_location", str(Path(engine_module.__file__).parent / "migrations")
+                )
+                config.attributes["connection"] = conn
+                command.downgrade(config, revision)
+        finally:
+            engine.dispose()
+
+    return run

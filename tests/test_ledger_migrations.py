@@ -98,15 +98,14 @@ def test_a_ledger_from_a_newer_tierwise_is_refused(ledger_url: str, raw_sql: Raw
 
 
 def test_manual_migrations_refuse_an_older_schema_until_migrated(
-    ledger_url: str, raw_sql: Raw
+    ledger_url: str, raw_sql: Raw, downgrade: Callable[[str, str], None]
 ) -> None:
     manual = f"{ledger_url}?migrate=manual"
     with pytest.raises(LedgerError, match="tierwise ledger migrate"):
         open_ledger(manual)  # an empty database
     open_ledger(ledger_url).close()  # auto: migrated
     open_ledger(manual).close()  # current: opens
-    raw_sql(ledger_url, "DROP TABLE daily_rollups")
-    raw_sql(ledger_url, "UPDATE alembic_version SET version_num = '0001'")
+    downgrade(ledger_url, "0001")
     with pytest.raises(LedgerError, match="0001") as info:
         open_ledger(manual)
     assert HEAD_REVISION in str(info.value) and "migrate=manual" in str(info.value)

@@ -203,6 +203,7 @@ class GatewayService:
             max_tokens=caller_max or 0,
             id=uuid.uuid4().hex,
             metadata={"dialect": dialect, "route": route},
+            key_id=None if key is None else key.id,
         )
         if attrs:  # explicit attributes win over what was read from the text
             task = task.with_(**attrs)

@@ -28,6 +28,7 @@ _TASK_COLUMNS = (
     "prompt_text",
     "outcome",
     "created_at",
+    "key_id",
 )
 _ATTEMPT_KEYS = ("task_id", "attempt_no")
 _ATTEMPT_COLUMNS = (

@@ -262,6 +262,7 @@ class Ledger(LedgerCore):
             "prompt_text": self._redact(task.prompt) if store_content else None,
             "outcome": "running",
             "created_at": now,
+            "key_id": task.key_id,
         }
         statement = self._statements().insert_task
         # Only the task row itself, when the revision and session are known committed: a
