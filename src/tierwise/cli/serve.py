@@ -90,7 +90,6 @@ def register(app: typer.Typer) -> None:
 
         if log_format not in ("text", "json"):
             fail(f"--log-format: expected text or json, got {log_format!r}")
-        configure_logging(log_level, log_format)
         policy_path = resolve_policy_path(policy)
         loaded = load_policy_or_exit(policy)  # errors now, with key paths, not in a worker
         echo_policy_warnings(loaded)
@@ -131,6 +130,7 @@ def register(app: typer.Typer) -> None:
             f"ledger {url}",
             err=True,
         )
+        configure_logging(log_level, log_format)  # only once serving: refusals stay one line
         _run(config, host, port, workers, log_level)
 
 
@@ -157,6 +157,10 @@ def _run(config: GatewayConfig, host: str, port: int, workers: int, log_level: s
             access_log=False,
             ws="none",
             timeout_graceful_shutdown=30,
+            # A restarted worker (SIGHUP, a policy reload) imports and compiles before it is
+            # ready; on a busy host that can take longer than uvicorn's default 5 s, and an
+            # aborted restart would silently keep the old policy.
+            timeout_worker_healthcheck=60,
         )
         return
     try:
