@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,8 +15,6 @@ from tierwise.evaluation.dataset import DatasetError, Ladder, ModelResult, Row
 from tierwise.evaluation.loaders import detect_format, dump_rows, load_dataset
 from tierwise.evaluation.prices import load_price_file, normalise_model_name, price_dataset
 from tierwise.pricing import ModelPrices
-
-DATA = Path("/work/shared/data")
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
@@ -310,9 +309,9 @@ def test_prices_file_and_name_matching(tmp_path: Path) -> None:
         ("wildbench_partial", "wildbench", 1024),
     ],
 )
-def test_real_folders(folder: str, fmt: str, rows: int) -> None:
+def test_real_folders(folder: str, fmt: str, rows: int, data_path: Callable[[str], Path]) -> None:
     """The shared data folders load with the row counts their READMEs give (after drops)."""
-    path = DATA / folder
+    path = data_path(folder)
     assert detect_format(path) == fmt
     ds = load_dataset(path)
     assert len(ds) == rows
