@@ -119,8 +119,32 @@ def test_routellm_folder_drops_contaminated_prompts(tmp_path: Path) -> None:
         root / "mt" / "question.jsonl",
         [{"question_id": 81, "category": "writing", "turns": ["Write", "Again"]}],
     )
+
+    def judge_prompt(model: str, turn: int) -> str:
+        """What FastChat's GPT-4 judge was shown: the question and the answer it graded (turn 1),
+        or the whole two-turn conversation (turn 2)."""
+        first, second = f"{model} wrote a poem", f"{model} wrote it again, longer"
+        if turn == 1:
+            return (
+                "[Instruction]\nRate it.\n\n[Question]\nWrite\n\n[The Start of Assistant's "
+                f"Answer]\n{first}\n[The End of Assistant's Answer]"
+            )
+        return (
+            "<|The Start of Assistant A's Conversation with User|>\n\n### User:\nWrite\n\n"
+            f"### Assistant A:\n{first}\n\n### User:\nAgain\n\n### Assistant A:\n{second}\n\n"
+            "<|The End of Assistant A's Conversation with User|>"
+        )
+
     judgements = [
-        {"question_id": 81, "model": m, "judge": "x", "score": s, "turn": t, "judgment": ""}
+        {
+            "question_id": 81,
+            "model": m,
+            "judge": "x",
+            "score": s,
+            "turn": t,
+            "judgment": "",
+            "user_prompt": judge_prompt(m, t),
+        }
         for m, s in ((weak, 6), (strong, 9))
         for t in (1, 2)
     ]
@@ -132,6 +156,17 @@ def test_routellm_folder_drops_contaminated_prompts(tmp_path: Path) -> None:
     assert [r.prompt for r in ds.rows if r.source == "mmlu"] == ["Q a", "Q b"]
     mt = ds.row("mt-bench/81/2")
     assert mt.prompt == "Again" and mt.results[strong].score == pytest.approx(0.9)
+    # The judged answer is read back from the judge's prompt; turn 2's input is turn 1 too.
+    assert mt.results[strong].response == f"{strong} wrote it again, longer"
+    assert mt.results[strong].output_tokens == -(-len(f"{strong} wrote it again, longer") // 4)
+    first = ds.row("mt-bench/81/1").results[weak]
+    assert first.response == f"{weak} wrote a poem" and first.input_tokens == 2  # "Write"
+    assert mt.results[weak].input_tokens is not None
+    assert mt.results[weak].input_tokens > first.input_tokens + first.output_tokens  # type: ignore[operator]
+    # MMLU: RouteLLM generated one token per question, so every call has its output tokens.
+    assert all(
+        r.results[m].output_tokens == 1 for r in ds.rows if r.source == "mmlu" for m in r.results
+    )
     assert ds.row("gsm8k/0").results[weak].response == "5"
     assert ds.default_ladder == Ladder(("cheap", "strong"), (weak, strong))
     assert any("'mmlu': 1" in n for n in ds.notes)
