@@ -191,21 +191,25 @@ def evaluate(
             for another ladder.
     """
     from tierwise.evaluation.loaders import load_dataset
-    from tierwise.evaluation.prices import load_price_file, price_dataset
+    from tierwise.evaluation.prices import load_price_file, price_dataset, priced_ladder
     from tierwise.pricing import PriceCatalog
 
     table = load_price_file(prices) if prices is not None else None
     catalog = PriceCatalog(policy.model.prices if policy is not None else None)
     dataset = load_dataset(path)
     dataset, _ = price_dataset(dataset, table, catalog)
-    ladder = tiers or dataset.default_ladder
+    notes = list(dataset.notes)
+    ladder = tiers
+    if ladder is None:
+        ladder, why = priced_ladder(dataset)
+        if why:
+            notes.append(why)
     unknown = [m for m in ladder.models if m not in dataset.models]
     if unknown:
         raise DatasetError(
             f"--tiers names models without results in {path}: {', '.join(unknown)}; "
             f"it has {', '.join(dataset.models)}"
         )
-    notes = list(dataset.notes)
 
     # -- what to train on, what to report on --------------------------------------------------
     loaded: LearnedRouter | None = None
