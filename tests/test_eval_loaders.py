@@ -351,3 +351,43 @@ def test_real_folders(folder: str, fmt: str, rows: int, data_path: Callable[[str
     ds = load_dataset(path)
     assert len(ds) == rows
     assert all(m in ds.models for m in ds.default_ladder.models)
+
+
+def test_automatic_ladder_uses_priced_models_when_the_preset_has_none() -> None:
+    """A default ladder with an unpriced model is replaced by priced models (cheapest, best and
+    the best in between), with a note; a fully priced default stays; with fewer than two priced
+    models the default stays and the note says how to get costs."""
+    from tierwise.evaluation.dataset import Dataset
+    from tierwise.evaluation.prices import priced_ladder
+
+    def row(i: int, priced: dict[str, tuple[float, str | None]]) -> Row:
+        return Row(
+            f"q{i}",
+            "text",
+            "k",
+            {
+                m: ModelResult(score, cost_usd=Decimal(cost) if cost else None)
+                for m, (score, cost) in priced.items()
+            },
+        )
+
+    models = {
+        "free-small": (0.3, None),
+        "free-big": (0.6, None),
+        "cheap": (0.5, "0.001"),
+        "middle": (0.7, "0.004"),
+        "best": (0.8, "0.02"),
+        "pricey-bad": (0.4, "0.05"),
+    }
+    rows = tuple(row(i, models) for i in range(10))
+    preset = Ladder(("cheap", "mid", "strong"), ("free-small", "free-big", "best"))
+    ds = Dataset("t", rows, tuple(models), preset)
+    ladder, note = priced_ladder(ds)
+    assert ladder == Ladder(("cheap", "mid", "strong"), ("cheap", "middle", "best"))
+    assert note is not None and "no price for free-small, free-big" in note
+    fine = Dataset("t", rows, tuple(models), Ladder(("a", "b"), ("cheap", "best")))
+    assert priced_ladder(fine) == (fine.default_ladder, None)
+    lonely = {"free-small": (0.3, None), "free-big": (0.6, None), "best": (0.8, "0.02")}
+    bare = Dataset("t", tuple(row(i, lonely) for i in range(5)), tuple(lonely), preset)
+    kept, why = priced_ladder(bare)
+    assert kept == preset and why is not None and "pass --prices FILE" in why

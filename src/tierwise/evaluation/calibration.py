@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -83,6 +83,23 @@ class Objective:
         if self.max_cost_share is not None:
             return best_within(outcomes, self.max_cost_share * top_cost, tie=tie)
         return cheapest_meeting(outcomes, self.target(top_quality), tie=tie)
+
+    def pick_index(
+        self, quality: FloatArray, cost: FloatArray, top_quality: float, top_cost: float
+    ) -> int:
+        """:meth:`pick` over arrays of outcomes (the earliest on exact ties): the index."""
+        order = np.arange(len(quality))
+        if self.max_cost_share is not None:
+            ok = cost <= self.max_cost_share * top_cost + 1e-15
+            if not ok.any():
+                return int(np.argmin(cost))
+            idx = order[ok]
+            return int(idx[np.lexsort((idx, cost[ok], -quality[ok]))[0]])
+        ok = quality >= self.target(top_quality) - 1e-12
+        if ok.any():
+            idx = order[ok]
+            return int(idx[np.argmin(cost[ok])])
+        return int(np.lexsort((order, cost, -quality))[0])
 
     def met(self, quality: float, cost: float, top_quality: float, top_cost: float) -> bool:
         """Whether an outcome meets the objective's constraint."""
@@ -235,23 +252,36 @@ def settings_for(tiers: int, starts: Iterable[int]) -> list[Setting]:
     return out
 
 
+#: Settings run together in one vectorised block (memory ~ block × rows × tiers).
+BLOCK = 256
+
+
 def outcome_tables(
     arrays: CascadeArrays, settings: Sequence[Setting], keyings: Sequence[tuple[IntArray, int]]
 ) -> list[tuple[FloatArray, FloatArray]]:
     """Quality and cost sums per setting and key (``(settings, keys)``), every row run with
     every setting once, summed for each ``(keys per row, number of keys)`` keying."""
-    n = len(arrays.scores)
-    out = [(np.zeros((len(settings), m)), np.zeros((len(settings), m))) for _, m in keyings]
+    n, tiers = arrays.scores.shape
     spent = np.cumsum(arrays.steps, axis=1)
-    for i, (s, ts) in enumerate(settings):
-        quality, cost, _ = arrays.run(
-            np.full(n, s, dtype=np.int64),
-            np.broadcast_to(np.asarray(ts), (n, len(ts))),
-            spent=spent,
+    onehots = [np.eye(m)[keys] for keys, m in keyings]  # (rows, keys)
+    out = [(np.zeros((len(settings), m)), np.zeros((len(settings), m))) for _, m in keyings]
+    col = np.arange(tiers - 1)
+    rows = np.arange(n)
+    for lo in range(0, len(settings), BLOCK):
+        block = settings[lo : lo + BLOCK]
+        start = np.array([st for st, _ in block], dtype=np.int64)  # (b,)
+        ts = np.array([t for _, t in block], dtype=float).reshape(len(block), tiers - 1)
+        accept = (arrays.probs[None, :, :] >= ts[:, None, :]) & (
+            col[None, None, :] >= start[:, None, None]
         )
-        for (keys, m), (q, c) in zip(keyings, out, strict=True):
-            q[i] = np.bincount(keys, weights=quality, minlength=m)
-            c[i] = np.bincount(keys, weights=cost, minlength=m)
+        accept = np.concatenate([accept, np.ones((len(block), n, 1), dtype=bool)], axis=2)
+        tier = accept.argmax(axis=2)  # (b, rows)
+        quality = arrays.scores[rows[None, :], tier]
+        before = np.where(start[:, None] > 0, spent[:, np.maximum(start - 1, 0)].T, 0.0)
+        cost = spent[rows[None, :], tier] - before
+        for onehot, (q, c) in zip(onehots, out, strict=True):
+            q[lo : lo + len(block)] = quality @ onehot
+            c[lo : lo + len(block)] = cost @ onehot
     return out
 
 
@@ -265,6 +295,8 @@ class Table:
     top_quality: FloatArray  # (folds, groups)
     top_cost: FloatArray
     rows: FloatArray
+    #: Derived index arrays, computed once per table.
+    cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -330,7 +362,12 @@ def _tops(table: Table, folds: BoolArray) -> tuple[float, float]:
 def shared_index(table: Table, rule_start: Sequence[int]) -> IntArray:
     """Per shared threshold vector (the settings starting at tier 0), the setting each group
     runs with when it starts at its rule's tier: ``(vectors, groups)``; vectors some group
-    cannot run are left out."""
+    cannot run are left out. Cached on the table."""
+    key = ("shared", tuple(rule_start))
+    found = table.cache.get(key)
+    if found is not None:
+        cached: IntArray = found
+        return cached
     index = {st: i for i, st in enumerate(table.settings)}
     out = []
     for s0, ts in table.settings:
@@ -339,7 +376,9 @@ def shared_index(table: Table, rule_start: Sequence[int]) -> IntArray:
         keys = [(s, (0.0,) * s + ts[s:]) for s in rule_start]
         if all(k in index for k in keys):
             out.append([index[k] for k in keys])
-    return np.asarray(out, dtype=np.int64).reshape(len(out), len(rule_start))
+    picks = np.asarray(out, dtype=np.int64).reshape(len(out), len(rule_start))
+    table.cache[key] = picks
+    return picks
 
 
 def choose_shared(
@@ -351,10 +390,8 @@ def choose_shared(
     n = float(table.rows[folds].sum()) or 1.0
     q = table.quality[:, folds].sum(axis=1)[picks, cols].sum(axis=1) / n
     c = table.cost[:, folds].sum(axis=1)[picks, cols].sum(axis=1) / n
-    top_q, top_c = _tops(table, folds)
-    outcomes = ((tuple(int(p) for p in picks[i]), float(q[i]), float(c[i])) for i in range(len(q)))
-    picked = objective.pick(outcomes, top_q, top_c, tie=1e-15)
-    return Choice(picked[0], picked[1], picked[2])
+    i = objective.pick_index(q, c, *_tops(table, folds))
+    return Choice(tuple(int(p) for p in picks[i]), float(q[i]), float(c[i]))
 
 
 def choose_per_group(table: Table, folds: BoolArray, objective: Objective) -> Choice:
@@ -365,24 +402,23 @@ def choose_per_group(table: Table, folds: BoolArray, objective: Objective) -> Ch
     n = float(table.rows[folds].sum()) or 1.0
     top_q, top_c = _tops(table, folds)
     unit = 1.0 / top_c if top_c > 0 else 1.0
-    lambdas = np.concatenate([[0.0], np.geomspace(1e-4, 1e4, 161) * unit, [np.inf]])
-
-    def outcomes() -> Iterable[tuple[tuple[int, ...], float, float]]:
-        for lam in lambdas:
-            if np.isinf(lam):
-                picks = c_all.argmin(axis=0)
-            else:
-                # On equal utility the cheaper setting: quality − λ·cost − ε·cost.
-                picks = (q_all - (lam + 1e-9 * unit) * c_all).argmax(axis=0)
-            cols = np.arange(q_all.shape[1])
-            yield (
-                tuple(int(p) for p in picks),
-                float(q_all[picks, cols].sum()) / n,
-                float(c_all[picks, cols].sum()) / n,
-            )
-
-    picked = objective.pick(outcomes(), top_q, top_c, tie=1e-15)
-    return Choice(picked[0], picked[1], picked[2])
+    # On equal utility the cheaper setting: quality − (λ + ε)·cost.
+    lambdas = np.concatenate([[0.0], np.geomspace(1e-4, 1e4, 161)]) * unit + 1e-9 * unit
+    groups = q_all.shape[1]
+    picks = np.zeros((len(lambdas) + 1, groups), dtype=np.int64)
+    for g in range(groups):
+        # Only settings on the group's cost–quality frontier can maximise a utility.
+        order = np.lexsort((np.arange(len(q_all)), -q_all[:, g], c_all[:, g]))
+        best = np.maximum.accumulate(q_all[order, g])
+        keep = order[np.concatenate([[True], best[1:] > best[:-1]])]
+        utility = q_all[keep, g][None, :] - lambdas[:, None] * c_all[keep, g][None, :]
+        picks[:-1, g] = keep[utility.argmax(axis=1)]
+        picks[-1, g] = keep[0]  # the cheapest
+    cols = np.arange(groups)
+    q = q_all[picks, cols].sum(axis=1) / n
+    c = c_all[picks, cols].sum(axis=1) / n
+    i = objective.pick_index(q, c, top_q, top_c)
+    return Choice(tuple(int(p) for p in picks[i]), float(q[i]), float(c[i]))
 
 
 def cross_fit(
