@@ -68,7 +68,7 @@ def render(report: EvalReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 180)
+    console = Console(width=None if sys.stdout.isatty() else 200)
     d = report.dataset
     console.print(
         f"[bold]{d['name']}[/bold] {d['path']}: {d['rows']} rows, {len(d['models'])} models; "

@@ -55,7 +55,7 @@ def cost_quality_figure(report: EvalReport) -> Figure:
 
     section = next((s for s in report.routing if s.source == "all"), None)
     panels = 2 if section is not None else 1
-    fig = Figure(figsize=(7.5 * panels, 5.8), layout="constrained")
+    fig = Figure(figsize=(7.5 * panels, 6.4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, panels, 1)
     labels, obstacles = _strategies(ax, report)
@@ -132,7 +132,8 @@ def _strategies(ax: Axes, report: EvalReport) -> tuple[list[Label], list[Obstacl
             gid=LABEL,
         )
         labels.append((note, (0.4 * ref.cost_per_query, ref.quality.value)))
-    ax.legend(fontsize=7, loc="lower right")
+    # Below the axes, so that no point or label is ever hidden behind it.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, frameon=False)
     if with_cost:
         ax.set_xscale("log")
         ax.set_xlabel("cost per query (USD, log scale)")
