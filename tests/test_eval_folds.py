@@ -129,3 +129,16 @@ def test_a_cost_budget_calibrates_every_fold_within_it(tmp_path: Path) -> None:
         cal = fold["verifier"]["calibration"]
         assert cal["objective"]["max_cost_share"] == 0.3
         assert cal["cost"] <= 0.3 * cal["top_cost"] + 1e-12
+
+
+def test_the_table_shows_fold_ranges_the_claim_and_the_calibration_per_fold(
+    folded: EvalReport, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tierwise.cli.eval import render
+
+    render(folded)
+    out = capsys.readouterr().out
+    assert "fold ranges over 3 folds" in out
+    assert "best at ≤ 40% of big's cost:" in out
+    assert "dev vs target" in out and "not chosen on" in out
+    assert out.count(" verifier ") >= 3  # one calibration row per fold

@@ -205,6 +205,12 @@ def calibration_cells(cal: dict[str, Any], dev: dict[str, Any] | None) -> list[s
     return [target, chosen, held, on_dev, distance]
 
 
+def _tier_index(verifier: dict[str, Any], setting: dict[str, Any]) -> int:
+    """Where a per-source setting starts, as an index into its thresholds."""
+    tiers: list[str] = verifier.get("tiers", [])
+    return tiers.index(setting["start"]) if setting["start"] in tiers else 0
+
+
 def _models(console: Console, report: EvalReport) -> None:
     """Per fold: the learned router's and the verifier's setting, calibration and dev point."""
     from rich.table import Table
@@ -236,18 +242,15 @@ def _models(console: Console, report: EvalReport) -> None:
         ver = fold.get("verifier")
         if ver and ver.get("calibration"):
             cal = ver["calibration"]
-            setting = f"{cal.get('scheme', 'shared')}: " + "/".join(
-                f"{t:.3f}" for t in ver["thresholds"]
-            )
+            scheme = cal.get("scheme", "shared")
             if ver.get("settings"):
-                setting += (
-                    " (per source: "
-                    + ", ".join(
-                        f"{g} {v['start']} " + "/".join(f"{t:.2f}" for t in v["thresholds"])
-                        for g, v in sorted(ver["settings"].items())
-                    )
-                    + ")"
+                setting = f"{scheme}: " + "; ".join(
+                    f"{g} from {v['start']} at "
+                    + "/".join(f"{t:.2f}" for t in v["thresholds"][_tier_index(ver, v) :])
+                    for g, v in sorted(ver["settings"].items())
                 )
+            else:
+                setting = f"{scheme}: " + "/".join(f"{t:.3f}" for t in ver["thresholds"])
             cells = calibration_cells(cal, ver.get("dev"))
             table.add_row(str(fold["fold"]), "verifier", setting, *cells)
             for scheme in cal.get("schemes", []):

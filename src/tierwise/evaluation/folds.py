@@ -380,6 +380,7 @@ def fold_info(result: FoldResult, ladder: Ladder) -> dict[str, Any]:
         v = result.verifier
         run = by_name.get(VERIFIER_CASCADE)
         info["verifier"] = {
+            "tiers": list(v.tiers),
             "thresholds": list(v.thresholds),
             "settings": {
                 g: {"start": v.tiers[s], "thresholds": list(t)} for g, (s, t) in v.settings.items()
