@@ -142,3 +142,20 @@ def test_the_table_shows_fold_ranges_the_claim_and_the_calibration_per_fold(
     assert "best at ≤ 40% of big's cost:" in out
     assert "dev vs target" in out and "not chosen on" in out
     assert out.count(" verifier ") >= 3  # one calibration row per fold
+
+
+def test_saved_models_from_a_folded_run_are_trained_on_every_training_row(tmp_path: Path) -> None:
+    """With several folds, --save-router writes models fitted on all the rows the folds trained
+    on (each fold's own models only ever saw 2/3 of them), and they load back."""
+    from tierwise.evaluation.learned import LearnedRouter
+
+    folder = write_folder(tmp_path / "set", rows(90, seed=5))
+    saved = tmp_path / "router.json"
+    report = evaluate(folder, folds=3, save_router=saved)
+    assert report.router is not None and report.router["saved_to"] == str(saved)
+    router = LearnedRouter.load(saved)
+    assert router.calibration is not None and router.calibration.rows == 90
+    verifier = json.loads(saved.read_text(encoding="utf-8"))["verifier"]
+    assert verifier["calibration"]["rows"] == 90
+    again = evaluate(folder, router_file=saved)
+    assert again.evaluated_on == "all 90 rows" and again.folds == 1

@@ -101,12 +101,6 @@ class Objective:
             return int(idx[np.argmin(cost[ok])])
         return int(np.lexsort((order, cost, -quality))[0])
 
-    def met(self, quality: float, cost: float, top_quality: float, top_cost: float) -> bool:
-        """Whether an outcome meets the objective's constraint."""
-        if self.max_cost_share is not None:
-            return cost <= self.max_cost_share * top_cost + 1e-15
-        return quality >= self.target(top_quality) - 1e-12
-
     def as_dict(self) -> dict[str, float | None]:
         return {"tolerance": self.tolerance, "max_cost_share": self.max_cost_share}
 
@@ -206,11 +200,6 @@ class CascadeArrays:
 
     def with_probs(self, probs: FloatArray) -> CascadeArrays:
         return CascadeArrays(self.scores, self.costs, probs, self.asks)
-
-    def subset(self, index: IntArray | BoolArray) -> CascadeArrays:
-        return CascadeArrays(
-            self.scores[index], self.costs[index], self.probs[index], self.asks[index]
-        )
 
     @property
     def steps(self) -> FloatArray:
