@@ -485,9 +485,11 @@ def register(app: typer.Typer) -> None:
 
     @group.command("check")
     def check(ledger: str | None = LedgerOption, as_json: bool = JsonOption) -> None:
-        """Check the ledger: storage integrity, foreign keys, costs adding up, budget counters.
+        """Check the ledger: storage integrity, costs adding up, budget counters and leftovers.
 
-        Exits 0 when sound, 2 when any problem is found (each printed on its own line).
+        Leftovers: reservations still held after their task ended, and tasks still running
+        past the reservation TTL (the process that ran them died). Exits 0 when sound, 2 when
+        any problem is found (each printed on its own line).
 
         Example: tierwise ledger check --ledger ./tierwise-ledger.db
         """

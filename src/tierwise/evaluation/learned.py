@@ -279,7 +279,7 @@ class LearnedRouter:
                 r for r in calibration if r.prompt and all(m in r.results for m in ladder.models)
             ]
             if cal_rows:
-                router._calibrate(cal_rows, router.probabilities_for(cal_rows), goal, 0)
+                router.calibrate(cal_rows, router.probabilities_for(cal_rows), goal, 0)
             return router
         k = folds_for(len(usable), folds or CV_FOLDS)
         fold = kfold(usable, k, seed)
@@ -294,7 +294,7 @@ class LearnedRouter:
             x = counts.matrix(part[1], part[0].features.idf, held)
             oof[held] = 1.0 / (1.0 + np.exp(-(np.asarray(x @ part[0].coef.T) + part[0].intercept)))
         router, _ = cls._fit(counts, np.arange(len(usable)), labels, ladder, c, seed)
-        router._calibrate(usable, oof, goal, k)
+        router.calibrate(usable, oof, goal, k)
         return router
 
     @classmethod
@@ -315,7 +315,7 @@ class LearnedRouter:
             coef[i], intercept[i] = _fit_logistic(x, labels[rows, i], c, seed)
         return cls(ladder.tiers, ladder.models, features, coef, intercept, 0.0), columns
 
-    def _calibrate(
+    def calibrate(
         self, rows: Sequence[Row], probs: FloatArray, objective: Objective, folds: int
     ) -> None:
         """Choose the margin on *rows* scored *probs* (held out from the fit that scored them)."""

@@ -306,9 +306,13 @@ class LedgerCore:
             return _rollups.daily(conn, since=since, until=until, kind=kind, role=role)
 
     def integrity_check(self) -> list[str]:
-        """Problems found (empty when sound): storage integrity, foreign keys, costs, budgets."""
+        """Problems found (empty when sound): storage integrity, foreign keys, costs, budgets,
+        reservations still held after their task finished, and tasks that never finished
+        (still ``running`` past the reservation TTL: their process died)."""
         with self._read() as conn:
-            return _queries.integrity_problems(conn)
+            return _queries.integrity_problems(
+                conn, stale_before=self._now() - self._settings.reservation_ttl
+            )
 
     # -- gateway keys --------------------------------------------------------------------------
 

@@ -384,13 +384,15 @@ def stats(
 # -- integrity ---------------------------------------------------------------------------------
 
 
-def integrity_problems(conn: sa.Connection) -> list[str]:
+def integrity_problems(conn: sa.Connection, *, stale_before: datetime | None = None) -> list[str]:
     """Everything wrong with the ledger, one line each; empty when it is sound.
 
     Checks storage integrity and foreign keys (SQLite), that each finished task's cost equals
     the sum of its attempts' costs (within one pico-dollar of rounding per attempt) and its
     attempt count the number of attempt rows, that ``escalated_from`` names an attempt of the
-    same task, and that every budget counter's held amount equals its open reservations.
+    same task, that every budget counter's held amount equals its open reservations, that no
+    reservation is still held for a task that has finished, and (with *stale_before*) that no
+    task created before then is still ``running``.
     """
     problems: list[str] = []
     if conn.dialect.name == "sqlite":
@@ -461,4 +463,21 @@ def integrity_problems(conn: sa.Connection) -> list[str]:
             )
         if int(spent) < 0 or int(counter_held) < 0:
             problems.append(f"budget {scope}: negative counter")
+    for res_id, task_id, amount, outcome in conn.execute(
+        sa.select(r.id, r.task_id, r.amount_pusd, t.outcome)
+        .select_from(reservations.join(tasks, tasks.c.id == r.task_id))
+        .where(r.state == "held", t.outcome != "running")
+    ).all():
+        problems.append(
+            f"reservation {res_id}: ${from_pico(int(amount))} still held for task {task_id}, "
+            f"which ended {outcome}"
+        )
+    if stale_before is not None:
+        for task_id, created in conn.execute(
+            sa.select(t.id, t.created_at).where(t.outcome == "running", t.created_at < stale_before)
+        ).all():
+            problems.append(
+                f"task {task_id}: still running since {created:%Y-%m-%d %H:%M} UTC; the process "
+                "that ran it stopped before recording its end"
+            )
     return problems
