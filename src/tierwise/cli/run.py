@@ -126,7 +126,10 @@ def register(app: typer.Typer) -> None:
         """Run one task through the cascade: route, attempt, validate, climb on failure.
 
         Prints the accepted output on stdout and the attempt trail on stderr.
-        Provider keys come from the environment variables the policy names.
+        Provider keys come from the environment variables the policy names. A
+        tier without base_url goes where its SDK goes by default:
+        $ANTHROPIC_BASE_URL or $OPENAI_BASE_URL when set (a fake upstream from
+        `python -m tierwise.testing`, or a company proxy), else the provider.
 
         Example: tierwise run --kind extract --prompt "Invoice 42 from ACME, total 10 EUR" --json
         """
