@@ -102,3 +102,20 @@ def test_run_without_any_key_fails_fast_naming_the_variable(
     assert result.exit_code == 2
     assert TEST_KEY_ENV in result.output
     assert fake_upstream.requests == []
+
+
+def test_the_default_policy_goes_where_the_sdk_base_url_points(
+    fake_upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded policy names no base_url: ANTHROPIC_BASE_URL decides, as for the SDK."""
+    monkeypatch.chdir(tmp_path)  # no tierwise.toml here: the embedded default policy
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_upstream.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-run-base-url-key")
+    monkeypatch.setenv("TIERWISE_LEDGER", str(tmp_path / "ledger.db"))
+    monkeypatch.delenv("TIERWISE_POLICY", raising=False)
+    result = CliRunner().invoke(
+        build_app(), ["run", "--kind", "summarize", "--prompt", "say hello", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["output"] == "say hello"
+    assert fake_upstream.requests  # the fake, not the real API, answered
