@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "ledger",
     "serve",
     "keys",
+    "explain",
     "eval",
 )
 

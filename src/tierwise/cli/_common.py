@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from tierwise.ledger import Ledger
     from tierwise.policy import Policy
 
 EXIT_OK = 0
@@ -61,3 +62,30 @@ def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def open_ledger_or_exit(url: str | None) -> Ledger:
+    """Open an existing ledger (never creates one for a read), or exit 2 with one line."""
+    from tierwise.errors import LedgerError
+    from tierwise.ledger import default_ledger_url, open_ledger
+
+    try:
+        return open_ledger(url or default_ledger_url(), create=False)
+    except LedgerError as exc:
+        fail(str(exc), code=EXIT_INVALID)
+
+
+def jsonable(value: Any) -> Any:
+    """Decimals as strings (exact), datetimes as ISO text, recursively (for ``--json``)."""
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value

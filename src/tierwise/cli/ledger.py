@@ -10,10 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tierwise.cli._common import EXIT_INVALID, JsonOption, fail, print_json
+from tierwise.cli._common import (
+    EXIT_INVALID,
+    JsonOption,
+    fail,
+    jsonable,
+    open_ledger_or_exit,
+    print_json,
+)
 
 if TYPE_CHECKING:
-    from tierwise.ledger import Ledger
+    pass
 
 LEDGER_HELP = "Ledger URL or path. Default: $TIERWISE_LEDGER, else ./tierwise-ledger.db."
 LedgerOption = typer.Option(None, "--ledger", "-l", help=LEDGER_HELP, show_default=False)
@@ -53,17 +60,6 @@ def _when_or_exit(text: str | None, flag: str) -> datetime | None:
         fail(f"{flag}: {exc}", code=EXIT_INVALID)
 
 
-def _open_or_exit(url: str | None) -> Ledger:
-    """Open an existing ledger (never creates one for a read), or exit 2 with one line."""
-    from tierwise.errors import LedgerError
-    from tierwise.ledger import default_ledger_url, open_ledger
-
-    try:
-        return open_ledger(url or default_ledger_url(), create=False)
-    except LedgerError as exc:
-        fail(str(exc), code=EXIT_INVALID)
-
-
 def _usd(value: Decimal) -> str:
     return f"${value:.6f}" if abs(value) < 1000 else f"${value:,.2f}"
 
@@ -76,19 +72,6 @@ def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
-
-
-def _jsonable(value: Any) -> Any:
-    """Decimals as strings (exact), datetimes as ISO text, recursively."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def parse_day(text: str, *, now: datetime | None = None) -> date:
@@ -146,10 +129,10 @@ def register(app: typer.Typer) -> None:
         Example: tierwise ledger tail -n 50 --kind extract --json
         """
         since_at = _when_or_exit(since, "--since")
-        with _open_or_exit(ledger) as book:
+        with open_ledger_or_exit(ledger) as book:
             rows = book.tail(n, kind=kind, since=since_at)
         if as_json:
-            print_json(_jsonable(rows))
+            print_json(jsonable(rows))
             return
         if not rows:
             typer.echo("no attempts recorded yet", err=True)
@@ -159,7 +142,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-        for col in ("UTC", "task#", "kind", "tier"):
+        for col in ("UTC", "task#", "kind", "tier"):  # `tierwise explain` takes the task prefix
             table.add_column(col, no_wrap=True)
         table.add_column("model", overflow="fold")
         table.add_column("outcome", no_wrap=True)
@@ -169,8 +152,8 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             tier = r["tier"] + (" (validator)" if r["role"] == "validator" else "")
             table.add_row(
-                r["started_at"].strftime("%H:%M:%S"),
-                f"{r['task_id'][:6]}#{r['attempt_no']}",
+                r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+                f"{r['task_id'][:8]}#{r['attempt_no']}",
                 r["kind"],
                 tier,
                 r["model"],
@@ -179,7 +162,7 @@ def register(app: typer.Typer) -> None:
                 _seconds(r["latency_s"]),
             )
             if r["failure"]:
-                reasons.append(f"{r['task_id'][:6]}#{r['attempt_no']}: {r['failure']}")
+                reasons.append(f"{r['task_id'][:8]}#{r['attempt_no']}: {r['failure']}")
         console = Console()
         console.print(table)
         for line in reasons:  # free text reads better below the table than squeezed into it
@@ -207,12 +190,12 @@ def register(app: typer.Typer) -> None:
             fail(f"--role: expected one of {', '.join(_ROLES)}, got {role!r}")
         since_at = _when_or_exit(since, "--since")
         until_at = _when_or_exit(until, "--until")
-        with _open_or_exit(ledger) as book:
+        with open_ledger_or_exit(ledger) as book:
             data = book.stats(
                 since=since_at, until=until_at, kind=kind, role=None if role == "all" else role
             )
         if as_json:
-            print_json(_jsonable(data))
+            print_json(jsonable(data))
             return
         notes = [_held_line(data["held"])]
         if data["pruned_before"] is not None:
@@ -310,12 +293,12 @@ def register(app: typer.Typer) -> None:
             stop = parse_day(until) if until is not None else None
         except ValueError as exc:
             fail(f"--since/--until: {exc}", code=EXIT_INVALID)
-        with _open_or_exit(ledger) as book:
+        with open_ledger_or_exit(ledger) as book:
             rows = book.daily(
                 since=first, until=stop, kind=kind, role=None if role == "all" else role
             )
         if as_json:
-            print_json(_jsonable(rows))
+            print_json(jsonable(rows))
             return
         if not rows:
             typer.echo("no tasks in this window", err=True)
@@ -424,7 +407,7 @@ def register(app: typer.Typer) -> None:
             day = parse_day(before)
         except ValueError as exc:
             fail(f"--before: {exc}", code=EXIT_INVALID)
-        with _open_or_exit(ledger) as book:
+        with open_ledger_or_exit(ledger) as book:
             if as_json or dry_run:
                 try:
                     result = book.prune(day, batch_size=batch_size, dry_run=dry_run)
@@ -476,7 +459,7 @@ def register(app: typer.Typer) -> None:
         if not match:
             fail(f"--older-than: expected an age like 30m, 2h or 1d, got {older_than!r}")
         age = timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
-        with _open_or_exit(ledger) as book:
+        with open_ledger_or_exit(ledger) as book:
             released = book.release_stale(age)
         if as_json:
             print_json({"released": released})
@@ -493,7 +476,7 @@ def register(app: typer.Typer) -> None:
 
         Example: tierwise ledger check --ledger ./tierwise-ledger.db
         """
-        with _open_or_exit(ledger) as book:
+        with open_ledger_or_exit(ledger) as book:
             problems = book.integrity_check()
             url = book.url
         if as_json:
@@ -534,7 +517,7 @@ def register(app: typer.Typer) -> None:
             fail(f"--role: expected one of {', '.join(_ROLES)}, got {role!r}")
         when = _when_or_exit(since, "--since")
         chosen = None if role == "all" else role
-        with _open_or_exit(ledger) as book:
+        with open_ledger_or_exit(ledger) as book:
             rows = list(ledger_rows(book, since=when, kind=kind, role=chosen))
             ladder = ledger_ladder(book, role=chosen)
         texts = sum(1 for r in rows if r.prompt is not None)

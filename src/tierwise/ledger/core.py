@@ -258,6 +258,16 @@ class LedgerCore:
         with self._read() as conn:
             return _queries.task(conn, task_id)
 
+    def task_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids of tasks starting with *prefix* (at most *limit*), to resolve a short id."""
+        with self._read() as conn:
+            return _queries.task_ids(conn, prefix, limit)
+
+    def policy_revision(self, revision: str) -> dict[str, Any] | None:
+        """The policy recorded under *revision* (its JSON, source, when first seen), if any."""
+        with self._read() as conn:
+            return _queries.policy_revision(conn, revision)
+
     def attempts_of(self, task_id: str) -> list[dict[str, Any]]:
         """One task's attempts in order."""
         with self._read() as conn:

@@ -20,6 +20,7 @@ from tierwise.ledger.schema import (
     attempts,
     budget_counters,
     from_pico,
+    policy_revisions,
     reservations,
     tasks,
 )
@@ -127,6 +128,25 @@ def attempts_after(
 def task(conn: sa.Connection, task_id: str) -> dict[str, Any] | None:
     row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
     return None if row is None else task_dict(row)
+
+
+def task_ids(conn: sa.Connection, prefix: str, limit: int) -> list[str]:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    stmt = (
+        sa.select(tasks.c.id)
+        .where(tasks.c.id.like(f"{escaped}%", escape="\\"))
+        .order_by(tasks.c.id)
+        .limit(limit)
+    )
+    return [str(r[0]) for r in conn.execute(stmt).all()]
+
+
+def policy_revision(conn: sa.Connection, revision: str) -> dict[str, Any] | None:
+    c = policy_revisions.c
+    row = conn.execute(
+        sa.select(c.revision, c.policy_json, c.source, c.created_at).where(c.revision == revision)
+    ).first()
+    return None if row is None else dict(row._mapping)
 
 
 def attempts_of(conn: sa.Connection, task_id: str) -> list[dict[str, Any]]:
