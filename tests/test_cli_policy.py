@@ -179,3 +179,28 @@ def test_help_has_an_example(args: tuple[str, ...]) -> None:
     code, out, _ = invoke(*args, "--help")
     assert code == 0
     assert "Example: tierwise " + args[0] in out
+
+
+def test_init_ci_preset_keeps_the_critical_path_frontier(tmp_path: Path) -> None:
+    """The CI preset: code review and security scans stay frontier, auxiliary work goes cheap."""
+    from typer.testing import CliRunner
+
+    from tierwise.cli import build_app
+
+    path = tmp_path / "ci.toml"
+    runner = CliRunner()
+    assert runner.invoke(build_app(), ["init", str(path), "--preset", "ci"]).exit_code == 0
+    assert runner.invoke(build_app(), ["policy", "check", str(path), "--strict"]).exit_code == 0
+
+    def tier(*args: str) -> str:
+        out = runner.invoke(build_app(), ["route", "--policy", str(path), *args, "--json"])
+        assert out.exit_code == 0, out.output
+        return str(json.loads(out.stdout)["tier"])
+
+    assert tier("--kind", "code_review", "--annotate", "[ambiguity: low]") == "strong"
+    assert tier("--kind", "security_scan") == "strong"
+    assert tier("--kind", "changelog") == "cheap"
+    assert tier("--kind", "summarize_failures") == "cheap"
+    assert tier("--kind", "docs", "--annotate", "[scope: single-file]") == "cheap"
+    bad = runner.invoke(build_app(), ["init", str(tmp_path / "x.toml"), "--preset", "nightly"])
+    assert bad.exit_code == 2 and "--preset" in bad.stderr

@@ -110,9 +110,18 @@ def loads_policy(
     )
 
 
-def default_policy_text() -> str:
-    """The packaged default policy (what ``tierwise init`` writes), comments included."""
-    return resources.files("tierwise.policy").joinpath(_DEFAULT_RESOURCE).read_text("utf-8")
+#: Policies ``tierwise init --preset NAME`` can write: the general default and the CI one.
+PRESETS: dict[str, str] = {"default": _DEFAULT_RESOURCE, "ci": "ci.toml"}
+
+
+def default_policy_text(preset: str = "default") -> str:
+    """A packaged policy (what ``tierwise init`` writes), comments included.
+
+    Raises:
+        KeyError: *preset* is not one of :data:`PRESETS`.
+    """
+    resource = PRESETS[preset]
+    return resources.files("tierwise.policy").joinpath(resource).read_text("utf-8")
 
 
 def default_policy() -> Policy:
