@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tierwise.cascade.budget import MemoryBudgets, budget_limits, input_token_bound
+from tierwise.cascade.handoff import HANDOFF_MAX_BYTES
 from tierwise.cascade.result import AttemptRecord, CascadeResult, Outcome, Role, Verdict
 from tierwise.cascade.seams import (
     Failure,
@@ -564,7 +565,10 @@ class Cascade:
                 last_error = outcome if isinstance(outcome, ProviderError) else None
                 if isinstance(outcome, ProviderError):
                     reason = f"provider error: {type(outcome).__name__}: {outcome}"
-                    failure, previous = Failure(tier_name, reason), run.next_no() - 1
+                    previous = run.next_no() - 1
+                    # Nothing was answered: the next tier inherits the last rejected answer, if any.
+                    if failure is None or failure.output is None:
+                        failure = Failure(tier_name, reason)
                     self._escalated(task.kind, tier_name, type(outcome).__name__)
                     escalations.append((tier_name, reason))
                     continue
@@ -593,10 +597,15 @@ class Cascade:
                     if failed is None:
                         return self._finish_ok(run, tier_name, completion, tuple(escalations))
                 # The next tier hears the whole story (detail); callers and the ledger the reason.
+                earlier = () if failure is None or failure.output is None else failure.earlier
+                if failure is not None and failure.output is not None:
+                    earlier = (*earlier, (failure.tier, failure.reason))
                 failure = Failure(
                     tier_name,
                     f"{failed.validator}: {failed.detail or failed.reason}",
                     completion.text,
+                    model=completion.model,
+                    earlier=earlier,
                 )
                 previous = attempt_no
                 self._escalated(task.kind, tier_name, failed.validator)
@@ -813,7 +822,7 @@ class Cascade:
         from tierwise.pricing import max_cost
 
         worst: list[Decimal] = []
-        carried = 0  # each climb appends the rejected answer and a hint to the prompt
+        carried = 0  # each climb appends the rejected answer and a handoff note to the prompt
         for config_name, _, _ in plan:
             tier = self.policy.tier(config_name)
             model, provider = self._candidates(config_name)[0]
@@ -1026,8 +1035,9 @@ def _priced(usage: Usage, prices: ModelPrices | None) -> Decimal:
     return Decimal(0) if prices is None else cost_of(usage, prices)
 
 
-#: Tokens a climb adds to the next tier's prompt besides the rejected answer (the hint turn).
-_HINT_TOKENS = 256
+#: Tokens a climb adds to the next tier's prompt besides the rejected answer: the handoff note
+#: (at most this many bytes, so at most this many tokens) and its turn's framing.
+_HINT_TOKENS = HANDOFF_MAX_BYTES + 8
 
 
 def _warm(provider: AsyncProvider) -> None:

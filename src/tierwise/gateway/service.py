@@ -307,8 +307,8 @@ class GatewayService:
         """The cascade's request builder for *call*: the caller's own body for each model.
 
         The body is the caller's JSON with ``model`` replaced, translated when the tier speaks
-        the other dialect; after a rejected answer the failed output and the reason are
-        appended as two turns, as the library does.
+        the other dialect; after a rejected answer the failed output and the handoff note
+        (:mod:`tierwise.cascade.handoff`) are appended as two turns, as the library does.
         """
 
         def build(
@@ -329,7 +329,7 @@ class GatewayService:
                 body["messages"] = [
                     *body["messages"],
                     {"role": "assistant", "content": failure.output or "(empty answer)"},
-                    {"role": "user", "content": failure.hint()},
+                    {"role": "user", "content": failure.note(task)},
                 ]
             extra: dict[str, Any] = {"body": body, "raw_body_bytes": call.raw_size}
             if provider.dialect == call.dialect and call.forward_headers:
