@@ -105,8 +105,7 @@ def test_manual_migrations_refuse_an_older_schema_until_migrated(
         open_ledger(manual)  # an empty database
     open_ledger(ledger_url).close()  # auto: migrated
     open_ledger(manual).close()  # current: opens
-    raw_sql(ledger_url, "DROP TABLE daily_rollups")
-    raw_sql(ledger_url, "UPDATE alembic_version SET version_num = '0001'")
+    _downgrade(ledger_url, "0001")  # every later step undone, as an old tierwise left it
     with pytest.raises(LedgerError, match="0001") as info:
         open_ledger(manual)
     assert HEAD_REVISION in str(info.value) and "migrate=manual" in str(info.value)
@@ -114,12 +113,11 @@ def test_manual_migrations_refuse_an_older_schema_until_migrated(
     assert raw_sql(ledger_url, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
 
 
-def test_downgrade_removes_every_table(ledger_url: str) -> None:
-    """Every migration is reversible (alembic downgrade base)."""
+def _downgrade(url: str, target: str) -> None:
+    """``alembic downgrade TARGET`` on the ledger at *url*."""
     from alembic import command
 
-    open_ledger(ledger_url).close()
-    engine = _engine(ledger_url)
+    engine = _engine(url)
     try:
         with engine.begin() as conn:
             config = Config()
@@ -127,11 +125,45 @@ def test_downgrade_removes_every_table(ledger_url: str) -> None:
                 "script_location", str(Path(engine_module.__file__).parent / "migrations")
             )
             config.attributes["connection"] = conn
-            command.downgrade(config, "base")
+            command.downgrade(config, target)
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_removes_every_table(ledger_url: str) -> None:
+    """Every migration is reversible (alembic downgrade base)."""
+    open_ledger(ledger_url).close()
+    _downgrade(ledger_url, "base")
+    engine = _engine(ledger_url)
+    try:
         tables = set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
     assert tables & set(metadata.tables) == set()
+
+
+def test_the_plan_tree_migration_keeps_existing_rows_and_reverses(
+    ledger_url: str, raw_sql: Raw
+) -> None:
+    """0005 adds NULL plan columns to rows written before it, and its downgrade drops them."""
+    from tierwise.ledger.fixtures import record_task
+
+    with open_ledger(ledger_url) as ledger:
+        task, _ = record_task(ledger)
+    _downgrade(ledger_url, "0002")
+    assert "plan_id" not in {c["name"] for c in _columns(ledger_url, "attempts")}
+    open_ledger(ledger_url).close()  # upgraded again on opening
+    rows = raw_sql(ledger_url, "SELECT plan_id, plan_role FROM attempts")
+    assert rows and all(r == (None, None) for r in rows)
+    assert raw_sql(ledger_url, "SELECT id FROM tasks WHERE plan_id IS NULL") == [(task.id,)]
+
+
+def _columns(url: str, table: str) -> list[dict[str, Any]]:
+    engine = _engine(url)
+    try:
+        return list(sa.inspect(engine).get_columns(table))
+    finally:
+        engine.dispose()
 
 
 _OPENER = textwrap.dedent(
