@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "JUDGE_PROMPT_VERSION",
     "JUDGE_SCHEMA",
+    "TAXONOMY",
     "JudgeCache",
     "Judgement",
     "judge_prompt",
@@ -58,8 +59,9 @@ JUDGE_SCHEMA: dict[str, Any] = {
     },
 }
 
-# The articles' taxonomy, in three bands from the bottom of the ladder to the top.
-_TAXONOMY = """\
+#: The articles' task taxonomy, in three bands from the bottom of the ladder to the top (the
+#: judge's and the planner's prompts both carry it).
+TAXONOMY = """\
 Band A (lowest tiers) - token-heavy, little reasoning: pulling fields out of documents, \
 reformatting structured data, summarising well-structured facts, classifying into clear-cut \
 categories, format translation with explicit mappings, deduplication.
@@ -78,7 +80,7 @@ that will do the task below well. Answer with one JSON object and nothing else: 
 {{"tier": "<one tier name from the list>", "reason": "<one line>"}}.
 
 Task taxonomy:
-{_TAXONOMY}"""
+{TAXONOMY}"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,10 +196,21 @@ class Router:
         Raises:
             UnknownTierError: *tier* is not on the ladder.
         """
+        return self._bounded(task, tier, "judge", note)
+
+    def assigned(self, task: Task, tier: str) -> Decision:
+        """The decision for a tier a plan's planner assigned to *task*: raised, like a judge's
+        pick, to the kind's floor and to every frontier pin (step ``start`` when neither did).
+
+        Raises:
+            UnknownTierError: *tier* is not on the ladder.
+        """
+        return self._bounded(task, tier, "start", None)
+
+    def _bounded(self, task: Task, tier: str, step: str, note: str | None) -> Decision:
         plan = self._plans.get(task.kind) or self._default_plan
         base = self.policy.tier_index(tier)
         pin = self._pin(plan, task)
-        step = "judge"
         floor: str | None = None
         floor_source: str | None = None
         if plan.floor > base:
@@ -217,7 +228,7 @@ class Router:
             constraint_name=pin.name if pin is not None else None,
             floor=floor,
             floor_source=floor_source,
-            doubt=plan.doubt,
+            doubt=plan.doubt if step == "judge" else None,
             kind_known=plan.kind_known,
             judge=note,
         )
