@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "serve",
     "keys",
     "eval",
+    "plan",
 )
 
 

@@ -51,6 +51,8 @@ REVIEW_SCHEMA: dict[str, Any] = {
 
 #: How much of the goal an executor or the reviewer sees (its own step and inputs: all).
 _CONTEXT_CHARS = 4000
+#: The reviewer judges one step against its own instructions: the goal is only a reminder.
+_REVIEW_GOAL_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,7 @@ def reviewer_prompt(goal: str, subtask: Subtask, output: str) -> tuple[str, str]
     )
     user = "\n\n".join(
         [
-            f"Overall goal: {_clip(goal)}",
+            f"Overall goal: {_clip(goal, _REVIEW_GOAL_CHARS)}",
             f"Step {subtask.id} ({subtask.kind}): {subtask.prompt}",
             f"Result to review:\n<<<\n{output}\n>>>",
         ]

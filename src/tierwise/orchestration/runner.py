@@ -12,11 +12,13 @@ Every model call is a run of the cascade's one loop (:meth:`tierwise.cascade.Cas
    validators, climbing as usual), as soon as the subtasks it depends on are accepted — so
    independent ones run concurrently (``[plan] max_parallel``) — with their outputs in its
    prompt. A subtask whose dependency was not accepted is skipped.
-3. **Review.** The reviewer tier (``[plan] reviewer_tier``, default the top; never below the
-   executor's tier) accepts the output or rejects it; a rejected output runs again one tier up,
-   with the rejected answer and the review as its handoff note. The reviewer is never the model
-   that wrote the output: the cascade is told to avoid it, so an alternate of the tier reviews,
-   or — when the tier has no other model — the review is skipped and the reason recorded.
+3. **Review.** The reviewer tier (``[plan] reviewer_tier``, default the second from the
+   bottom; never below the executor's tier) accepts the output or rejects it; a rejected
+   output runs again one tier up, with the rejected answer and the review as its handoff note.
+   The reviewer is never the model that wrote the output: the cascade is told to avoid it, so
+   another model of the tier (an alternate) reviews, or the next tier up when the tier has
+   none — and when no tier from there to the top has another model (the executor was the top
+   tier's only model), the review is skipped and the reason recorded.
 
 Budgets: ``plan:<id>`` (``[plan] budget_usd``) covers every call of the plan, and
 ``plan-subtask:<id>:<subtask>`` (``[plan] subtask_budget_usd``) each subtask's executions and
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
@@ -157,6 +159,42 @@ class PlanResult:
     def cost_usd(self) -> Decimal:
         return sum((a.cost_usd for a in self.attempts), Decimal(0))
 
+    def as_dict(self) -> dict[str, Any]:
+        """The run as plain data (outputs included; attempts counted, not listed)."""
+        return {
+            "plan_id": self.plan_id,
+            "status": self.status,
+            "output": self.output,
+            "failure": self.failure,
+            "cost_usd": str(self.cost_usd),
+            "attempts": len(self.attempts),
+            "planner": {
+                "task_id": self.planner_task_id,
+                "cost_usd": str(sum((a.cost_usd for a in self.planner_attempts), Decimal(0))),
+            },
+            "subtasks": [
+                {
+                    "id": r.subtask.id,
+                    "kind": r.subtask.kind,
+                    "depends_on": list(r.subtask.depends_on),
+                    "planned_tier": r.subtask.planned_tier,
+                    "assigned_tier": r.subtask.tier,
+                    "raised": r.subtask.raised,
+                    "justification": r.subtask.justification,
+                    "outcome": r.outcome,
+                    "tier": r.tier,
+                    "model": r.model,
+                    "validator_climbs": r.validator_climbs,
+                    "reviewer_climbs": r.reviewer_climbs,
+                    "review": r.review,
+                    "review_note": r.review_note,
+                    "cost_usd": str(r.cost_usd),
+                    "output": r.output,
+                }
+                for r in self.subtasks
+            ],
+        }
+
     @property
     def task_ids(self) -> tuple[str, ...]:
         """Every cascade task the plan ran (the gateway commits each before answering)."""
@@ -206,7 +244,12 @@ class PlanRunner:
             store = cascade.ledger if isinstance(cascade.ledger, Ledger) else None
         self.store = store
         self.planner_tier = planner_tier or settings.planner_tier or policy.ladder[-1]
-        self.reviewer_tier = reviewer_tier or settings.reviewer_tier or policy.ladder[-1]
+        # The articles' reviewer is Sonnet or Opus: by default the second tier from the bottom
+        # (it moves up past the executor's tier and model as needed).
+        ladder = policy.ladder
+        self.reviewer_tier = (
+            reviewer_tier or settings.reviewer_tier or ladder[min(1, len(ladder) - 1)]
+        )
         for tier in (self.planner_tier, self.reviewer_tier):
             policy.tier(tier)  # an unknown tier is an error now, not mid-plan
         self.review = settings.review if review is None else review
@@ -224,6 +267,7 @@ class PlanRunner:
         *,
         limits: Mapping[str, Decimal] | None = None,
         plan_id: str | None = None,
+        progress: Callable[[SubtaskResult], None] | None = None,
     ) -> PlanResult:
         """Blocking twin of :meth:`arun`: runs it on an event loop of its own (so not from
         inside a running one), then closes the async clients the cascade opened on that loop
@@ -231,7 +275,7 @@ class PlanRunner:
 
         async def once() -> PlanResult:
             try:
-                return await self.arun(goal, limits=limits, plan_id=plan_id)
+                return await self.arun(goal, limits=limits, plan_id=plan_id, progress=progress)
             finally:
                 await self.cascade.aclose()
 
@@ -243,12 +287,14 @@ class PlanRunner:
         *,
         limits: Mapping[str, Decimal] | None = None,
         plan_id: str | None = None,
+        progress: Callable[[SubtaskResult], None] | None = None,
     ) -> PlanResult:
         """Plan *goal*, execute its subtasks, review each output; record everything.
 
         Args:
             limits: extra budget scopes for every call (e.g. a gateway key's daily budget).
             plan_id: the plan's id (default: a new random one).
+            progress: called with each subtask's result as it ends.
 
         Returns:
             The :class:`PlanResult`; a plan whose subtasks did not all pass has status
@@ -282,7 +328,7 @@ class PlanRunner:
             planner_provider=_provider_of(planner),
             store_content=store_content,
         )
-        await self._execute(run, plan)
+        await self._execute(run, plan, progress)
         results = tuple(run.results[s.id] for s in plan)
         failed = [r for r in results if r.outcome != "accepted"]
         sinks = [run.results[s.id] for s in plan.sinks]
@@ -346,7 +392,9 @@ class PlanRunner:
                 problems = list(refused.problems)
         return "refused", str(PlanError(problems, plan_id))
 
-    async def _execute(self, run: _Run, plan: Plan) -> None:
+    async def _execute(
+        self, run: _Run, plan: Plan, progress: Callable[[SubtaskResult], None] | None
+    ) -> None:
         """Run every subtask once its dependencies are done; independent ones concurrently."""
         done = {s.id: asyncio.Event() for s in plan}
         slots = asyncio.Semaphore(self.max_parallel)
@@ -363,6 +411,8 @@ class PlanRunner:
                     async with slots:
                         result = await self._subtask(run, subtask)
                 run.results[subtask.id] = result
+                if progress is not None:
+                    progress(result)
                 await self._store(
                     "finish_subtask",
                     run.plan_id,
@@ -490,12 +540,20 @@ class PlanRunner:
     ) -> tuple[Review, str] | str:
         """Ask the reviewer about *done*'s output: the review and its task id, or why none."""
         policy = self.policy
-        tier = policy.ladder[max(policy.tier_index(self.reviewer_tier), _index(done, policy))]
-        others = [m for m, _ in self.cascade.providers.for_tier(tier) if m != done.model]
-        if not others:
+        start = max(policy.tier_index(self.reviewer_tier), _index(done, policy))
+        tier = next(
+            (
+                name
+                for name in policy.ladder[start:]
+                if any(m != done.model for m, _ in self.cascade.providers.for_tier(name))
+            ),
+            None,
+        )
+        if tier is None:
+            top = policy.ladder[-1]
             return (
-                f"the reviewer tier {tier!r} has no model but {done.model}, which wrote the "
-                "output (models favour their own answers); add an alternate to review"
+                f"the reviewer tier {top!r} has no model but {done.model}, which wrote the "
+                "output (models favour their own answers); give the tier an alternate to review"
             )
         system, prompt = reviewer_prompt(run.goal, subtask, done.output)
         task = Task(

@@ -108,18 +108,34 @@ def _attempt_node(row: dict[str, Any]) -> PlanNode:
     )
 
 
+def _verdict(rows: list[dict[str, Any]]) -> str | None:
+    """A review call's verdict (``accept``/``reject``), from its accepted answer's check."""
+    for row in reversed(rows):
+        if row["outcome"] == "accepted":
+            for v in row["verdicts"]:
+                if v.get("validator") == "review" and v.get("ok"):
+                    return str(v.get("reason") or "") or None
+    return None
+
+
 def _call_node(task_id: str, rows: list[dict[str, Any]]) -> PlanNode:
+    """One cascade task of the plan; a review's outcome is its verdict."""
     main = [r for r in rows if r["role"] not in ("validator", "judge")]
     last = main[-1] if main else rows[-1]
     role = rows[0]["plan_role"] or "call"
-    tiers = " → ".join(dict.fromkeys(r["tier"] for r in main)) or last["tier"]
+    tiers = list(dict.fromkeys(r["tier"] for r in main))
+    outcome = last["outcome"]
+    if role == "reviewer" and outcome == "accepted":
+        outcome = {"accept": "accepted the output", "reject": "sent it up"}.get(
+            _verdict(rows) or "", outcome
+        )
     return PlanNode(
         kind="call",
         id=task_id,
-        label=f"{role} {tiers}",
+        label=role + (f" ({' → '.join(tiers)})" if len(tiers) > 1 else ""),
         tier=last["tier"],
         model=last["model"],
-        outcome=last["outcome"],
+        outcome=outcome,
         role=role,
         parent_id=rows[0]["parent_id"],
         children=[_attempt_node(r) for r in rows],
@@ -179,6 +195,11 @@ def plan_tree(ledger: Ledger, plan_id: str, catalog: PriceCatalog | None = None)
             planner.outcome = node.outcome
         else:
             by_subtask.get(sid or "", orphans).children.append(node)
+    for node in by_subtask.values():  # an execution a review sent up says so
+        sent_up = {c.parent_id for c in node.children if c.outcome == "sent it up"}
+        for call in node.children:
+            if call.role == "executor" and call.id in sent_up:
+                call.outcome = "sent up by the reviewer"
     root.children.append(planner)
     root.children.extend(by_subtask.values())
     if orphans.children:
@@ -208,7 +229,7 @@ def plan_tree(ledger: Ledger, plan_id: str, catalog: PriceCatalog | None = None)
                 if accepted:
                     estimate += cost_of(_usage(accepted[-1]), prices)
             note = (
-                f"estimate: the planner's cost plus each subtask's accepted execution re-priced "
-                f"at {model} (the planner's tier, {plan['planner_tier']}); no climbs or reviews"
+                f"the planner's cost plus each subtask's accepted execution re-priced at "
+                f"{model} (the planner's tier, {plan['planner_tier']}), without climbs or reviews"
             )
     return PlanTree(root, total, estimate, note, plan)

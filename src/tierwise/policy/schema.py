@@ -353,7 +353,7 @@ class PlanSettings(_Strict):
     accepts each output or sends it one tier up."""
 
     planner_tier: str | None = None  # default: the top tier
-    reviewer_tier: str | None = None  # default: the top tier
+    reviewer_tier: str | None = None  # default: the second tier from the bottom
     review: bool = True
     max_subtasks: int = Field(default=12, ge=1, le=100)
     max_parallel: int = Field(default=4, ge=1, le=64)
