@@ -14,8 +14,9 @@ from tierwise.task import Task
 
 __all__ = ["Call", "Reply", "Route"]
 
-#: How the model name was read: ``tierwise/auto``, ``tierwise/<kind>``, or a concrete model id.
-Route = Literal["auto", "kind", "model"]
+#: How the model name was read: ``tierwise/auto``, ``tierwise/<kind>``, a concrete model id, or
+#: ``tierwise/plan-execute`` (plan-execute-review).
+Route = Literal["auto", "kind", "model", "plan"]
 
 
 @dataclass(slots=True)

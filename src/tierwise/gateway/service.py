@@ -37,6 +37,7 @@ from tierwise.errors import TierwiseError
 from tierwise.gateway.call import Call, Reply, Route
 from tierwise.gateway.dialects import Dialect, RequestError
 from tierwise.gateway.errors import failure_error
+from tierwise.gateway.plan import PLAN_KIND, PLAN_MODEL, serve_plan
 from tierwise.gateway.translate import (
     anthropic_message_to_openai,
     anthropic_request_to_openai,
@@ -137,6 +138,8 @@ class GatewayService:
         target: str | None = None
         if model == AUTO_MODEL:
             route, kind = "auto", header_kind
+        elif model == PLAN_MODEL:
+            route, kind = "plan", PLAN_KIND
         elif model.startswith(_PREFIX):
             route, kind = "kind", model[len(_PREFIX) :]
         else:
@@ -363,6 +366,8 @@ class GatewayService:
         Raises:
             RequestError: every failure, mapped by :func:`tierwise.gateway.errors.failure_error`.
         """
+        if call.route == "plan":
+            return await serve_plan(self, call)
         if self.wants_live_stream(call):
             return await self._serve_live(call)
         return await self._serve_whole(call)
