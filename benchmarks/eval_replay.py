@@ -4,10 +4,14 @@ tierwise eval commits replayed rows ``BATCH_ROWS`` at a time; this measures what
 over the per-row commits live traffic uses, and what the ledger costs over no ledger at all.
 
     .venv/bin/python benchmarks/eval_replay.py [PATH] [ROWS]
+
+PATH defaults to ``$TIERWISE_DATA_DIR/routerbench_subset`` (``../shared/data`` from the
+repository root when unset).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -20,7 +24,9 @@ from tierwise.ledger import open_ledger
 
 
 def main() -> None:
-    path = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/data/routerbench_subset"
+    base = Path(os.environ.get("TIERWISE_DATA_DIR") or "../shared/data")
+    base = base if base.is_absolute() else Path(__file__).resolve().parent.parent / base
+    path = sys.argv[1] if len(sys.argv) > 1 else str(base / "routerbench_subset")
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
     ds = load_dataset(path)
     ds = ds.sample(min(n, len(ds)), seed=0)

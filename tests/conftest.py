@@ -167,3 +167,65 @@ def raw_sql() -> Callable[..., list[tuple[Any, ...]]]:
             engine.dispose()
 
     return run
+
+
+@pytest.fixture
+def downgrade() -> Callable[[str, str], None]:
+    """``downgrade(url, revision)``: take a ledger back to an older schema, as Alembic would."""
+
+    def run(url: str, revision: str) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        import tierwise.ledger.engine as engine_module
+
+        engine = sa.create_engine(url, poolclass=sa.NullPool)
+        try:
+            with engine.begin() as conn:
+                config = Config()
+                config.set_main_option(
+                    "script_location", str(Path(engine_module.__file__).parent / "migrations")
+                )
+                config.attributes["connection"] = conn
+                command.downgrade(config, revision)
+        finally:
+            engine.dispose()
+
+    return run
+
+
+#: The one setting that says where the recorded benchmark data lives (never copied into the repo).
+DATA_DIR_ENV = "TIERWISE_DATA_DIR"
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path:
+    """``$TIERWISE_DATA_DIR``, else ``../shared/data``; relative paths are taken from the
+    repository root (the parent of ``tests/``), so the answer does not depend on the cwd."""
+    configured = os.environ.get(DATA_DIR_ENV) or "../shared/data"
+    path = Path(configured).expanduser()
+    return path if path.is_absolute() else (_REPO / path).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_path() -> Callable[[str], Path]:
+    """``data_path("routerbench_subset")``: a folder of the recorded benchmark data.
+
+    Missing data skips the test with a message naming ``TIERWISE_DATA_DIR``; under
+    ``CI=true`` it fails instead, so CI cannot pass without having run these tests.
+    """
+
+    def resolve(name: str) -> Path:
+        path = shared_data_dir() / name
+        if not path.exists():
+            message = (
+                f"recorded benchmark data not found: {path} does not exist; set "
+                f"{DATA_DIR_ENV} to the folder holding routerbench_subset/, routellm/, ... "
+                "(default: ../shared/data from the repository root)"
+            )
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+        return path
+
+    return resolve

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,8 +15,6 @@ from tierwise.evaluation.dataset import DatasetError, Ladder, ModelResult, Row
 from tierwise.evaluation.loaders import detect_format, dump_rows, load_dataset
 from tierwise.evaluation.prices import load_price_file, normalise_model_name, price_dataset
 from tierwise.pricing import ModelPrices
-
-DATA = Path("/work/shared/data")
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
@@ -120,8 +119,32 @@ def test_routellm_folder_drops_contaminated_prompts(tmp_path: Path) -> None:
         root / "mt" / "question.jsonl",
         [{"question_id": 81, "category": "writing", "turns": ["Write", "Again"]}],
     )
+
+    def judge_prompt(model: str, turn: int) -> str:
+        """What FastChat's GPT-4 judge was shown: the question and the answer it graded (turn 1),
+        or the whole two-turn conversation (turn 2)."""
+        first, second = f"{model} wrote a poem", f"{model} wrote it again, longer"
+        if turn == 1:
+            return (
+                "[Instruction]\nRate it.\n\n[Question]\nWrite\n\n[The Start of Assistant's "
+                f"Answer]\n{first}\n[The End of Assistant's Answer]"
+            )
+        return (
+            "<|The Start of Assistant A's Conversation with User|>\n\n### User:\nWrite\n\n"
+            f"### Assistant A:\n{first}\n\n### User:\nAgain\n\n### Assistant A:\n{second}\n\n"
+            "<|The End of Assistant A's Conversation with User|>"
+        )
+
     judgements = [
-        {"question_id": 81, "model": m, "judge": "x", "score": s, "turn": t, "judgment": ""}
+        {
+            "question_id": 81,
+            "model": m,
+            "judge": "x",
+            "score": s,
+            "turn": t,
+            "judgment": "",
+            "user_prompt": judge_prompt(m, t),
+        }
         for m, s in ((weak, 6), (strong, 9))
         for t in (1, 2)
     ]
@@ -133,6 +156,17 @@ def test_routellm_folder_drops_contaminated_prompts(tmp_path: Path) -> None:
     assert [r.prompt for r in ds.rows if r.source == "mmlu"] == ["Q a", "Q b"]
     mt = ds.row("mt-bench/81/2")
     assert mt.prompt == "Again" and mt.results[strong].score == pytest.approx(0.9)
+    # The judged answer is read back from the judge's prompt; turn 2's input is turn 1 too.
+    assert mt.results[strong].response == f"{strong} wrote it again, longer"
+    assert mt.results[strong].output_tokens == -(-len(f"{strong} wrote it again, longer") // 4)
+    first = ds.row("mt-bench/81/1").results[weak]
+    assert first.response == f"{weak} wrote a poem" and first.input_tokens == 2  # "Write"
+    assert mt.results[weak].input_tokens is not None
+    assert mt.results[weak].input_tokens > first.input_tokens + first.output_tokens  # type: ignore[operator]
+    # MMLU: RouteLLM generated one token per question, so every call has its output tokens.
+    assert all(
+        r.results[m].output_tokens == 1 for r in ds.rows if r.source == "mmlu" for m in r.results
+    )
     assert ds.row("gsm8k/0").results[weak].response == "5"
     assert ds.default_ladder == Ladder(("cheap", "strong"), (weak, strong))
     assert any("'mmlu': 1" in n for n in ds.notes)
@@ -310,10 +344,50 @@ def test_prices_file_and_name_matching(tmp_path: Path) -> None:
         ("wildbench_partial", "wildbench", 1024),
     ],
 )
-def test_real_folders(folder: str, fmt: str, rows: int) -> None:
+def test_real_folders(folder: str, fmt: str, rows: int, data_path: Callable[[str], Path]) -> None:
     """The shared data folders load with the row counts their READMEs give (after drops)."""
-    path = DATA / folder
+    path = data_path(folder)
     assert detect_format(path) == fmt
     ds = load_dataset(path)
     assert len(ds) == rows
     assert all(m in ds.models for m in ds.default_ladder.models)
+
+
+def test_automatic_ladder_uses_priced_models_when_the_preset_has_none() -> None:
+    """A default ladder with an unpriced model is replaced by priced models (cheapest, best and
+    the best in between), with a note; a fully priced default stays; with fewer than two priced
+    models the default stays and the note says how to get costs."""
+    from tierwise.evaluation.dataset import Dataset
+    from tierwise.evaluation.prices import priced_ladder
+
+    def row(i: int, priced: dict[str, tuple[float, str | None]]) -> Row:
+        return Row(
+            f"q{i}",
+            "text",
+            "k",
+            {
+                m: ModelResult(score, cost_usd=Decimal(cost) if cost else None)
+                for m, (score, cost) in priced.items()
+            },
+        )
+
+    models = {
+        "free-small": (0.3, None),
+        "free-big": (0.6, None),
+        "cheap": (0.5, "0.001"),
+        "middle": (0.7, "0.004"),
+        "best": (0.8, "0.02"),
+        "pricey-bad": (0.4, "0.05"),
+    }
+    rows = tuple(row(i, models) for i in range(10))
+    preset = Ladder(("cheap", "mid", "strong"), ("free-small", "free-big", "best"))
+    ds = Dataset("t", rows, tuple(models), preset)
+    ladder, note = priced_ladder(ds)
+    assert ladder == Ladder(("cheap", "mid", "strong"), ("cheap", "middle", "best"))
+    assert note is not None and "no price for free-small, free-big" in note
+    fine = Dataset("t", rows, tuple(models), Ladder(("a", "b"), ("cheap", "best")))
+    assert priced_ladder(fine) == (fine.default_ladder, None)
+    lonely = {"free-small": (0.3, None), "free-big": (0.6, None), "best": (0.8, "0.02")}
+    bare = Dataset("t", tuple(row(i, lonely) for i in range(5)), tuple(lonely), preset)
+    kept, why = priced_ladder(bare)
+    assert kept == preset and why is not None and "pass --prices FILE" in why

@@ -229,3 +229,37 @@ def test_evaluate_runs_the_verifier_cascade_and_saves_it_with_the_router(tmp_pat
     again = evaluate(test_dir, router_file=saved)
     assert again.strategy("cascade: learned verifier").quality.value == 1.0
     assert again.strategy("cascade: learned verifier").cost_per_query == run.cost_per_query
+
+
+def test_replayed_cascade_matches_the_simulation_with_per_source_settings(tmp_path: Path) -> None:
+    """A verifier with a start tier and thresholds per source and isotonic maps: the real
+    cascade reaches the tier and pays the cost the calibration's simulation says, row by row."""
+    from tierwise.evaluation.calibration import Isotonic
+
+    trained = ResponseVerifier.train(
+        agree_rows(240, 2), THREE, {"mc": "choice", "other": "choice"}, threshold=0.5, seed=0
+    )
+    trained.groups = {"mc": "first", "other": "second"}
+    trained.settings = {"first": (1, (0.0, 0.6)), "second": (0, (0.45, 0.3))}
+    trained.calibrators = tuple(Isotonic((0.0, 0.5, 1.0), (0.1, 0.4, 0.9)) for _ in range(2))
+    rows = agree_rows(10, 71, prefix="x") + [
+        Row(r.prompt_id.replace("y", "z"), r.prompt, "other", r.results)
+        for r in agree_rows(10, 72, prefix="y")
+    ]
+    dataset = Dataset("agree", tuple(rows), THREE.models, THREE, formats=trained.formats)
+    sim = trained.simulate(rows, trained.probabilities_for(rows))
+    with open_ledger(tmp_path / "replay.db") as ledger:
+        run = Replayer(dataset, THREE, ledger=ledger).run(
+            "cascade: learned verifier",
+            eval_policy(dataset, THREE),
+            rows,
+            scorer=trained,
+            validators=(trained.validator(),),
+        )
+    for trace, tier, cost, quality in zip(run.traces, sim.tier, sim.cost, sim.quality, strict=True):
+        assert trace.tier == THREE.tiers[tier]
+        assert trace.cost == pytest.approx(cost)
+        assert trace.score == quality
+    assert {t.steps[0].tier for t in run.traces[:10]} == {"mid"}  # "first" starts at mid
+    assert {t.steps[0].tier for t in run.traces[10:]} == {"cheap"}  # "second" at the bottom
+    assert len(set(sim.tier[:10])) == 2 and len(set(sim.tier[10:])) >= 2  # some climb, some not

@@ -197,3 +197,31 @@ def test_invented_kinds_share_one_budget_and_one_metrics_label(
     with open_ledger(db) as book:  # the ledger keeps the names as sent
         kinds = {row["kind"] for row in book.tail(100)}
     assert "invented-0" in kinds
+
+
+def test_tasks_carry_their_key_and_ledger_stats_shows_spend_per_key(
+    public: tuple[GatewayServer, str, str],
+) -> None:
+    server, client, admin = public
+    assert [_ask(server, client) for _ in range(3)] + [_ask(server, admin)] == [200] * 4
+    url = server.config.ledger_url
+    assert url is not None
+    with open_ledger(url) as book:
+        keys = {k.name: k.id for k in book.list_api_keys()}
+        tasks = [book.task(r["task_id"]) for r in book.tail(100)]
+    by_name: dict[str, list[object]] = {}
+    for task in tasks:
+        assert task is not None and task["key_id"] in keys.values()
+        by_name.setdefault(task["key_id"], []).append(task["cost_usd"])
+    runner = CliRunner()
+    result = runner.invoke(build_app(), ["ledger", "stats", "-l", url, "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+    from decimal import Decimal
+
+    rows = {r["key"]: r for r in json.loads(result.stdout)["by_key"]}
+    assert rows["agent"]["tasks"] == 3 and rows["ops"]["tasks"] == 1
+    expected = sum((Decimal(str(c)) for c in by_name[keys["agent"]]), Decimal(0))
+    assert Decimal(rows["agent"]["spend_usd"]) == expected > 0
+    text = runner.invoke(build_app(), ["ledger", "stats", "-l", url]).stdout
+    assert "spend per key: agent" in text

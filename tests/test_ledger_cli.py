@@ -179,7 +179,7 @@ def test_parse_day_reads_days_and_ages() -> None:
 
 
 def test_migrate_json_reports_what_it_did_and_check_exits_1_while_pending(
-    ledger_url: str, raw_sql: Raw
+    ledger_url: str, downgrade: Callable[[str, str], None]
 ) -> None:
     code, out, _ = invoke("ledger", "migrate", "--ledger", ledger_url, "--json")
     assert code == 0, out
@@ -189,8 +189,7 @@ def test_migrate_json_reports_what_it_did_and_check_exits_1_while_pending(
     code, out, _ = invoke("ledger", "migrate", "--ledger", ledger_url, "--json")
     assert code == 0 and json.loads(out)["applied"] == []
     # back to the first revision: --check sees it pending and changes nothing
-    raw_sql(ledger_url, "DROP TABLE daily_rollups")
-    raw_sql(ledger_url, "UPDATE alembic_version SET version_num = '0001'")
+    downgrade(ledger_url, "0001")
     code, out, _ = invoke("ledger", "migrate", "--check", "--ledger", ledger_url)
     assert code == 1 and "pending" in out and HEAD_REVISION in out
     code, out, _ = invoke("ledger", "migrate", "--ledger", ledger_url)

@@ -270,7 +270,7 @@ def _task_values(task: Task, at: datetime) -> dict[str, Any]:
         "policy_revision": None, "decision_tier": "cheap", "decision_tier_index": 0,
         "decision_step": "rule", "decision_rule": "#0", "decision_floor": None,
         "decision_json": "{}", "prompt_sha256": "0" * 64, "prompt_chars": len(task.prompt),
-        "prompt_text": task.prompt, "outcome": "running", "created_at": at,
+        "prompt_text": task.prompt, "outcome": "running", "created_at": at, "key_id": 7,
         "plan_id": "p-1", "subtask_id": None, "parent_id": None, "plan_role": "planner",
     }  # fmt: skip
 

@@ -98,14 +98,14 @@ def test_a_ledger_from_a_newer_tierwise_is_refused(ledger_url: str, raw_sql: Raw
 
 
 def test_manual_migrations_refuse_an_older_schema_until_migrated(
-    ledger_url: str, raw_sql: Raw
+    ledger_url: str, raw_sql: Raw, downgrade: Callable[[str, str], None]
 ) -> None:
     manual = f"{ledger_url}?migrate=manual"
     with pytest.raises(LedgerError, match="tierwise ledger migrate"):
         open_ledger(manual)  # an empty database
     open_ledger(ledger_url).close()  # auto: migrated
     open_ledger(manual).close()  # current: opens
-    _downgrade(ledger_url, "0001")  # every later step undone, as an old tierwise left it
+    downgrade(ledger_url, "0001")
     with pytest.raises(LedgerError, match="0001") as info:
         open_ledger(manual)
     assert HEAD_REVISION in str(info.value) and "migrate=manual" in str(info.value)
@@ -113,11 +113,12 @@ def test_manual_migrations_refuse_an_older_schema_until_migrated(
     assert raw_sql(ledger_url, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
 
 
-def _downgrade(url: str, target: str) -> None:
-    """``alembic downgrade TARGET`` on the ledger at *url*."""
+def test_downgrade_removes_every_table(ledger_url: str) -> None:
+    """Every migration is reversible (alembic downgrade base)."""
     from alembic import command
 
-    engine = _engine(url)
+    open_ledger(ledger_url).close()
+    engine = _engine(ledger_url)
     try:
         with engine.begin() as conn:
             config = Config()
@@ -125,17 +126,7 @@ def _downgrade(url: str, target: str) -> None:
                 "script_location", str(Path(engine_module.__file__).parent / "migrations")
             )
             config.attributes["connection"] = conn
-            command.downgrade(config, target)
-    finally:
-        engine.dispose()
-
-
-def test_downgrade_removes_every_table(ledger_url: str) -> None:
-    """Every migration is reversible (alembic downgrade base)."""
-    open_ledger(ledger_url).close()
-    _downgrade(ledger_url, "base")
-    engine = _engine(ledger_url)
-    try:
+            command.downgrade(config, "base")
         tables = set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
@@ -143,14 +134,14 @@ def test_downgrade_removes_every_table(ledger_url: str) -> None:
 
 
 def test_the_plan_tree_migration_keeps_existing_rows_and_reverses(
-    ledger_url: str, raw_sql: Raw
+    ledger_url: str, raw_sql: Raw, downgrade: Callable[[str, str], None]
 ) -> None:
     """0005 adds NULL plan columns to rows written before it, and its downgrade drops them."""
     from tierwise.ledger.fixtures import record_task
 
     with open_ledger(ledger_url) as ledger:
         task, _ = record_task(ledger)
-    _downgrade(ledger_url, "0002")
+    downgrade(ledger_url, "0003")
     assert "plan_id" not in {c["name"] for c in _columns(ledger_url, "attempts")}
     open_ledger(ledger_url).close()  # upgraded again on opening
     rows = raw_sql(ledger_url, "SELECT plan_id, plan_role FROM attempts")

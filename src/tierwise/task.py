@@ -139,6 +139,8 @@ class Task:
     max_tokens: int = 1024
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: The id of the gateway key that created the task (never the secret); ``None`` without one.
+    key_id: int | None = None
     #: Set when the task is a planner, executor or reviewer call of a plan (the cost tree).
     plan: PlanRef | None = None
 

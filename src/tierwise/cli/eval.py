@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 
 from tierwise.cli._common import EXIT_INVALID, JsonOption, fail, print_json
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from tierwise.evaluation.metrics import Summary
     from tierwise.evaluation.report import EvalReport
+
+#: Seconds between progress lines when stderr is not a terminal.
+PROGRESS_EVERY = 10.0
 
 
 def _usd(value: float | None) -> str:
@@ -32,54 +39,118 @@ def _name(name: str) -> str:
     return name.rsplit("/", 1)[-1] if "/" in name and " " not in name else name
 
 
+def _spread(s: Summary) -> tuple[str, str]:
+    found = s.spread()
+    if found is None:
+        return "", ""
+    (qlo, qhi), shares = found
+    share = f"{shares[0]:.0%}–{shares[1]:.0%}" if shares is not None else "n/a"
+    return f"{qlo:.3f}–{qhi:.3f}", share
+
+
+def shown(report: EvalReport) -> tuple[list[Summary], list[str]]:
+    """The strategies the table shows, and the single models it leaves out: when costs are
+    known, single models without a price (they would print n/a in every cost column)."""
+    costed = any(s.cost_per_query is not None for s in report.strategies if s.group != "single")
+    if not costed:
+        return list(report.strategies), []
+    keep, hidden = [], []
+    for s in report.strategies:
+        if s.group == "single" and s.cost_per_query is None and s.name not in report.ladder.models:
+            hidden.append(s.name)
+        else:
+            keep.append(s)
+    return keep, hidden
+
+
 def render(report: EvalReport) -> None:
     """Print the report's tables on stdout."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = Console(width=None if sys.stdout.isatty() else 200)
     d = report.dataset
     console.print(
         f"[bold]{d['name']}[/bold] {d['path']}: {d['rows']} rows, {len(d['models'])} models; "
         f"reported on {report.evaluated_on}"
     )
     console.print(f"ladder: {report.ladder.format()}")
+    strategies, hidden = shown(report)
+    folds = report.folds > 1
     table = Table(
-        title=f"strategies (reference for cost share and wins: {report.reference})",
+        title=f"strategies (reference for cost share and wins: {report.reference})"
+        + (f"; fold ranges over {report.folds} folds" if folds else ""),
         title_justify="left",
     )
-    for col in (
-        "strategy",
-        "quality (95% CI)",
-        "$/query",
-        "cost share",
-        "escalated",
-        "wasted $/q",
-        "false acc.",
-        "false esc.",
-        "Δ oracle",
-        "vs reference",
-    ):
+    columns = ["strategy", "quality (95% CI)", *(["folds"] if folds else []), "$/query"]
+    columns += ["cost share", *(["folds"] if folds else []), "escalated", "wasted $/q"]
+    columns += ["false acc.", "false esc.", "Δ oracle", "vs reference (95% CI)"]
+    for col in columns:
         table.add_column(col, overflow="fold")
-    for s in report.strategies:
+    for s in strategies:
         style = "dim" if s.group == "single" else "green" if s.group == "bound" else None
         vs = ""
         if s.vs_reference_quality is not None:
-            vs = f"{s.vs_reference_quality.value:+.3f}" + (f" {s.win}" if s.win else "")
-        table.add_row(
-            _name(s.name),
-            _quality(s),
-            _usd(s.cost_per_query),
-            _pct(s.cost_share),
-            _pct(s.escalation_rate),
-            _usd(s.wasted_per_query),
-            _pct(s.false_accept_rate),
-            _pct(s.false_escalate_rate),
-            f"{s.delta_oracle_quality:+.3f}",
-            vs,
-            style=style,
-        )
+            diff = s.vs_reference_quality
+            vs = f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]" + (
+                f" {s.win}" if s.win else ""
+            )
+        q_range, c_range = _spread(s)
+        cells = [_name(s.name), _quality(s), *([q_range] if folds else []), _usd(s.cost_per_query)]
+        cells += [_pct(s.cost_share), *([c_range] if folds else []), _pct(s.escalation_rate)]
+        cells += [_usd(s.wasted_per_query), _pct(s.false_accept_rate)]
+        cells += [_pct(s.false_escalate_rate), f"{s.delta_oracle_quality:+.3f}", vs]
+        table.add_row(*cells, style=style)
     console.print(table)
+    if hidden:
+        console.print(
+            f"[dim]not shown: {len(hidden)} single models without a price "
+            f"({', '.join(_name(h) for h in hidden)}); they are in --json[/dim]"
+        )
+    _claim(console, report)
+    _routing_tables(console, report)
+    _models(console, report)
+    console.print(f"replay ledger: {report.ledger}")
+    for note in report.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+
+
+def _claim(console: Console, report: EvalReport) -> None:
+    """One line: the best strategy within the claim's cost share, and whether it reaches the
+    reference's quality."""
+    from tierwise.evaluation.report import CLAIM_SHARE
+
+    best = report.best_within(CLAIM_SHARE)
+    if best is None:
+        if any(s.cost_share is not None for s in report.strategies):
+            console.print(
+                f"nothing runs at ≤ {CLAIM_SHARE:.0%} of {_name(report.reference)}'s cost"
+            )
+        return
+    reaches = report.reaches_reference(best)
+    diff = best.vs_reference_quality
+    verdict = (
+        ""
+        if diff is None
+        else f", Δ {diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]: "
+        + ("reaches" if reaches else "does not reach")
+        + f" {_name(report.reference)}'s quality (95% CI of the difference "
+        + ("includes 0)" if reaches else "below 0)")
+    )
+    spread = best.spread()
+    folds = ""
+    if spread is not None:
+        folds = f"; folds {spread[0][0]:.3f}–{spread[0][1]:.3f}"
+    console.print(
+        f"[bold]best at ≤ {CLAIM_SHARE:.0%} of {_name(report.reference)}'s cost:[/bold] "
+        f"{_name(best.name)}, quality {_quality(best)}{folds}, cost share "
+        f"{_pct(best.cost_share)}{verdict}"
+    )
+
+
+def _routing_tables(console: Console, report: EvalReport) -> None:
+    from rich.table import Table
+
     for section in report.routing:
         rt = Table(
             title=f"routing curves: {section.source}, {section.n} rows (weak "
@@ -103,69 +174,164 @@ def render(report: EvalReport) -> None:
                 point,
             )
         console.print(rt)
-    if report.router:
-        cal = report.router.get("calibration") or {}
-        console.print(
-            f"learned router: {report.router['source']}, {report.router['features']} features, "
-            f"margin {report.router['margin']:.3f}"
-            + (
-                f" (calibrated on {cal['rows']} training rows: quality {cal['quality']:.3f}, "
-                f"target {cal['target_quality']:.3f})"
-                if cal
-                else ""
-            )
-        )
-        ver = report.router.get("verifier")
-        if ver:
-            vcal = ver.get("calibration") or {}
-            console.print(
-                "response verifier: thresholds "
-                + "/".join(f"{t:.3f}" for t in ver["thresholds"])
-                + (
-                    f" (calibrated on {vcal['rows']} training rows: quality {vcal['quality']:.3f},"
-                    f" target {vcal['target_quality']:.3f})"
-                    if vcal
-                    else ""
+
+
+def _share(cost: float | None, top: float | None) -> float | None:
+    return None if cost is None or not top else cost / top
+
+
+def calibration_cells(cal: dict[str, Any], dev: dict[str, Any] | None) -> list[str]:
+    """Target, figures on the rows the setting was chosen on, on rows it was not (verifier),
+    on the fold's dev rows, and the dev point's distance from the target — quality as the gap
+    to the top tier, cost as its share of the top tier's."""
+    budget = (cal.get("objective") or {}).get("max_cost_share")
+    top_q = cal.get("top_quality") or 0.0
+    target_gap = cal["target_quality"] - top_q
+    target = f"≤ {budget:.0%} cost" if budget is not None else f"{target_gap:+.3f} quality"
+    chosen = f"{cal['quality'] - top_q:+.3f}, {_pct(_share(cal['cost'], cal['top_cost']))}"
+    held = ""
+    if cal.get("held_out_quality") is not None:
+        share = _share(cal["held_out_cost"], cal["top_cost"])
+        held = f"{cal['held_out_quality'] - top_q:+.3f}, {_pct(share)}"
+    on_dev = distance = ""
+    if dev and dev.get("quality") is not None and dev.get("top_quality") is not None:
+        gap = dev["quality"] - dev["top_quality"]
+        share = _share(dev.get("cost"), dev.get("top_cost"))
+        on_dev = f"{gap:+.3f}, {_pct(share)}"
+        if budget is None:
+            distance = f"{gap - target_gap:+.3f} quality"
+        elif share is not None:
+            distance = f"{share - budget:+.1%} cost"
+    return [target, chosen, held, on_dev, distance]
+
+
+def _tier_index(verifier: dict[str, Any], setting: dict[str, Any]) -> int:
+    """Where a per-source setting starts, as an index into its thresholds."""
+    tiers: list[str] = verifier.get("tiers", [])
+    return tiers.index(setting["start"]) if setting["start"] in tiers else 0
+
+
+def _models(console: Console, report: EvalReport) -> None:
+    """Per fold: the learned router's and the verifier's setting, calibration and dev point."""
+    from rich.table import Table
+
+    if not report.router:
+        return
+    table = Table(
+        title=f"learned models ({report.router['source']}), calibrated by cross-validation inside "
+        "their training rows; quality as the gap to the top tier, cost as its share",
+        title_justify="left",
+    )
+    for col in (
+        "fold",
+        "model",
+        "setting",
+        "target",
+        "where chosen",
+        "not chosen on",
+        "dev rows",
+        "dev vs target",
+    ):
+        table.add_column(col)
+    schemes: dict[str, list[str]] = {}
+    for fold in report.router.get("folds", []):
+        router = fold.get("router")
+        if router and router.get("calibration"):
+            cells = calibration_cells(router["calibration"], router.get("dev"))
+            table.add_row(str(fold["fold"]), "router", f"margin {router['margin']:.3f}", *cells)
+        ver = fold.get("verifier")
+        if ver and ver.get("calibration"):
+            cal = ver["calibration"]
+            scheme = cal.get("scheme", "shared")
+            if ver.get("settings"):
+                setting = f"{scheme}: " + "; ".join(
+                    f"{g} from {v['start']} at "
+                    + "/".join(f"{t:.2f}" for t in v["thresholds"][_tier_index(ver, v) :])
+                    for g, v in sorted(ver["settings"].items())
                 )
-            )
-    console.print(f"replay ledger: {report.ledger}")
-    for note in report.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+            else:
+                setting = f"{scheme}: " + "/".join(f"{t:.3f}" for t in ver["thresholds"])
+            cells = calibration_cells(cal, ver.get("dev"))
+            table.add_row(str(fold["fold"]), "verifier", setting, *cells)
+            for scheme in cal.get("schemes", []):
+                schemes.setdefault(scheme["name"], []).append(f"{scheme['area']:.3f}")
+    console.print(table)
+    if schemes:
+        console.print(
+            "verifier schemes, mean held-out quality over 10–100% of the top tier's cost (per "
+            "fold; a richer one is kept only when it beats 'shared' by more than 0.002): "
+            + "; ".join(f"{name} {' '.join(v)}" for name, v in schemes.items())
+        )
 
 
-class _Bar:
-    """A rich progress bar on stderr (nothing when stderr is not a terminal)."""
+class Progress:
+    """Progress on stderr: a rich bar on a terminal; elsewhere (a pipe, a CI log) one line when
+    a stage starts and one every *every* seconds while it runs, so a long run shows it is alive.
+    """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        every: float = PROGRESS_EVERY,
+        *,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        terminal: bool | None = None,
+    ) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+        from rich.progress import Progress as Bar
 
-        console = Console(stderr=True)
-        self._progress = Progress(
+        self._stream = stream
+        console = Console(stderr=True, file=stream)
+        self.terminal = console.is_terminal if terminal is None else terminal
+        self._bar = Bar(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             console=console,
             transient=True,
-            disable=not console.is_terminal,
+            disable=not self.terminal,
         )
         self._task: Any = None
+        self._every = every
+        self._clock = clock
+        self._label = ""
+        self._done = 0
+        self._total = 0
+        self._last = 0.0
+        self._began = clock()
 
-    def __enter__(self) -> _Bar:
-        self._progress.start()
+    def __enter__(self) -> Progress:
+        self._bar.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        self._bar.stop()
+        if not self.terminal and exc[0] is None:
+            self._line(f"done in {self._clock() - self._began:.0f} s")
+
+    def _line(self, text: str) -> None:
+        out = self._stream if self._stream is not None else sys.stderr
+        print(f"tierwise eval: {text}", file=out, flush=True)
 
     def start(self, label: str, total: int) -> None:
         if self._task is not None:
-            self._progress.remove_task(self._task)
-        self._task = self._progress.add_task(label, total=total)
+            self._bar.remove_task(self._task)
+        self._task = self._bar.add_task(label, total=total)
+        self._label, self._done, self._total = label, 0, total
+        self._last = self._clock()
+        if not self.terminal:
+            self._line(f"{label} (0/{total})" if total > 1 else label)
 
     def advance(self) -> None:
         if self._task is not None:
-            self._progress.advance(self._task)
+            self._bar.advance(self._task)
+        self._done += 1
+        if not self.terminal and self._total > 1:
+            now = self._clock()
+            if now - self._last >= self._every:
+                self._last = now
+                self._line(f"{self._label} {self._done}/{self._total}")
 
 
 def register(app: typer.Typer) -> None:
@@ -178,7 +344,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--train",
             help="Folder to train the learned router on (the same folder: its train split, or "
-            "a seeded dev split is held out).",
+            "it is cut into --folds folds).",
         ),
         router: Path | None = typer.Option(
             None, "--router", help="Use a learned router saved with --save-router."
@@ -201,13 +367,35 @@ def register(app: typer.Typer) -> None:
         prices: Path | None = typer.Option(
             None, "--prices", help="JSON prices (USD per M tokens) for results without a cost."
         ),
-        seed: int = typer.Option(0, "--seed", help="Seed for splits, samples and bootstrap."),
+        seed: int = typer.Option(0, "--seed", help="Seed for folds, samples and bootstrap."),
+        folds: int = typer.Option(
+            5,
+            "--folds",
+            min=1,
+            help="Cut a folder that must be split into K folds, each reported by models trained "
+            "on the others (1: one seeded 80/20 dev split, 5× faster).",
+        ),
         tolerance: float = typer.Option(
             0.01,
             "--tolerance",
             min=0.0,
             max=1.0,
-            help="Quality the learned router may give up vs the top tier (calibration).",
+            help="Quality the learned router and verifier may give up vs the top tier "
+            "(their calibration target).",
+        ),
+        max_cost_share: float | None = typer.Option(
+            None,
+            "--max-cost-share",
+            min=0.0,
+            max=1.0,
+            help="Calibrate them for the best quality at ≤ this share of the top tier's cost "
+            "instead of --tolerance (e.g. 0.4).",
+        ),
+        progress_every: float = typer.Option(
+            PROGRESS_EVERY,
+            "--progress-every",
+            min=0.0,
+            help="Seconds between progress lines when stderr is not a terminal.",
         ),
         plot: Path | None = typer.Option(None, "--plot", help="Write the cost–quality plot (PNG)."),
         out: Path | None = typer.Option(
@@ -220,9 +408,11 @@ def register(app: typer.Typer) -> None:
         Reads any folder of RouterBench, RouteLLM, MMLU-Pro, RouterArena, WildBench or tierwise
         JSONL results (recognised from content), runs single models, the policy by kind,
         cascades with validators, a learned response verifier, a learned router and the oracle
-        bounds, and prints quality (95% CI), cost, cost share of the best single model,
-        escalations, wasted spend, validator errors and the gap to the oracle; APGR/CPT for
-        two-model sets.
+        bounds, and prints quality (95% CI, and its range over folds), cost, cost share of the
+        best single model, escalations, wasted spend, validator errors and the gap to the
+        oracle; APGR/CPT for two-model sets. The learned models are calibrated by
+        cross-validation inside their training rows, and each fold's dev point is compared with
+        the calibration's target.
 
         Example: tierwise eval data/routerbench_subset --train data/routerbench_subset --plot rb.png
         """
@@ -245,7 +435,7 @@ def register(app: typer.Typer) -> None:
             except PolicyError as exc:
                 fail(str(exc), code=EXIT_INVALID)
         try:
-            with _Bar() as bar:
+            with Progress(progress_every) as bar:
                 report = evaluate(
                     path,
                     train=train,
@@ -258,6 +448,8 @@ def register(app: typer.Typer) -> None:
                     prices=prices,
                     seed=seed,
                     tolerance=tolerance,
+                    max_cost_share=max_cost_share,
+                    folds=folds,
                     progress=bar,
                 )
         except TierwiseError as exc:

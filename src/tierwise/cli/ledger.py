@@ -274,6 +274,13 @@ def register(app: typer.Typer) -> None:
         )
         if tiers:
             console.print(f"escalation rate per tier: {tiers}")
+        keys = [k for k in data["by_key"] if k["key_id"] is not None]
+        if keys:
+            spend = ", ".join(
+                f"{k['key'] or '#' + str(k['key_id'])} {_usd(k['spend_usd'])} ({k['tasks']} tasks)"
+                for k in data["by_key"]
+            )
+            console.print(f"spend per key: {spend}", markup=False, highlight=False)
         for note in filter(None, notes):
             console.print(note, markup=False, highlight=False)
 

@@ -30,7 +30,23 @@ def register(app: typer.Typer) -> None:
         max_body_bytes: int = typer.Option(
             10 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger request bodies get 413."
         ),
-        log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+        log_level: str = typer.Option(
+            "info",
+            "--log-level",
+            help="debug, info, warning or error (the request lines are info).",
+        ),
+        log_format: str = typer.Option(
+            "text",
+            "--log-format",
+            help="text, or json: one JSON object per line with each request's task id, key, "
+            "kind, tiers tried, status, cost, latency and error class.",
+        ),
+        allow_missing_keys: bool = typer.Option(
+            False,
+            "--allow-missing-keys",
+            help="Start even when a tier's upstream key variable is unset; /healthz then "
+            "reports that tier unavailable. By default the gateway refuses to start.",
+        ),
         allow_anonymous: bool = typer.Option(
             False,
             "--allow-anonymous",
@@ -59,7 +75,7 @@ def register(app: typer.Typer) -> None:
         Then: ANTHROPIC_BASE_URL=http://127.0.0.1:8686, or an OpenAI client
         with base_url="http://127.0.0.1:8686/v1".
         """
-        import logging
+        import os
 
         from tierwise.cli._common import (
             echo_policy_warnings,
@@ -68,10 +84,12 @@ def register(app: typer.Typer) -> None:
         )
         from tierwise.errors import LedgerError
         from tierwise.gateway.config import GatewayConfig, is_loopback
+        from tierwise.gateway.logs import configure_logging
+        from tierwise.gateway.upstream import describe_missing, missing_keys
         from tierwise.ledger import default_ledger_url, ledger_url, open_ledger
 
-        logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        if log_format not in ("text", "json"):
+            fail(f"--log-format: expected text or json, got {log_format!r}")
         policy_path = resolve_policy_path(policy)
         loaded = load_policy_or_exit(policy)  # errors now, with key paths, not in a worker
         echo_policy_warnings(loaded)
@@ -89,6 +107,9 @@ def register(app: typer.Typer) -> None:
                     "--name NAME`, serve on 127.0.0.1, or pass --allow-anonymous",
                     code=EXIT_INVALID,
                 )
+        missing = missing_keys(loaded, os.environ)
+        if missing and not allow_missing_keys:
+            fail(f"refusing to start: {describe_missing(missing)}", code=EXIT_INVALID)
         config = GatewayConfig(
             policy_path=str(policy_path.resolve()) if policy_path is not None else None,
             ledger_url=url,
@@ -96,6 +117,10 @@ def register(app: typer.Typer) -> None:
             host=host,
             wait_for_ledger=not no_wait_for_ledger,
             allow_anonymous=allow_anonymous,
+            allow_missing_keys=allow_missing_keys,
+            log_level=log_level,
+            log_format=log_format,
+            workers=workers,
         )
         shown = "localhost" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"
@@ -105,6 +130,7 @@ def register(app: typer.Typer) -> None:
             f"ledger {url}",
             err=True,
         )
+        configure_logging(log_level, log_format)  # only once serving: refusals stay one line
         _run(config, host, port, workers, log_level)
 
 
@@ -131,6 +157,10 @@ def _run(config: GatewayConfig, host: str, port: int, workers: int, log_level: s
             access_log=False,
             ws="none",
             timeout_graceful_shutdown=30,
+            # A restarted worker (SIGHUP, a policy reload) imports and compiles before it is
+            # ready; on a busy host that can take longer than uvicorn's default 5 s, and an
+            # aborted restart would silently keep the old policy.
+            timeout_worker_healthcheck=60,
         )
         return
     try:

@@ -9,12 +9,15 @@ report = evaluate("data/routerbench_subset", train="data/routerbench_subset")
 ```
 
 Modules: :mod:`~tierwise.evaluation.dataset` (the neutral form), :mod:`~.loaders` (one per
-source format), :mod:`~.prices` (costing results recorded without one), :mod:`~.checks`
-(validators for benchmark answers), :mod:`~.strategies`, :mod:`~.learned` (the TF-IDF +
-logistic-regression router), :mod:`~.verifier` (the learned response verifier, a cascade
-validator), :mod:`~.metrics` (CIs, APGR, CPT), :mod:`~.report`
-(:func:`evaluate`) and :mod:`~.plot`. numpy, scikit-learn and matplotlib (the ``eval`` extra) are
-imported only by the modules that need them.
+source format), :mod:`~.prices` (costing results recorded without one, a priced default
+ladder), :mod:`~.checks` (validators for benchmark answers), :mod:`~.strategies`,
+:mod:`~.learned` (the TF-IDF + logistic-regression router), :mod:`~.verifier` (the learned
+response verifier, a cascade validator) with :mod:`~.verifier_features` and
+:mod:`~.verifier_train`, :mod:`~.calibration` (cross-validated calibration, the vectorised
+cascade simulation), :mod:`~.folds` (train and replay one fold), :mod:`~.metrics` (CIs, APGR,
+CPT, fold figures), :mod:`~.routing` (RouteLLM's curves), :mod:`~.report` (:func:`evaluate`)
+and :mod:`~.plot`. numpy, scikit-learn and matplotlib (the ``eval`` extra) are imported only by
+the modules that need them.
 """
 
 from __future__ import annotations

@@ -88,6 +88,38 @@ class Interval:
 
 
 @dataclass(frozen=True, slots=True)
+class FoldFigure:
+    """A strategy's mean quality and cost share on one fold's rows."""
+
+    n: int
+    quality: float
+    cost_share: float | None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"n": self.n, "quality": self.quality, "cost_share": self.cost_share}
+
+
+def fold_figures(
+    traces: Sequence[Trace], reference: Sequence[Trace], sizes: Sequence[int]
+) -> tuple[FoldFigure, ...]:
+    """Per fold (consecutive blocks of *sizes* rows), quality and cost share of *reference*."""
+    out = []
+    start = 0
+    for size in sizes:
+        block = traces[start : start + size]
+        ref = reference[start : start + size]
+        start += size
+        if not block:
+            continue
+        costs, ref_costs = _costs(block), _costs(ref)
+        share = None
+        if costs is not None and ref_costs is not None and float(ref_costs.mean()) > 0:
+            share = float(costs.mean() / ref_costs.mean())
+        out.append(FoldFigure(len(block), float(np.mean([t.score for t in block])), share))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     """One strategy's numbers on one set of rows."""
 
@@ -109,6 +141,21 @@ class Summary:
     vs_reference_cost: Interval | None = None
     win: str | None = None
     note: str = ""
+    #: Per fold, when the rows were reported fold by fold (the spread of the pooled figures).
+    folds: tuple[FoldFigure, ...] = ()
+
+    def spread(self) -> tuple[tuple[float, float], tuple[float, float] | None] | None:
+        """(min, max) of the per-fold quality and cost share; ``None`` with fewer than 2 folds."""
+        if len(self.folds) < 2:
+            return None
+        q = [f.quality for f in self.folds]
+        shares = [f.cost_share for f in self.folds]
+        c = (
+            (min(x for x in shares if x is not None), max(x for x in shares if x is not None))
+            if all(x is not None for x in shares)
+            else None
+        )
+        return (min(q), max(q)), c
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready (``quality``, ``cost_per_query_usd`` and ``cost_share`` at the top)."""
@@ -132,6 +179,7 @@ class Summary:
             "vs_reference_cost_usd": _opt(self.vs_reference_cost),
             "win": self.win,
             "note": self.note,
+            "folds": [f.as_dict() for f in self.folds],
         }
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tierwise.evaluation.dataset import Dataset, DatasetError, ModelResult, Row
+from tierwise.evaluation.dataset import Dataset, DatasetError, Ladder, ModelResult, Row
 from tierwise.pricing import ModelPrices, PriceCatalog, Usage, cost_of
 
 
@@ -168,6 +168,53 @@ def price_dataset(
     return dataset.with_rows(rows).with_notes(*notes), matches
 
 
+#: A model joins an automatic ladder only with a result on at least this share of the rows.
+MIN_COVERAGE = 0.98
+
+
+def priced_ladder(dataset: Dataset) -> tuple[Ladder, str | None]:
+    """The loader's default ladder when every one of its models has a cost, else a ladder of
+    models that do (cheapest, best, and the best in between), with a note saying why.
+
+    A ladder with an unpriced model gives every cascade an unknown cost, which is what a user
+    running ``tierwise eval`` without ``--tiers`` least wants. When fewer than two models are
+    priced the default ladder stays, and the note says how to get costs.
+    """
+    default = dataset.default_ladder
+    unpriced = [m for m in default.models if not _priced(dataset, m)]
+    if not unpriced or not dataset.rows:
+        return default, None
+    n = len(dataset.rows)
+    covered = [
+        m for m in dataset.models if sum(m in r.results for r in dataset.rows) >= MIN_COVERAGE * n
+    ]
+    candidates = [m for m in covered if _priced(dataset, m)]
+    if len(candidates) < 2:
+        return default, (
+            f"no price for ladder model(s) {', '.join(unpriced)}: cascade costs are n/a "
+            "(pass --prices FILE with their prices, or --tiers with priced models)"
+        )
+    from tierwise.evaluation.loaders._util import generic_ladder
+
+    quality: dict[str, float] = {}
+    cost: dict[str, float] = {}
+    for m in candidates:
+        got = [r.results[m] for r in dataset.rows if m in r.results]
+        quality[m] = sum(x.score for x in got) / len(got)
+        cost[m] = float(sum(x.cost_usd or 0 for x in got)) / len(got)
+    ladder = generic_ladder(candidates, quality, cost)
+    return ladder, (
+        f"the default ladder {default.format()} has no price for {', '.join(unpriced)}; "
+        f"using the priced ladder {ladder.format()} instead (pass --prices FILE to price the "
+        "default, or --tiers to choose)"
+    )
+
+
+def _priced(dataset: Dataset, model: str) -> bool:
+    """Whether every result *model* has carries a cost."""
+    return all(r.results[model].cost_usd is not None for r in dataset.rows if model in r.results)
+
+
 def _needs(row: Row, model: str) -> bool:
     res = row.results.get(model)
     return res is not None and res.cost_usd is None
@@ -185,4 +232,5 @@ __all__ = [
     "match_prices",
     "normalise_model_name",
     "price_dataset",
+    "priced_ladder",
 ]

@@ -2,7 +2,7 @@
 
 Where the learned router (:mod:`~tierwise.evaluation.learned`) reads only the prompt, the
 verifier reads what the cheap tier actually answered. Per tier below the top, one logistic
-regression over:
+regression over (:mod:`~tierwise.evaluation.verifier_features`):
 
 * TF-IDF of the kind and the end of the prompt (as the router reads it);
 * TF-IDF of the answer, led by tokens for the kind and the normalised answer (``anstoken_B``);
@@ -14,11 +14,13 @@ regression over:
 
 In the cascade it is a validator (:meth:`ResponseVerifier.validator`): the answer passes when
 its predicted probability reaches the tier's threshold, else the cascade climbs one tier. It is
-also the cascade's scorer (:meth:`ResponseVerifier.propose`): kinds with an agreement form start
-one tier below the top (so there is a cheaper tier to agree with), other kinds at the bottom.
-The thresholds are calibrated on a calibration part of the **training** data only: the
-cheapest thresholds whose simulated cascade keeps the top tier's calibration quality (minus a
-tolerance). Saved as JSON, never pickle::
+also the cascade's scorer (:meth:`ResponseVerifier.propose`): it says where each kind starts.
+By default kinds with an agreement form start one tier below the top (so there is a cheaper
+tier to agree with), other kinds at the bottom; a verifier calibrated per source carries a start
+tier and thresholds for each source (``groups``: kind → source, ``settings``: source → start and
+thresholds). Probabilities may pass through a monotone isotonic map per tier (``calibrators``).
+How it is trained and calibrated — by cross-validation inside the training rows — is
+:mod:`~tierwise.evaluation.verifier_train`. Saved as JSON, never pickle::
 
     verifier = ResponseVerifier.train(train_rows, ladder, formats, threshold=0.5)
     data = verifier.to_json()
@@ -29,10 +31,7 @@ scikit-learn and numpy are needed (the ``eval`` extra).
 
 from __future__ import annotations
 
-import ast
-import itertools
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,147 +39,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tierwise.cascade.result import Verdict
-from tierwise.cascade.validators import BaseValidator, ValidationContext, normalise_answer
+from tierwise.cascade.validators import BaseValidator, ValidationContext
 from tierwise.errors import BudgetExceededError, ProviderError
+from tierwise.evaluation.calibration import OTHER, CascadeArrays, Isotonic, Setting, apply_maps
 from tierwise.evaluation.dataset import DatasetError, Ladder, Row
-from tierwise.evaluation.learned import (
-    FloatArray,
-    IntArray,
-    TextFeatures,
-    _fit_logistic,
-    _stratified_split,
-    cheapest_meeting,
-    router_text,
+from tierwise.evaluation.learned import FloatArray, IntArray, TextFeatures, router_text, tier_costs
+from tierwise.evaluation.verifier_features import (
+    AGREEMENT,
+    DENSE,
+    FeatureCache,
+    answer_of,
+    dense_features,
+    response_text,
+    tier_features,
 )
 
 if TYPE_CHECKING:
+    from tierwise.evaluation.calibration import Objective
+    from tierwise.evaluation.verifier_train import VerifierCalibration
     from tierwise.task import Task
 
-FORMAT = "tierwise-response-verifier/1"
-#: Only the end of long answers is read (the final answer sits there).
-MAX_RESPONSE_CHARS = 3000
-#: Answer forms that agreement compares, by the dataset's answer format.
-AGREEMENT = {"choice": "choice", "number": "number"}
-#: Dense features after the two TF-IDF blocks (see :func:`dense_features`).
-DENSE = (
-    "has_answer",
-    "has_cheaper",
-    "agrees_all",
-    "agree_share",
-    "log_length",
-    "log_prompt_length",
-    "log_lines",
-    "log_calculator_notes",
-    "calculator_notes_check",
-    "log_prompt_numbers",
-    "prompt_numbers_used",
-    "final_is_integer",
-    "final_in_prompt",
-    "log_final_magnitude",
-)
-#: Threshold grid the calibration searches (per tier below the top).
-GRID = tuple(float(x) for x in np.round(np.linspace(0.0, 1.0, 41), 3))
-
-
-def answer_of(text: str, fmt: str) -> str | None:
-    """The normalised answer of *text* for a dataset answer format, or ``None``.
-
-    ``choice`` → the option letter, ``number`` → the number, ``code`` → ``"code"`` when it
-    parses and defines a top-level function, anything else → ``"text"`` when not empty.
-    """
-    mode = AGREEMENT.get(fmt)
-    if mode is not None:
-        found = normalise_answer(text, mode)  # type: ignore[arg-type]
-        return None if found is None else found[1]
-    if fmt == "code":
-        from tierwise.evaluation.checks import extract_code
-
-        try:
-            tree = ast.parse(extract_code(text))
-        except (SyntaxError, ValueError):
-            return None
-        defines = any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) for n in tree.body)
-        return "code" if defines else None
-    return "text" if text.strip() else None
-
-
-def response_text(kind: str, answer: str | None, response: str) -> str:
-    """What the verifier's answer TF-IDF reads: kind and answer tokens, then the answer's end."""
-    safe_kind = "".join(c if c.isalnum() else "_" for c in kind)
-    safe_answer = "".join(c if c.isalnum() else "_" for c in (answer or "none"))[:20]
-    return f"kindtoken_{safe_kind} anstoken_{safe_answer} {response[-MAX_RESPONSE_CHARS:]}"
-
-
-def dense_features(
-    answer: str | None, response: str, cheaper: Sequence[str | None], prompt: str = ""
-) -> list[float]:
-    """The :data:`DENSE` features of one answer, given the cheaper tiers' answers (if asked).
-
-    Besides format and agreement, a few numeric signals of worked answers: how many lines and
-    calculator notes it has, whether its calculator notes check out, how many of the prompt's
-    numbers it uses, and whether its final number is an integer or one of the prompt's own.
-    """
-    from tierwise.evaluation.checks import arithmetic
-
-    agree = [answer is not None and a == answer for a in cheaper]
-    prompt_numbers = set(_NUMBER.findall(prompt.replace(",", "")))
-    answer_numbers = set(_NUMBER.findall(response.replace(",", "")))
-    final = _final_number(response)
-    return [
-        1.0 if answer is not None else 0.0,
-        1.0 if cheaper else 0.0,
-        1.0 if cheaper and all(agree) else 0.0,
-        sum(agree) / len(agree) if cheaper else 0.0,
-        math.log1p(len(response)) / 10.0,
-        math.log1p(len(prompt)) / 10.0,
-        math.log1p(response.count("\n")) / 5.0,
-        math.log1p(response.count("<<")) / 3.0,
-        1.0 if "<<" in response and arithmetic(response)[0] else 0.0,
-        math.log1p(len(prompt_numbers)) / 3.0,
-        len(prompt_numbers & answer_numbers) / len(prompt_numbers) if prompt_numbers else 0.0,
-        1.0 if final is not None and final == int(final) else 0.0,
-        1.0 if final is not None and _plain(final) in prompt_numbers else 0.0,
-        math.log1p(abs(final)) / 10.0 if final is not None else 0.0,
-    ]
-
-
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-def _final_number(text: str) -> float | None:
-    from tierwise.cascade.validators import extract_number
-
-    found = extract_number(text)
-    if found is None:
-        return None
-    value = float(found)
-    return value if math.isfinite(value) and abs(value) < 1e15 else None
-
-
-def _plain(x: float) -> str:
-    return str(int(x)) if x == int(x) and abs(x) < 1e15 else str(x)
-
-
-@dataclass(frozen=True, slots=True)
-class VerifierCalibration:
-    """How the thresholds were chosen, on the calibration rows."""
-
-    rows: int
-    thresholds: tuple[float, ...]
-    quality: float
-    cost: float
-    target_quality: float
-    top_cost: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "thresholds": list(self.thresholds),
-            "quality": self.quality,
-            "cost": self.cost,
-            "target_quality": self.target_quality,
-            "top_cost": self.top_cost,
-        }
+FORMAT = "tierwise-response-verifier/2"
+#: Saved verifiers this version reads (version 1 had one threshold per tier and no groups).
+READS = ("tierwise-response-verifier/1", FORMAT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +81,11 @@ class ResponseVerifier:
         formats: answer format per kind (``choice``, ``number``, ``code``, ``text``).
         prompt_features / response_features: the two TF-IDF transforms.
         coef / intercept: one logistic regression per tier below the top.
-        thresholds: per tier below the top, the probability an answer needs to pass.
+        thresholds: per tier below the top, the probability an answer needs to pass (kinds
+            without a setting of their own, starting where :meth:`rule_start` says).
+        groups: kind → source group with its own setting in *settings*.
+        settings: group → (start tier index, one threshold per tier below the top).
+        calibrators: one isotonic map per tier below the top, applied to every probability.
     """
 
     def __init__(
@@ -214,6 +99,9 @@ class ResponseVerifier:
         intercept: FloatArray,
         thresholds: Sequence[float],
         *,
+        groups: Mapping[str, str] | None = None,
+        settings: Mapping[str, Setting] | None = None,
+        calibrators: Sequence[Isotonic] | None = None,
         calibration: VerifierCalibration | None = None,
     ) -> None:
         width = len(prompt_features.vocabulary) + len(response_features.vocabulary) + len(DENSE)
@@ -222,6 +110,11 @@ class ResponseVerifier:
             raise ValueError("coefficients do not match the tiers and the vocabularies")
         if len(thresholds) != judged:
             raise ValueError(f"need {judged} thresholds (one per tier below the top)")
+        for group, (start, ts) in (settings or {}).items():
+            if not 0 <= start < max(judged, 1) or len(ts) != judged:
+                raise ValueError(f"setting of {group!r} does not fit a {len(tiers)}-tier ladder")
+        if calibrators is not None and len(calibrators) != judged:
+            raise ValueError(f"need {judged} calibrators (one per tier below the top)")
         self.tiers = tuple(tiers)
         self.models = tuple(models)
         self.formats = dict(formats)
@@ -230,25 +123,76 @@ class ResponseVerifier:
         self.coef = coef
         self.intercept = intercept
         self.thresholds = tuple(float(t) for t in thresholds)
+        self.groups = dict(groups or {})
+        self.settings: dict[str, Setting] = {
+            g: (int(s), tuple(float(t) for t in ts)) for g, (s, ts) in (settings or {}).items()
+        }
+        self.calibrators = tuple(calibrators) if calibrators is not None else None
         self.calibration = calibration
 
     def __repr__(self) -> str:
+        per = f", {len(self.settings)} source settings" if self.settings else ""
         return (
             f"ResponseVerifier(tiers={'/'.join(self.tiers)}, thresholds="
-            f"{'/'.join(f'{t:.3f}' for t in self.thresholds)})"
+            f"{'/'.join(f'{t:.3f}' for t in self.thresholds)}{per})"
         )
 
-    # -- where a kind starts, what agreement it uses ----------------------------------------
+    @classmethod
+    def train(
+        cls,
+        rows: Sequence[Row],
+        ladder: Ladder,
+        formats: Mapping[str, str],
+        *,
+        threshold: float,
+        calibration: Sequence[Row] | None = None,
+        objective: Objective | None = None,
+        folds: int | None = None,
+        seed: int = 0,
+        c: float = 0.5,
+        tolerance: float = 0.01,
+    ) -> ResponseVerifier:
+        """Fit on *rows* and calibrate by cross-validation inside them (or on *calibration*
+        rows when given); see :func:`~tierwise.evaluation.verifier_train.train_verifier`."""
+        from tierwise.evaluation.calibration import CV_FOLDS, Objective
+        from tierwise.evaluation.verifier_train import train_verifier
+
+        return train_verifier(
+            rows,
+            ladder,
+            formats,
+            threshold=threshold,
+            calibration=calibration,
+            objective=objective or Objective(tolerance=tolerance),
+            folds=folds or CV_FOLDS,
+            seed=seed,
+            c=c,
+        )
+
+    # -- where a kind starts, what agreement it uses, what it must reach --------------------
 
     def mode(self, kind: str) -> str | None:
         """The agreement form of *kind* (``choice``/``number``), or ``None``."""
         return AGREEMENT.get(self.formats.get(kind, "text"))
 
-    def start_index(self, kind: str) -> int:
+    def rule_start(self, kind: str) -> int:
         """Kinds with an agreement form start one below the top on ladders of 3+; else bottom."""
         if len(self.tiers) >= 3 and self.mode(kind) is not None:
             return len(self.tiers) - 2
         return 0
+
+    def setting(self, kind: str) -> Setting:
+        """The start tier index and thresholds *kind* runs with."""
+        found = self.settings.get(self.groups.get(kind, OTHER))
+        return found if found is not None else (self.rule_start(kind), self.thresholds)
+
+    def start_index(self, kind: str) -> int:
+        """The tier index *kind* starts at."""
+        return self.setting(kind)[0]
+
+    def threshold(self, kind: str, index: int) -> float:
+        """The probability tier *index*'s answer to *kind* needs to pass."""
+        return self.setting(kind)[1][index]
 
     def propose(self, task: Task) -> str | None:
         """The cascade's scorer hook: the tier *task* starts at."""
@@ -282,154 +226,66 @@ class ResponseVerifier:
         dense = [dense_features(answer, response, others, prompt)]
         x = self._matrix([kind], [prompt], [response_text(kind, answer, response)], dense)
         z = float((x @ self.coef[index])[0]) + float(self.intercept[index])
-        return 1.0 / (1.0 + math.exp(-z))
+        p = 1.0 / (1.0 + math.exp(-z))
+        if self.calibrators is not None:
+            p = float(self.calibrators[index](np.array([p]))[0])
+        return p
 
-    def probabilities_for(self, rows: Sequence[Row]) -> FloatArray:
-        """Per row and tier below the top, ``P(correct)`` of the recorded answer (agreement
-        features from the cheaper tiers' recorded answers, as the cascade would ask them)."""
+    def raw_probabilities_for(
+        self, rows: Sequence[Row], cache: FeatureCache | None = None
+    ) -> FloatArray:
+        """Per row and tier below the top, the regression's ``P(correct)`` of the recorded answer
+        before any calibrator (agreement features from the cheaper tiers' recorded answers, as
+        the cascade would ask them)."""
         out = np.zeros((len(rows), len(self.tiers) - 1))
         for i in range(len(self.tiers) - 1):
-            kinds, prompts, texts, dense = _features(rows, self.models, self.formats, i, self)
+            asks = [self.asks_cheaper(r.kind, i) for r in rows]
+            kinds, prompts, texts, dense = tier_features(
+                rows, self.models, self.formats, i, asks, cache
+            )
             x = self._matrix(kinds, prompts, texts, dense)
             z = np.asarray(x @ self.coef[i]).ravel() + self.intercept[i]
             out[:, i] = 1.0 / (1.0 + np.exp(-z))
         return out
 
-    # -- simulation and calibration ---------------------------------------------------------
+    def probabilities_for(self, rows: Sequence[Row]) -> FloatArray:
+        """:meth:`raw_probabilities_for`, through the calibrators when there are any."""
+        raw = self.raw_probabilities_for(rows)
+        return apply_maps(raw, self.calibrators) if self.calibrators is not None else raw
+
+    # -- simulation -------------------------------------------------------------------------
+
+    def arrays(self, rows: Sequence[Row], probs: FloatArray) -> CascadeArrays:
+        """The recorded scores, costs and asks of *rows* with the given probabilities."""
+        scores = np.array([[r.results[m].score for m in self.models] for r in rows], dtype=float)
+        asks = np.array(
+            [[self.asks_cheaper(r.kind, i) for i in range(len(self.tiers) - 1)] for r in rows],
+            dtype=bool,
+        ).reshape(len(rows), len(self.tiers) - 1)
+        return CascadeArrays(scores, tier_costs(rows, self.models), probs, asks)
 
     def simulate(
         self,
         rows: Sequence[Row],
         probs: FloatArray,
         thresholds: Sequence[float] | None = None,
-        *,
-        pass_threshold: float = 0.5,
     ) -> Simulation:
         """The verifier cascade on recorded rows: what each row would score and cost.
 
-        Mirrors the replayed cascade: start at :meth:`start_index`, pay the tier's answer and,
+        Mirrors the replayed cascade: start at the kind's start tier, pay the tier's answer and,
         when :meth:`asks_cheaper`, every cheaper tier's; accept at ``P ≥ threshold``; the top
-        tier is accepted unchecked. Quality is the recorded score (≥ *pass_threshold* counts
-        as 1 for binary sets; graded scores are kept as they are).
+        tier is accepted unchecked. *thresholds* replaces every kind's setting with the rule's
+        start and these thresholds.
         """
-        del pass_threshold  # scores are used as recorded
-        ts = self.thresholds if thresholds is None else tuple(thresholds)
-        top = len(self.tiers) - 1
-        scores = np.array([[r.results[m].score for m in self.models] for r in rows], dtype=float)
-        costs = _costs(rows, self.models)
-        quality = np.zeros(len(rows))
-        cost = np.zeros(len(rows))
-        tier = np.zeros(len(rows), dtype=int)
-        for j, r in enumerate(rows):
-            spent = 0.0
-            for i in range(self.start_index(r.kind), top + 1):
-                spent += costs[j, i]
-                if i == top:
-                    break
-                if self.asks_cheaper(r.kind, i):
-                    spent += float(costs[j, :i].sum())
-                if probs[j, i] >= ts[i]:
-                    break
-            quality[j], cost[j], tier[j] = scores[j, i], spent, i
-        return Simulation(quality, cost, tier)
-
-    def calibrate(self, rows: Sequence[Row], tolerance: float) -> None:
-        """Choose the thresholds: the cheapest whose simulated calibration quality is at least
-        the top tier's minus *tolerance*; when none is, the best quality."""
-        if not rows:
-            return
-        probs = self.probabilities_for(rows)
-        top_scores = np.array([r.results[self.models[-1]].score for r in rows], dtype=float)
-        top_cost = float(_costs(rows, self.models)[:, -1].mean())
-        target = float(top_scores.mean()) - tolerance
-        judged = len(self.tiers) - 1
-        grid = (
-            itertools.product(GRID, repeat=judged) if judged <= 2 else ((t,) * judged for t in GRID)
-        )
-
-        def outcome(ts: tuple[float, ...]) -> tuple[tuple[float, ...], float, float]:
-            sim = self.simulate(rows, probs, ts)
-            return ts, float(sim.quality.mean()), float(sim.cost.mean())
-
-        picked = cheapest_meeting((outcome(ts) for ts in grid), target, tie=1e-15)
-        self.thresholds = picked[0]
-        self.calibration = VerifierCalibration(
-            rows=len(rows),
-            thresholds=picked[0],
-            quality=picked[1],
-            cost=picked[2],
-            target_quality=target,
-            top_cost=top_cost,
-        )
-
-    # -- training ---------------------------------------------------------------------------
-
-    @classmethod
-    def train(
-        cls,
-        rows: Sequence[Row],
-        ladder: Ladder,
-        formats: Mapping[str, str],
-        *,
-        threshold: float,
-        calibration: Sequence[Row] | None = None,
-        calibration_fraction: float = 0.25,
-        seed: int = 0,
-        c: float = 0.5,
-        tolerance: float = 0.01,
-    ) -> ResponseVerifier:
-        """Fit on *rows* and calibrate the thresholds on *calibration* (default: a seeded part
-        of *rows*, stratified by kind, left out of the fit).
-
-        Raises:
-            DatasetError: fewer than 20 rows with prompt text and every non-top tier's answer.
-        """
-        below = ladder.models[:-1]
-
-        def usable(r: Row) -> bool:
-            return (
-                bool(r.prompt)
-                and all(m in r.results and r.results[m].response is not None for m in below)
-                and ladder.models[-1] in r.results
-            )
-
-        good = [r for r in rows if usable(r)]
-        if len(good) < 20:
-            raise DatasetError(
-                "a response verifier needs prompt text and the answers of every tier below the "
-                f"top; {len(good)} usable training rows"
-            )
-        if calibration is None:
-            fit_rows, cal_rows = _stratified_split(good, calibration_fraction, seed)
+        if thresholds is None:
+            picked = [self.setting(r.kind) for r in rows]
         else:
-            fit_rows, cal_rows = good, [r for r in calibration if usable(r)]
-        kinds = sorted({r.kind for r in good})
-        fmts = {k: formats.get(k, "text") for k in kinds}
-        prompt_features = TextFeatures.fit([router_text(r.kind, r.prompt) for r in fit_rows])
-        texts: list[str] = []
-        for i in range(len(below)):
-            texts.extend(_features(fit_rows, ladder.models, fmts, i, None)[2])
-        response_features = TextFeatures.fit(texts)
-        width = len(prompt_features.vocabulary) + len(response_features.vocabulary) + len(DENSE)
-        coef = np.zeros((len(below), width))
-        intercept = np.zeros(len(below))
-        verifier = cls(
-            ladder.tiers,
-            ladder.models,
-            fmts,
-            prompt_features,
-            response_features,
-            coef,
-            intercept,
-            [0.5] * len(below),
-        )
-        for i, model in enumerate(below):
-            kinds_i, prompts, rtexts, dense = _features(fit_rows, ladder.models, fmts, i, verifier)
-            x = verifier._matrix(kinds_i, prompts, rtexts, dense)
-            y = np.array([r.results[model].score >= threshold for r in fit_rows], dtype=int)
-            coef[i], intercept[i] = _fit_logistic(x, y, c, seed)
-        verifier.calibrate(cal_rows, tolerance)
-        return verifier
+            fixed = tuple(float(t) for t in thresholds)
+            picked = [(self.rule_start(r.kind), fixed) for r in rows]
+        start = np.array([s for s, _ in picked], dtype=np.int64)
+        ts = np.array([t for _, t in picked], dtype=float).reshape(len(rows), len(self.tiers) - 1)
+        quality, cost, tier = self.arrays(rows, probs).run(start, ts)
+        return Simulation(quality, cost, tier)
 
     # -- the cascade validator --------------------------------------------------------------
 
@@ -451,6 +307,13 @@ class ResponseVerifier:
             "models": list(self.models),
             "formats": self.formats,
             "thresholds": list(self.thresholds),
+            "groups": self.groups,
+            "settings": {
+                g: {"start": s, "thresholds": list(ts)} for g, (s, ts) in self.settings.items()
+            },
+            "calibrators": (
+                [m.as_dict() for m in self.calibrators] if self.calibrators is not None else None
+            ),
             "dense": list(DENSE),
             "prompt": {
                 "vocabulary": vocab(self.prompt_features),
@@ -474,8 +337,10 @@ class ResponseVerifier:
         Raises:
             DatasetError: the data is not a tierwise response verifier.
         """
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        if not isinstance(data, dict) or data.get("format") not in READS:
             raise DatasetError(f"not a tierwise response verifier (expected format {FORMAT!r})")
+        from tierwise.evaluation.verifier_train import VerifierCalibration
+
         try:
             if list(data["dense"]) != list(DENSE):
                 raise ValueError(f"dense features {data['dense']} are not {list(DENSE)}")
@@ -487,6 +352,7 @@ class ResponseVerifier:
                     (int(d["ngram_range"][0]), int(d["ngram_range"][1])),
                 )
 
+            maps = data.get("calibrators")
             cal = data.get("calibration")
             return cls(
                 data["tiers"],
@@ -497,11 +363,17 @@ class ResponseVerifier:
                 np.asarray(data["coef"], dtype=float),
                 np.asarray(data["intercept"], dtype=float),
                 data["thresholds"],
-                calibration=(
-                    VerifierCalibration(**{**cal, "thresholds": tuple(cal["thresholds"])})
-                    if isinstance(cal, dict)
+                groups={str(k): str(v) for k, v in data.get("groups", {}).items()},
+                settings={
+                    str(g): (int(v["start"]), tuple(v["thresholds"]))
+                    for g, v in data.get("settings", {}).items()
+                },
+                calibrators=(
+                    [Isotonic(tuple(m["x"]), tuple(m["y"])) for m in maps]
+                    if maps is not None
                     else None
                 ),
+                calibration=VerifierCalibration.from_dict(cal) if isinstance(cal, dict) else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DatasetError(
@@ -525,7 +397,7 @@ class VerifierValidator(BaseValidator):
         v = self.verifier
         index = v.tiers.index(ctx.tier)
         p = v.probability(index, ctx.task.kind, ctx.task.prompt, output, cheaper)
-        threshold = v.thresholds[index]
+        threshold = v.threshold(ctx.task.kind, index)
         agreed = ""
         if cheaper:
             fmt = v.formats.get(ctx.task.kind, "text")
@@ -577,46 +449,10 @@ class VerifierValidator(BaseValidator):
         return self._judge(output, ctx, cheaper)
 
 
-def _features(
-    rows: Sequence[Row],
-    models: Sequence[str],
-    formats: Mapping[str, str],
-    index: int,
-    verifier: ResponseVerifier | None,
-) -> tuple[list[str], list[str], list[str], list[list[float]]]:
-    """Kinds, prompts, answer texts and dense features of tier *index*'s recorded answers."""
-    kinds, prompts, texts, dense = [], [], [], []
-    model = models[index]
-    for r in rows:
-        fmt = formats.get(r.kind, "text")
-        response = r.results[model].response or ""
-        answer = answer_of(response, fmt)
-        asks = (
-            verifier.asks_cheaper(r.kind, index)
-            if verifier is not None
-            else index > 0 and fmt in AGREEMENT
-        )
-        cheaper = (
-            [answer_of(r.results[m].response or "", fmt) for m in models[:index]] if asks else []
-        )
-        kinds.append(r.kind)
-        prompts.append(r.prompt or "")
-        texts.append(response_text(r.kind, answer, response))
-        dense.append(dense_features(answer, response, cheaper, r.prompt or ""))
-    return kinds, prompts, texts, dense
-
-
-def _costs(rows: Sequence[Row], models: Sequence[str]) -> FloatArray:
-    from tierwise.evaluation.learned import tier_costs
-
-    return tier_costs(rows, models)
-
-
 __all__ = [
     "FORMAT",
     "ResponseVerifier",
     "Simulation",
-    "VerifierCalibration",
     "VerifierValidator",
     "answer_of",
     "dense_features",

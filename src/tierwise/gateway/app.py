@@ -8,6 +8,8 @@ Endpoints:
 * ``GET /healthz`` — liveness; ``GET /metrics`` — Prometheus text (an admin key when served off
   loopback).
 * ``GET /v1/tierwise/admin/status`` — policy revision, ladder, key mode (admin key).
+* ``POST /v1/tierwise/admin/reload`` — read the policy file again (admin key); a broken file
+  keeps the old policy (400 with the reason). ``SIGHUP`` does the same.
 
 Status codes, in the caller's error shape: 400 malformed JSON / wrong types / missing fields /
 bad ``x-tierwise-*`` headers (the message names the field); 401 missing or wrong key; 404
@@ -27,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,7 @@ from starlette.routing import Route
 from tierwise.gateway.call import Call
 from tierwise.gateway.config import GatewayConfig
 from tierwise.gateway.dialects import Dialect, RequestError, error_body
+from tierwise.gateway.logs import RequestLog
 from tierwise.gateway.schema import parse_request
 from tierwise.gateway.service import AUTO_MODEL, GatewayService
 from tierwise.gateway.upstream import upstream_seconds
@@ -48,7 +51,7 @@ from tierwise.gateway.upstream import upstream_seconds
 if TYPE_CHECKING:
     from tierwise.ledger import ApiKey
 
-__all__ = ["ADMIN_PREFIX", "create_app", "create_app_from_env"]
+__all__ = ["ADMIN_PREFIX", "MissingCredentialsError", "create_app", "create_app_from_env"]
 
 #: Every route that changes or reveals the gateway's state lives under this prefix and needs
 #: an admin key (on an anonymous loopback gateway, no key).
@@ -60,6 +63,16 @@ _JSON = "application/json"
 #: Bodies larger than this are decoded and checked in a worker thread (a 10 MB body takes
 #: seconds of CPU that would otherwise hold every other request on the event loop).
 _PARSE_INLINE_BYTES = 256 * 1024
+#: What a refused request's log line calls its error when the refusal has no code of its own.
+_ERROR_NAMES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    408: "body_timeout",
+    413: "too_large",
+    429: "rate_limited",
+}
 _SSE = "text/event-stream"
 
 
@@ -85,15 +98,20 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         )
         from tierwise.gateway.metrics import GatewayMetrics
         from tierwise.gateway.recorder import GroupCommitLedger
+        from tierwise.gateway.reload import load_or_last_good
         from tierwise.gateway.schema import request_adapter
         from tierwise.gateway.upstream import UpstreamPool
         from tierwise.ledger import open_ledger
 
-        policy = cfg.load_policy()
+        ledger = open_ledger(cfg.resolved_ledger_url())
+        try:
+            policy = load_or_last_good(cfg, ledger)
+        except BaseException:
+            ledger.close()
+            raise
         for dialect in ("anthropic", "openai"):  # compile the request checks before serving
             request_adapter(dialect)
         env = cfg.environ()
-        ledger = open_ledger(cfg.resolved_ledger_url())
         recorder = GroupCommitLedger(ledger)
         tls = upstream_ssl_context(cfg.upstream_ca_file)
         transport: Transport = (
@@ -102,6 +120,13 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             else FastTransport(max_idle_per_origin=cfg.max_connections, ssl_context=tls)
         )
         pool = UpstreamPool(policy, transport, env)
+        missing = pool.missing_keys()
+        if missing and not cfg.allow_missing_keys:
+            await transport.aclose()
+            ledger.close()
+            raise MissingCredentialsError(missing)
+        for tier, why in missing.items():
+            log.warning("tier %s is unavailable: %s (started with allow_missing_keys)", tier, why)
         loopback = is_loopback(cfg.host)
         anonymous = _anonymous(cfg, loopback, ledger.has_api_keys(), ledger.url)
         try:
@@ -117,7 +142,11 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             )
             state["service"] = service
             app.state.service = service
-            yield
+            hangup = _on_sighup(service, cfg)
+            try:
+                yield
+            finally:
+                hangup()
         finally:
             state.pop("service", None)
             recorder.close()
@@ -146,7 +175,12 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         return Response(json.dumps(_models(svc, dialect)).encode(), media_type=_JSON)
 
     async def healthz(request: Request) -> Response:
-        return Response(b'{"status":"ok"}', media_type=_JSON)
+        svc = state.get("service")
+        missing = {} if svc is None else svc.pool.missing_keys()
+        if not missing:
+            return Response(b'{"status":"ok"}', media_type=_JSON)
+        body = {"status": "degraded", "unavailable": missing}
+        return Response(json.dumps(body).encode(), media_type=_JSON)
 
     async def metrics(request: Request) -> Response:
         from tierwise.gateway.metrics import CONTENT_TYPE
@@ -160,6 +194,26 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         except RequestError as exc:
             return _error("openai", exc)
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def admin_reload(request: Request) -> Response:
+        from tierwise.gateway.reload import check_policy, reload_policy, restart_workers
+
+        svc = service()
+        try:
+            svc.keys.authorize_admin(request.headers)
+        except RequestError as exc:
+            return _error("openai", exc)
+        if cfg.workers > 1:  # the supervisor restarts every worker; each reads the file
+            policy, problem = check_policy(cfg)
+            if policy is None:
+                body = {"ok": False, "revision": svc.policy.revision, "error": problem}
+                return Response(json.dumps(body).encode(), 400, media_type=_JSON)
+            restart_workers()
+            body = {"ok": True, "revision": policy.revision, "restarting": cfg.workers}
+            return Response(json.dumps(body).encode(), 202, media_type=_JSON)
+        result = reload_policy(svc, cfg)
+        status = 200 if result.ok else 400
+        return Response(json.dumps(result.as_dict()).encode(), status, media_type=_JSON)
 
     async def admin_status(request: Request) -> Response:
         svc = service()
@@ -178,6 +232,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route(f"{ADMIN_PREFIX}/status", admin_status, methods=["GET"]),
+            Route(f"{ADMIN_PREFIX}/reload", admin_reload, methods=["POST"]),
         ],
         lifespan=lifespan,
     )
@@ -188,9 +243,41 @@ def create_app_from_env() -> Starlette:
     import os
 
     from tierwise.gateway.config import CONFIG_ENV
+    from tierwise.gateway.logs import configure_logging
 
     text = os.environ.get(CONFIG_ENV)
-    return create_app(GatewayConfig.from_json(text) if text else GatewayConfig())
+    config = GatewayConfig.from_json(text) if text else GatewayConfig()
+    configure_logging(config.log_level, config.log_format)  # each worker is its own process
+    return create_app(config)
+
+
+class MissingCredentialsError(RuntimeError):
+    """A tier's upstream key is not set, so the gateway refuses to start (one line per tier)."""
+
+    def __init__(self, missing: dict[str, str]) -> None:
+        from tierwise.gateway.upstream import describe_missing
+
+        self.missing = missing
+        super().__init__(describe_missing(missing))
+
+
+def _on_sighup(service: GatewayService, cfg: GatewayConfig) -> Callable[[], None]:
+    """Reload the policy on SIGHUP (when serving in the main thread); returns the undo."""
+    import asyncio
+    import signal
+    import threading
+
+    from tierwise.gateway.reload import reload_policy
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        return lambda: None  # signals reach only the main thread (tests serve from others)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reload_policy, service, cfg)
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo
 
 
 def _anonymous(cfg: GatewayConfig, loopback: bool, has_keys: bool, where: str) -> bool:
@@ -319,12 +406,16 @@ async def _handle(
 ) -> Response:
     started = time.perf_counter()
     upstream = upstream_seconds()
+    entry = RequestLog(dialect, request.url.path)
+    call: Call | None = None
     route = "other"
     status = 500
+    streaming = False
     svc.metrics.in_flight.inc()
     try:
         try:
             key = svc.keys.authenticate(request.headers)
+            entry.key = None if key is None else key.name
             raw = await _read_body(request, cfg.max_body_bytes, cfg.body_timeout_s)
             headers = request.headers
             if len(raw) > _PARSE_INLINE_BYTES:  # decoding a big body must not stall the loop
@@ -333,18 +424,23 @@ async def _handle(
                 )
             else:
                 call = _prepare(svc, dialect, raw, headers, key, started, upstream)
+            call.log = entry
+            entry.task_id, entry.route, entry.kind = call.task.id, call.route, call.task.kind
             route = call.route
             reply = await svc.serve(call)
         except RequestError as exc:
             status = exc.status
+            entry.error = entry.error or exc.code or _ERROR_NAMES.get(status, "request_error")
             return _error(dialect, exc)
-        except Exception:
+        except Exception as exc:
             log.exception("unexpected error serving %s", request.url.path)
+            entry.error = type(exc).__name__
             return _error(dialect, RequestError("internal gateway error", status=500))
         status = reply.status
         if reply.stream is not None:
+            streaming = True
             return StreamingResponse(
-                reply.stream,
+                _logged(reply.stream, entry, started, call),
                 status_code=reply.status,
                 headers={**reply.headers, "cache-control": "no-cache"},
                 media_type=_SSE,
@@ -355,3 +451,21 @@ async def _handle(
     finally:
         svc.metrics.in_flight.dec()
         svc.metrics.requests.labels(dialect, route, str(status)).inc()
+        if not streaming:  # a stream's line is written when the stream ends
+            overhead = None if call is None else call.overhead_s()
+            entry.write(status, time.perf_counter() - started, overhead)
+
+
+async def _logged(
+    stream: AsyncIterator[bytes], entry: RequestLog, started: float, call: Call | None
+) -> AsyncIterator[bytes]:
+    """Relay *stream*, then write the request's log line (however the stream ended)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    except BaseException as exc:
+        entry.error = entry.error or type(exc).__name__
+        raise
+    finally:
+        overhead = None if call is None else call.overhead_s()
+        entry.write(200, time.perf_counter() - started, overhead)

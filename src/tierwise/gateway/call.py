@@ -6,17 +6,49 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from tierwise.cascade.runner import Pin
+from tierwise.cascade.runner import Cascade, Pin
 from tierwise.gateway.dialects import Dialect
+from tierwise.gateway.logs import RequestLog
+from tierwise.gateway.upstream import UpstreamPool
 from tierwise.task import Task
 
-__all__ = ["Call", "Reply", "Route"]
+if TYPE_CHECKING:
+    from tierwise.gateway.recorder import GroupCommitLedger
+    from tierwise.policy import Policy
+
+__all__ = ["Call", "Reply", "Route", "Routing"]
 
 #: How the model name was read: ``tierwise/auto``, ``tierwise/<kind>``, a concrete model id, or
 #: ``tierwise/plan-execute`` (plan-execute-review).
 Route = Literal["auto", "kind", "model", "plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Everything a policy decides, swapped as one value when the policy is reloaded.
+
+    A request takes the routing in force when it arrives and keeps it to the end, so a reload
+    never mixes two policies within one request.
+    """
+
+    policy: Policy
+    pool: UpstreamPool
+    cascade: Cascade
+    validator_names: frozenset[str]
+    dialects: frozenset[Dialect]
+
+    @classmethod
+    def build(cls, policy: Policy, pool: UpstreamPool, recorder: GroupCommitLedger) -> Routing:
+        """The routing of *policy* over *pool*, recording through *recorder*."""
+        return cls(
+            policy=policy,
+            pool=pool,
+            cascade=Cascade(policy, providers=pool, ledger=recorder),
+            validator_names=frozenset(policy.model.validators),
+            dialects=frozenset(p.dialect for t in policy.ladder for _, p in pool.for_tier(t)),
+        )
 
 
 @dataclass(slots=True)
@@ -35,12 +67,16 @@ class Call:
     limits: dict[str, Decimal]
     started: float
     upstream: list[float]
+    #: The policy in force when the request arrived (kept to its end, whatever reloads).
+    routing: Routing
     kind_fallback: str | None = None
     target_model: str | None = None
     #: The concrete model to call (``route == "model"``), resolved before anything is sent.
     pin: Pin | None = None
     #: The caller's body translated for the other dialect, built once when first needed.
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The request's log line, filled in as it is served (see :mod:`tierwise.gateway.logs`).
+    log: RequestLog | None = None
 
     def overhead_s(self) -> float:
         """Seconds spent in the gateway so far, upstream waits excluded."""

@@ -47,6 +47,12 @@ class GatewayConfig:
         allow_anonymous: serve requests without a key even off loopback (a warning is logged
             at every start). On loopback a gateway whose ledger has no keys at start serves
             without keys anyway.
+        allow_missing_keys: start even when a tier's upstream key variable is unset, and
+            report that tier unavailable in ``/healthz`` (by default the gateway refuses to
+            start, naming the variable).
+        log_level / log_format: how worker processes configure logging (``text`` or
+            ``json``: one JSON object per line, with the request fields).
+        workers: how many worker processes serve (a reload restarts them all when > 1).
         wait_for_ledger: answer only once the request's ledger rows are committed (default).
             ``False`` answers first and commits a moment later: lower latency, but a crash can
             lose the rows of the last few milliseconds of answers.
@@ -67,6 +73,10 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     wait_for_ledger: bool = True
     allow_anonymous: bool = False
+    allow_missing_keys: bool = False
+    log_level: str = "info"
+    log_format: str = "text"
+    workers: int = 1
     upstream_ca_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -74,10 +84,22 @@ class GatewayConfig:
             raise ValueError(f"upstream_ca_file {self.upstream_ca_file!r} is not a file")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}")
         if self.body_timeout_s <= 0:
             raise ValueError(f"body_timeout_s must be positive, got {self.body_timeout_s}")
         if self.key_cache_s < 0:
             raise ValueError(f"key_cache_s must not be negative, got {self.key_cache_s}")
+
+    def policy_source(self) -> Path | None:
+        """The policy file this config serves (``None`` for an object or the embedded one)."""
+        if self.policy is not None:
+            return self.policy.source
+        path = self.policy_path or os.environ.get("TIERWISE_POLICY")
+        if path:
+            return Path(path).resolve()
+        local = Path("tierwise.toml")
+        return local.resolve() if local.exists() else None
 
     def load_policy(self) -> Policy:
         """The policy to serve (see ``policy`` above for the order)."""
@@ -119,6 +141,10 @@ class GatewayConfig:
                 "host": self.host,
                 "wait_for_ledger": self.wait_for_ledger,
                 "allow_anonymous": self.allow_anonymous,
+                "allow_missing_keys": self.allow_missing_keys,
+                "log_level": self.log_level,
+                "log_format": self.log_format,
+                "workers": self.workers,
                 "upstream_ca_file": self.upstream_ca_file,
             }
         )

@@ -42,12 +42,12 @@ async def serve_plan(service: GatewayService, call: Call) -> Reply:
 
     task = call.task
     goal = task.prompt if not task.system else f"{task.system}\n\n{task.prompt}"
-    runner = PlanRunner(service.cascade, store=service.ledger)
+    runner = PlanRunner(call.routing.cascade, store=service.ledger)
     result = await runner.arun(goal, limits=call.limits or None)
     for task_id in result.task_ids:  # every call of the plan is on disk before the answer
         await service.commit(task_id)
     overhead = call.overhead_s()
-    service.observe(result.attempts, overhead)
+    service.observe(call, result.attempts, overhead)
     headers = service.headers_for(
         call,
         tier=None,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from tierwise.cascade.runner import Cascade, Pin, StreamOpened
 from tierwise.cascade.seams import Failure, RequestBuilder
 from tierwise.errors import TierwiseError
-from tierwise.gateway.call import Call, Reply, Route
+from tierwise.gateway.call import Call, Reply, Route, Routing
 from tierwise.gateway.dialects import Dialect, RequestError
 from tierwise.gateway.errors import failure_error
 from tierwise.gateway.plan import PLAN_KIND, PLAN_MODEL, serve_plan
@@ -97,18 +97,41 @@ class GatewayService:
         wait_for_ledger: bool = True,
         loopback: bool = True,
     ) -> None:
-        self.policy = policy
         #: Whether the gateway is served on loopback only (decided at start).
         self.loopback = loopback
         self.wait_for_ledger = wait_for_ledger
         self.ledger = ledger
         self.recorder = recorder
-        self.pool = pool
         self.keys = keys
         self.metrics = metrics
-        self.cascade = Cascade(policy, providers=pool, ledger=recorder)
-        self.validator_names = frozenset(policy.model.validators)
-        self._dialects = {p.dialect for tier in policy.ladder for _, p in pool.for_tier(tier)}
+        #: The policy in force and what it builds; replaced as one value by :meth:`reload`.
+        self.routing = Routing.build(policy, pool, recorder)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force."""
+        return self.routing.policy
+
+    @property
+    def pool(self) -> UpstreamPool:
+        """The upstream providers of the policy in force."""
+        return self.routing.pool
+
+    @property
+    def cascade(self) -> Cascade:
+        """The cascade of the policy in force."""
+        return self.routing.cascade
+
+    def reload(self, policy: Policy) -> Routing:
+        """Serve *policy* from now on (requests under way finish with the one they started).
+
+        The upstream transport is shared; nothing is closed. Returns the new routing.
+        """
+        pool = UpstreamPool(policy, self.pool.transport, self.pool.env)
+        routing = Routing.build(policy, pool, self.recorder)
+        self.routing = routing  # one assignment: the swap is atomic on the event loop
+        self.metrics.kind_label = policy.kind_label
+        return routing
 
     # -- the task ----------------------------------------------------------------------------
 
@@ -128,6 +151,7 @@ class GatewayService:
             RequestError: a bad or unknown ``x-tierwise-*`` header, an unknown model, or a
                 request that cannot be translated for a tier of the other dialect.
         """
+        routing = self.routing
         for name in headers:
             if name.startswith("x-tierwise-") and name not in REQUEST_HEADERS:
                 known = ", ".join(sorted(REQUEST_HEADERS))
@@ -150,14 +174,14 @@ class GatewayService:
                 param="model" if route == "kind" else None,
             )
         fallback = None
-        if kind is not None and kind not in self.policy.kinds:
+        if kind is not None and kind not in routing.policy.kinds:
             fallback = f"kind {kind!r} is not in the policy; [defaults] applied"
         kind = kind or ("passthrough" if route == "model" else "auto")
 
         session = (headers.get("x-tierwise-session") or "").strip() or None
         if session is not None and not _SESSION.match(session):
             raise RequestError("x-tierwise-session: expected 1-200 visible ASCII characters")
-        validators = self._validators(headers.get("x-tierwise-validators"))
+        validators = _validators(routing, headers.get("x-tierwise-validators"))
         attrs = _attributes(headers.get("x-tierwise-attr"))
 
         if dialect == "anthropic":
@@ -206,6 +230,7 @@ class GatewayService:
             max_tokens=caller_max or 0,
             id=uuid.uuid4().hex,
             metadata={"dialect": dialect, "route": route},
+            key_id=None if key is None else key.id,
         )
         if attrs:  # explicit attributes win over what was read from the text
             task = task.with_(**attrs)
@@ -229,26 +254,14 @@ class GatewayService:
             upstream=upstream,
             kind_fallback=fallback,
             target_model=target,
+            routing=routing,
         )
         if route == "model":
             call.pin = self.resolve_model(call)
         # Translate up front, so an untranslatable request is a 400 before any upstream call.
-        for other in self._dialects - {dialect}:
+        for other in routing.dialects - {dialect}:
             self._body_for(call, other)
         return call
-
-    def _validators(self, header: str | None) -> tuple[str, ...] | None:
-        if not header or not header.strip():
-            return None
-        names = tuple(n.strip() for n in header.split(",") if n.strip())
-        unknown = [n for n in names if n not in self.validator_names]
-        if unknown:
-            allowed = ", ".join(sorted(self.validator_names)) or "(none)"
-            raise RequestError(
-                f"x-tierwise-validators: unknown validator {unknown[0]!r}; only validators the "
-                f"policy defines under [validators] may be named: {allowed}"
-            )
-        return names
 
     def resolve_model(self, call: Call) -> Pin:
         """Where a concrete model id goes: its tier's provider, or an allowed passthrough model.
@@ -262,13 +275,14 @@ class GatewayService:
                 or the gateway cannot price it (it only forwards what it can meter).
         """
         model = call.target_model or ""
-        owner = self.pool.owner_of(model)
+        routing = call.routing
+        owner = routing.pool.owner_of(model)
         if owner is not None:
             return Pin(owner[0], model, owner[1])
-        allowed = self.policy.model.passthrough.models
-        found = self.pool.provider_for_dialect(call.dialect)
+        allowed = routing.policy.model.passthrough.models
+        found = routing.pool.provider_for_dialect(call.dialect)
         if model in allowed and found is not None:
-            if self.cascade.catalog.knows(model, found[1].name):
+            if routing.cascade.catalog.knows(model, found[1].name):
                 return Pin(found[0], model, found[1])
             raise RequestError(
                 f"model {model!r} is allowed by [passthrough] but has no price; add "
@@ -276,7 +290,7 @@ class GatewayService:
                 status=404,
                 param="model",
             )
-        names = [m for m, _ in self.pool.models()] + list(allowed)
+        names = [m for m, _ in routing.pool.models()] + list(allowed)
         raise RequestError(
             f"model {model!r} is not served by this gateway; use {AUTO_MODEL}, "
             f"tierwise/<kind>, or one of: {', '.join(names)} (other models must be listed "
@@ -299,8 +313,8 @@ class GatewayService:
             call.bodies[dialect] = cached
         return cached
 
-    def _provider_of(self, tier: str, model: str) -> RawProvider:
-        entries = self.pool.for_tier(tier)
+    def _provider_of(self, call: Call, tier: str, model: str) -> RawProvider:
+        entries = call.routing.pool.for_tier(tier)
         for m, provider in entries:
             if m == model:
                 return provider
@@ -321,7 +335,7 @@ class GatewayService:
             provider = (
                 pinned.provider
                 if pinned is not None and isinstance(pinned.provider, RawProvider)
-                else self._provider_of(tier.name, model)
+                else self._provider_of(call, tier.name, model)
             )
             body = dict(self._body_for(call, provider.dialect))
             body["model"] = model
@@ -356,9 +370,9 @@ class GatewayService:
             return False
         if call.route == "model":
             return True
-        if self.policy.kind(call.task.kind).stream == "passthrough":
+        if call.routing.policy.kind(call.task.kind).stream == "passthrough":
             return True
-        return not self.cascade.validators_for(call.task)
+        return not call.routing.cascade.validators_for(call.task)
 
     async def serve(self, call: Call) -> Reply:
         """Run *call* through the cascade and answer in the caller's shape.
@@ -378,7 +392,7 @@ class GatewayService:
 
         task = call.task
         try:
-            result = await self.cascade.arun(
+            result = await call.routing.cascade.arun(
                 task,
                 limits=call.limits or None,
                 request_builder=self.request_builder(call),
@@ -390,7 +404,7 @@ class GatewayService:
             await self.commit(task.id)
             raise
         overhead = call.overhead_s()
-        self.observe(result.attempts, overhead)
+        self.observe(call, result.attempts, overhead)
         await self.commit(task.id)
         completion = result.completion
         assert completion is not None
@@ -424,7 +438,7 @@ class GatewayService:
         from tierwise.gateway.streaming import relay
 
         task = call.task
-        items = self.cascade.astream(
+        items = call.routing.cascade.astream(
             task,
             limits=call.limits or None,
             request_builder=self.request_builder(call),
@@ -446,7 +460,10 @@ class GatewayService:
     async def _fail(self, call: Call, exc: TierwiseError) -> NoReturn:
         """Commit a failed task's rows, count them, and raise the caller's error."""
         attempts: Sequence[AttemptRecord] = getattr(exc, "attempts", ())
-        self.observe(attempts, None)
+        self.observe(call, attempts, None)
+        if call.log is not None:
+            last = getattr(exc, "last_error", None)
+            call.log.error = type(last if last is not None else exc).__name__
         await self.commit(call.task.id)
         try:
             error = failure_error(call.task.id, exc)
@@ -514,11 +531,29 @@ class GatewayService:
         """Queue the task's rows for the next commit without waiting (nobody is answered)."""
         self.recorder.flush_later(task_id)
 
-    def observe(self, attempts: Sequence[AttemptRecord], overhead_s: float | None) -> None:
-        """Count a finished request's attempts (and its overhead) in the metrics."""
+    def observe(
+        self, call: Call, attempts: Sequence[AttemptRecord], overhead_s: float | None
+    ) -> None:
+        """Count a finished request's attempts (and its overhead) in the metrics and its log."""
+        if call.log is not None:
+            call.log.attempts = attempts
         self.metrics.observe_attempts(attempts)
         if overhead_s is not None:
             self.metrics.overhead.observe(overhead_s)
+
+
+def _validators(routing: Routing, header: str | None) -> tuple[str, ...] | None:
+    if not header or not header.strip():
+        return None
+    names = tuple(n.strip() for n in header.split(",") if n.strip())
+    unknown = [n for n in names if n not in routing.validator_names]
+    if unknown:
+        allowed = ", ".join(sorted(routing.validator_names)) or "(none)"
+        raise RequestError(
+            f"x-tierwise-validators: unknown validator {unknown[0]!r}; only validators the "
+            f"policy defines under [validators] may be named: {allowed}"
+        )
+    return names
 
 
 def _attributes(header: str | None) -> dict[str, Any]:

@@ -48,7 +48,9 @@ class Committer(Protocol):
 
     def commit_later(self, task_id: str) -> None: ...
 
-    def observe(self, attempts: Sequence[AttemptRecord], overhead_s: float | None) -> None: ...
+    def observe(
+        self, call: Call, attempts: Sequence[AttemptRecord], overhead_s: float | None
+    ) -> None: ...
 
 
 class StreamRelay:
@@ -140,7 +142,9 @@ async def relay(
             if closing:
                 yield closing
         except StreamInterruptedError as exc:
-            service.observe(exc.attempts, call.overhead_s())
+            service.observe(call, exc.attempts, call.overhead_s())
+            if call.log is not None:
+                call.log.error = type(exc.cause).__name__
             await _commit_quietly(service.commit, task_id)
             failed = failure_error(task_id, exc)
             body = error_body(call.dialect, failed.status, failed.message)
@@ -154,7 +158,7 @@ async def relay(
     assert done is not None, "a relay ends with StreamDone or an error"
     result = done.result
     overhead = call.overhead_s()
-    service.observe(result.attempts, overhead)
+    service.observe(call, result.attempts, overhead)
     await _commit_quietly(service.commit, task_id)
     yield trailer(
         task_id, result.tier, result.model, len(result.attempts), result.cost_usd, overhead

@@ -59,6 +59,8 @@ __all__ = [
     "UpstreamPool",
     "UpstreamReply",
     "UpstreamStream",
+    "describe_missing",
+    "missing_keys",
     "upstream_seconds",
 ]
 
@@ -194,6 +196,11 @@ class RawProvider:
 
     def __repr__(self) -> str:  # never the key
         return f"RawProvider({self.name!r}, url={self.url!r})"
+
+    @property
+    def missing_key(self) -> str | None:
+        """The environment variable that should hold this provider's key, when it is unset."""
+        return None if self._api_key else (self._api_key_env or "an API key")
 
     # -- request building ------------------------------------------------------------------------
 
@@ -656,6 +663,37 @@ class UpstreamStream:
         )
 
 
+def _default_key_env(provider: str) -> str:
+    return "ANTHROPIC_API_KEY" if provider == "anthropic" else "OPENAI_API_KEY"
+
+
+def missing_keys(policy: Policy, env: Mapping[str, str]) -> dict[str, str]:
+    """Tier → why it cannot be called (``$VAR is not set``), for tiers none of whose models
+    (primary or alternates) has its key variable set in *env*."""
+    out: dict[str, str] = {}
+    for tier in policy.model.tiers:
+        names = [tier.api_key_env or _default_key_env(tier.provider)]
+        names += [
+            alt.api_key_env or tier.api_key_env or _default_key_env(alt.provider or tier.provider)
+            for alt in tier.alternate_specs()
+        ]
+        if not any(env.get(n) for n in names):
+            out[tier.name] = f"${names[0]} is not set"
+    return out
+
+
+def describe_missing(missing: Mapping[str, str]) -> str:
+    """One line for :func:`missing_keys`'s answer, grouped by variable."""
+    by_why: dict[str, list[str]] = {}
+    for tier, why in missing.items():
+        by_why.setdefault(why, []).append(tier)
+    parts = [f"{why} (tier{'s' if len(t) > 1 else ''} {', '.join(t)})" for why, t in by_why.items()]
+    return (
+        "; ".join(parts) + "; export it, or pass --allow-missing-keys to serve the other tiers "
+        "and report these unavailable in /healthz"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     tier: str
@@ -696,7 +734,7 @@ class UpstreamPool:
         key = (kind, base_url, key_env)
         provider = self._providers.get(key)
         if provider is None:
-            env_name = key_env or ("ANTHROPIC_API_KEY" if kind == "anthropic" else "OPENAI_API_KEY")
+            env_name = key_env or _default_key_env(kind)
             provider = RawProvider(
                 "anthropic" if kind == "anthropic" else "openai",
                 transport=self.transport,
@@ -710,6 +748,10 @@ class UpstreamPool:
     def for_tier(self, tier: str) -> Sequence[tuple[str, RawProvider]]:
         """(model, provider) for a tier, primary first."""
         return self._tiers[tier]
+
+    def missing_keys(self) -> dict[str, str]:
+        """Tier → why it cannot be called, for tiers none of whose models has a key."""
+        return missing_keys(self.policy, self.env)
 
     def owner_of(self, model: str) -> tuple[str, RawProvider] | None:
         """The lowest tier serving *model* (as primary or alternate) and its provider."""

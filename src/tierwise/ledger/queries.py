@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tierwise.ledger.schema import (
+    api_keys,
     attempts,
     budget_counters,
     from_pico,
@@ -168,6 +169,8 @@ def stats(
     the same per kind under ``by_kind``; and per (kind, tier) under ``by_kind_tier`` and per
     tier under ``by_tier``, where ``tasks`` counts tasks that tried the tier, ``escalated`` those
     that went on to a higher tier, and ``escalation_rate`` their ratio.
+    ``by_key`` lists the spend of tasks per gateway key (``key`` is ``None`` for tasks made
+    without one), dearest first.
     ``role`` filters by the task's role (``live``, ``probe``, ``replay``; ``None`` for all);
     validator calls count with the task they were made for.
     """
@@ -338,11 +341,32 @@ def stats(
         escalated_total += escalated
         tried_total += tried
 
+    # spend per gateway key: tasks created in the window, by the key that created them
+    key_rows = conn.execute(
+        sa.select(t.key_id, api_keys.c.name, sa.func.count(), sa.func.sum(t.cost_pusd))
+        .select_from(tasks.outerjoin(api_keys, api_keys.c.id == t.key_id))
+        .where(*task_where)
+        .group_by(t.key_id, api_keys.c.name)
+    ).all()
+    by_key = sorted(
+        (
+            {
+                "key_id": key_id,
+                "key": name if key_id is not None else None,
+                "tasks": int(n),
+                "spend_usd": from_pico(spend),
+            }
+            for key_id, name, n, spend in key_rows
+        ),
+        key=lambda r: (-r["spend_usd"], str(r["key"])),
+    )
+
     return {
         "since": since,
         "until": until,
         "kind": kind,
         "role": role,
+        "by_key": by_key,
         "tasks": sum(e["tasks"] for e in by_kind.values()),
         "attempts": sum(e["attempts"] for e in by_kind.values()),
         "spend_usd": sum((e["spend_usd"] for e in by_kind.values()), Decimal(0)),

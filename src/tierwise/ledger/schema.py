@@ -163,11 +163,14 @@ tasks = sa.Table(
     sa.Column("output_text", sa.Text, nullable=True),
     _ts("created_at"),
     _ts("finished_at", nullable=True),
+    # the gateway key that created the task (its id; never the secret); empty without one
+    sa.Column("key_id", sa.Integer, nullable=True),
     # the plan-execute-review cost tree (migration 0005); NULL outside a plan
     *_plan_columns(),
     sa.Index(None, "kind", "created_at"),
     sa.Index(None, "created_at"),
     sa.Index(None, "session_id"),
+    sa.Index("ix_tasks_key_id_created_at", "key_id", "created_at"),
     sa.Index(None, "plan_id"),
 )
 

@@ -30,6 +30,7 @@ _TASK_COLUMNS = (
     "prompt_text",
     "outcome",
     "created_at",
+    "key_id",
     *_PLAN_COLUMNS,
 )
 _ATTEMPT_KEYS = ("task_id", "attempt_no")

@@ -175,6 +175,21 @@ class Ledger(LedgerCore):
                 .values(policy_json=policy_json, source=source)
             )
 
+    def latest_policy(self, source: str) -> tuple[str, str] | None:
+        """(revision, policy JSON) last recorded for the policy file at *source*, if any.
+
+        What a gateway falls back to when that file has become unreadable.
+        """
+        c = policy_revisions.c
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(c.revision, c.policy_json)
+                .where(c.source == source, c.policy_json.is_not(None))
+                .order_by(c.created_at.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else (str(row[0]), str(row[1]))
+
     def _ensure_revision(self, tx: Tx, revision: str) -> None:
         if revision in self._revisions:  # written and committed by this process already
             return
@@ -274,6 +289,7 @@ class Ledger(LedgerCore):
             "prompt_text": self._redact(task.prompt) if store_content else None,
             "outcome": "running",
             "created_at": now,
+            "key_id": task.key_id,
             **_plan_values(task.plan),
         }
         statement = self._statements().insert_task

@@ -1,10 +1,15 @@
 """RouteLLM's evaluation data (lm-sys/RouteLLM ``routellm/evals``): two models, three benchmarks.
 
 * MMLU: CSVs ``prompt, <weak>, <strong>`` with ``True``/``False`` correctness, one per domain
-  (``mmlu_anatomy.csv``); kind ``mmlu:<domain>``.
+  (``mmlu_anatomy.csv``); kind ``mmlu:<domain>``. No answers are recorded, but RouteLLM's
+  generator (``routellm/evals/mmlu/generate_responses.py``) asked for one new token
+  (``max_new_tokens=1``), so each call is priced as the question's tokens in and one token out;
+  its 5-shot prefix (up to 1,536 tokens) is not in the files, so these costs are a lower bound.
 * GSM8K: a CSV ``prompt, <weak>, <strong>, <weak>_response, <strong>_response``; kind ``gsm8k``.
 * MT-Bench: ``judgements.jsonl`` (GPT-4 judge, score 1–10 per question, turn and model, scaled
-  to 0–1 by /10) with ``question.jsonl`` for the text; kind ``mt-bench:<category>``.
+  to 0–1 by /10) with ``question.jsonl`` for the text; kind ``mt-bench:<category>``. The judge's
+  prompt quotes the answer it graded (and, for turn 2, the whole conversation), so the answer
+  text and its tokens are read from there.
 
 Prompts RouteLLM found overlapping its router training data (``contaminated_prompts.jsonl``,
 ``eval_prompt`` field) are dropped first, as RouteLLM's own evaluator does; an MT-Bench question
@@ -15,8 +20,10 @@ or one level down.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from tierwise.evaluation.dataset import Dataset, DatasetError, Ladder, ModelResult, Row
@@ -31,6 +38,8 @@ from tierwise.evaluation.loaders._util import (
 )
 
 NAME = "routellm"
+#: Tokens RouteLLM's MMLU generator let each model write (``max_new_tokens=1``).
+MMLU_OUTPUT_TOKENS = 1
 _WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 _STRONG = "gpt-4-1106-preview"
 
@@ -126,8 +135,10 @@ def load(path: Path, split: str | None = None) -> Dataset:
     weak, strong = _pair(models)
     notes = [f"contaminated prompts dropped: {dict(sorted(dropped.items()))}"]
     notes.append(
-        "cost: GSM8K from response length / 4 priced by --prices or the catalog; MMLU and "
-        "MT-Bench have no output lengths, so quality only"
+        "cost: tokens (characters / 4) priced by --prices or the catalog; GSM8K and MT-Bench "
+        "from the recorded answers (MT-Bench turn 2 includes turn 1 as input); MMLU as the "
+        "question in and one token out (RouteLLM generated a single token; the 5-shot prefix "
+        "is not recorded, so MMLU costs are a lower bound)"
     )
     formats = {}
     for r in rows:
@@ -172,7 +183,8 @@ def _csv(file: Path, kind: str, bad: set[str]) -> tuple[list[Row], int]:
                 score=1.0 if rec[m] == "True" else 0.0,
                 response=response,
                 input_tokens=estimate_tokens(prompt),
-                output_tokens=estimate_tokens(response),
+                # MMLU answers are one generated token (RouteLLM's max_new_tokens=1).
+                output_tokens=estimate_tokens(response) if kind == "gsm8k" else MMLU_OUTPUT_TOKENS,
             )
         pid = f"{task_kind}/{i}"
         rows.append(Row(pid, prompt, task_kind, results, split=split_of(file), source=kind))
@@ -192,7 +204,7 @@ def _mt_bench(judgement_files: list[Path], bad: set[str]) -> tuple[list[Row], in
                         if line.strip():
                             q = json.loads(line)
                             questions[str(q["question_id"])] = q
-    scores: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
+    scores: dict[tuple[str, int], dict[str, ModelResult]] = defaultdict(dict)
     split = split_of(judgement_files[0])
     for file in judgement_files:
         with file.open(encoding="utf-8") as fh:
@@ -203,7 +215,14 @@ def _mt_bench(judgement_files: list[Path], bad: set[str]) -> tuple[list[Row], in
                 score = float(j["score"])
                 if score < 0:  # FastChat writes -1 when the judge gave no rating
                     continue
-                scores[(str(j["question_id"]), int(j["turn"]))][str(j["model"])] = score / 10
+                turn = int(j["turn"])
+                answer, context = judged_answer(str(j.get("user_prompt") or ""), turn)
+                scores[(str(j["question_id"]), turn)][str(j["model"])] = ModelResult(
+                    score=score / 10,
+                    response=answer,
+                    input_tokens=estimate_tokens(context),
+                    output_tokens=estimate_tokens(answer),
+                )
     rows: list[Row] = []
     dropped_q: set[str] = set()
     for (qid, turn), by_model in sorted(scores.items(), key=lambda kv: (int(kv[0][0]), kv[0][1])):
@@ -216,8 +235,43 @@ def _mt_bench(judgement_files: list[Path], bad: set[str]) -> tuple[list[Row], in
         prompt = turns[turn - 1] if len(turns) >= turn else None
         kind = f"mt-bench:{q.get('category', 'unknown')}"
         results = {
-            m: ModelResult(score=s, input_tokens=estimate_tokens(prompt))
-            for m, s in by_model.items()
+            m: res
+            if res.input_tokens is not None
+            else replace(res, input_tokens=estimate_tokens(prompt))
+            for m, res in by_model.items()
         }
         rows.append(Row(f"mt-bench/{qid}/{turn}", prompt, kind, results, split, "mt-bench"))
     return rows, len(dropped_q)
+
+
+_SINGLE_ANSWER = re.compile(
+    r"\[The Start of Assistant's Answer\]\n(.*?)\n?\[The End of Assistant's Answer\]", re.S
+)
+_CONVERSATION = re.compile(
+    r"<\|The Start of Assistant A's Conversation with User\|>\n(.*?)"
+    r"<\|The End of Assistant A's Conversation with User\|>",
+    re.S,
+)
+_ASSISTANT = "### Assistant A:\n"
+
+
+def judged_answer(judge_prompt: str, turn: int) -> tuple[str | None, str | None]:
+    """The answer an MT-Bench judge graded, and the text the model was given, from the judge's
+    prompt (FastChat's ``single-v1`` / ``single-math-v1`` and their ``-multi-turn`` forms).
+
+    Turn 1: the text between ``[The Start of Assistant's Answer]`` and its end marker; the
+    question is the input. Turn 2: the last ``### Assistant A:`` block of the quoted
+    conversation; the conversation before it (both questions and the first answer) is the
+    input. ``(None, None)`` when the prompt quotes no answer.
+    """
+    if turn <= 1:
+        found = _SINGLE_ANSWER.search(judge_prompt)
+        if found is None:
+            return None, None
+        question = judge_prompt[: found.start()].rsplit("[Question]\n", 1)[-1]
+        return found.group(1).strip(), question.strip()
+    convo = _CONVERSATION.search(judge_prompt)
+    if convo is None or _ASSISTANT not in convo.group(1):
+        return None, None
+    before, _, answer = convo.group(1).rpartition(_ASSISTANT)
+    return answer.strip(), before.strip()
