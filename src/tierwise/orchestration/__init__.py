@@ -29,13 +29,8 @@ from tierwise.orchestration.prompts import (
     REVIEW_SCHEMA,
     Review,
 )
-from tierwise.orchestration.runner import (
-    PLAN_KIND,
-    PlanResult,
-    PlanRunner,
-    PlanStore,
-    SubtaskResult,
-)
+from tierwise.orchestration.result import PlanResult, PlanStore, SubtaskResult
+from tierwise.orchestration.runner import PLAN_KIND, PlanRunner
 from tierwise.orchestration.tree import PlanNode, PlanTree, plan_tree
 
 __all__ = [
