@@ -147,9 +147,11 @@ def cheap_fails(fake_upstream: FakeUpstream) -> FakeUpstream:
     return fake_upstream
 
 
-def _worst(up: FakeUpstream) -> list[Decimal]:
-    """The worst case of each tier's attempt for the task below, climbing from the bottom."""
+def _worst(up: FakeUpstream, *, carry: bool = True) -> list[Decimal]:
+    """The worst case of each tier's attempt for the task below, climbing from the bottom
+    (without *carry*: as if nothing were handed up, a bound below any climbed request's)."""
     from tierwise.cascade.budget import input_token_bound
+    from tierwise.cascade.handoff import HANDOFF_MAX_BYTES
     from tierwise.cascade.seams import default_request_builder
     from tierwise.pricing import PriceCatalog, max_cost
 
@@ -160,7 +162,8 @@ def _worst(up: FakeUpstream) -> list[Decimal]:
         request = default_request_builder(TASK, tier, tier.model, 100, None)
         bound = input_token_bound(request) + carried
         out.append(max_cost(catalog.prices_for(tier.model), input_tokens=bound, max_tokens=100))
-        carried += 100 + 256
+        if carry:
+            carried += 100 + HANDOFF_MAX_BYTES + 8  # the answer, the handoff note, its framing
     return out
 
 
@@ -182,7 +185,7 @@ def test_per_attempt_pays_for_cheap_attempts_then_refuses_the_climb(
     cheap_fails: FakeUpstream,
 ) -> None:
     """The old behaviour, kept as the default: the money can buy nothing."""
-    worst = _worst(cheap_fails)
+    worst = _worst(cheap_fails, carry=False)
     _, outcome = _run(cheap_fails, worst[0] + worst[1] / 2, "per_attempt")
     assert isinstance(outcome, BudgetExceededError)
     assert [a.tier for a in outcome.attempts] == ["cheap"]  # paid for, then refused

@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "orchestration": 7,
     "gateway": 8,
     "demo": 8,
+    "demo_plan": 8,
     "cli": 9,
 }
 SIBLINGS = {("cascade", "ledger"), ("ledger", "cascade")}

@@ -271,6 +271,7 @@ def _task_values(task: Task, at: datetime) -> dict[str, Any]:
         "decision_step": "rule", "decision_rule": "#0", "decision_floor": None,
         "decision_json": "{}", "prompt_sha256": "0" * 64, "prompt_chars": len(task.prompt),
         "prompt_text": task.prompt, "outcome": "running", "created_at": at, "key_id": 7,
+        "plan_id": "p-1", "subtask_id": None, "parent_id": None, "plan_role": "planner",
     }  # fmt: skip
 
 
@@ -286,6 +287,7 @@ def _attempt_values(attempt: Any, at: datetime) -> dict[str, Any]:
         "error_class": None, "escalated_from": None, "stop_reason": "end",
         "output_sha256": "1" * 64, "output_chars": 3, "output_text": "out",
         "started_at": at, "recorded_at": at,
+        "plan_id": "p-1", "subtask_id": "s2", "parent_id": "t-0", "plan_role": "executor",
     }  # fmt: skip
 
 

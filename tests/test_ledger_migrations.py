@@ -133,6 +133,30 @@ def test_downgrade_removes_every_table(ledger_url: str) -> None:
     assert tables & set(metadata.tables) == set()
 
 
+def test_the_plan_tree_migration_keeps_existing_rows_and_reverses(
+    ledger_url: str, raw_sql: Raw, downgrade: Callable[[str, str], None]
+) -> None:
+    """0005 adds NULL plan columns to rows written before it, and its downgrade drops them."""
+    from tierwise.ledger.fixtures import record_task
+
+    with open_ledger(ledger_url) as ledger:
+        task, _ = record_task(ledger)
+    downgrade(ledger_url, "0003")
+    assert "plan_id" not in {c["name"] for c in _columns(ledger_url, "attempts")}
+    open_ledger(ledger_url).close()  # upgraded again on opening
+    rows = raw_sql(ledger_url, "SELECT plan_id, plan_role FROM attempts")
+    assert rows and all(r == (None, None) for r in rows)
+    assert raw_sql(ledger_url, "SELECT id FROM tasks WHERE plan_id IS NULL") == [(task.id,)]
+
+
+def _columns(url: str, table: str) -> list[dict[str, Any]]:
+    engine = _engine(url)
+    try:
+        return list(sa.inspect(engine).get_columns(table))
+    finally:
+        engine.dispose()
+
+
 _OPENER = textwrap.dedent(
     """
     import json, sys

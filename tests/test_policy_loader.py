@@ -277,7 +277,7 @@ tiers = ["cheap", "silver"]
         "validators.agree.tiers[1]",
     }
     assert issues["kinds.k.floor"].endswith("did you mean 'cheap'?")
-    assert "expected 'cheap', 'up' or a tier name (cheap, mid)" in issues["defaults.doubt"]
+    assert "expected 'cheap', 'up', 'judge' or a tier name (cheap, mid)" in issues["defaults.doubt"]
     assert issues["kinds.k.doubt"].endswith("did you mean 'mid'?")
 
 

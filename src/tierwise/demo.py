@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tierwise.policy import Policy
+from tierwise.records import SIDE_ROLES
 from tierwise.task import Task
 
 if TYPE_CHECKING:
@@ -420,7 +421,7 @@ def run_demo(
                 cost += spent
                 wasted += sum((a.cost_usd for a in trail if a.outcome != "accepted"), Decimal(0))
                 attempts += len(trail)
-                if len({a.tier for a in trail if a.role != "validator"}) > 1:
+                if len({a.tier for a in trail if a.role not in SIDE_ROLES}) > 1:
                     summary.escalated += 1
                     escalated += 1
                 if progress:

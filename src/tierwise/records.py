@@ -12,7 +12,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-__all__ = ["AttemptRecord", "Outcome", "Role", "Usage", "Verdict"]
+__all__ = [
+    "SIDE_ROLES",
+    "AttemptRecord",
+    "Outcome",
+    "PlanRef",
+    "PlanRole",
+    "Role",
+    "Usage",
+    "Verdict",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +62,28 @@ class Usage:
 
 
 Outcome = Literal["accepted", "rejected", "error", "partial"]
-Role = Literal["live", "probe", "validator", "replay"]
+#: What an attempt's row is: live traffic, a probe, a replay, or a side call made for a task —
+#: a validator's own model call, or the layer-2 judge asked where the task should go.
+Role = Literal["live", "probe", "validator", "replay", "judge"]
+#: Roles of side calls: priced and recorded with their task, but never a rung of its climb.
+SIDE_ROLES: frozenset[str] = frozenset({"validator", "judge"})
+#: What a call does in a plan-execute-review run (the ``plan_role`` column).
+PlanRole = Literal["planner", "executor", "reviewer", "judge"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRef:
+    """Where a task sits in a plan's cost tree; its attempts carry these in the ledger.
+
+    ``parent_id`` is the id of the task whose result caused this one: the planner's task for a
+    subtask's first execution, the execution a review reviews, the review that sent an
+    execution one tier up (``None`` for the planner itself).
+    """
+
+    plan_id: str
+    plan_role: PlanRole
+    subtask_id: str | None = None
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +126,11 @@ class AttemptRecord:
     stop_reason: str | None = None
     output: str | None = None
     session: str | None = None
+    #: Set for the attempts of a plan-execute-review run (see :class:`PlanRef`).
+    plan_id: str | None = None
+    subtask_id: str | None = None
+    parent_id: str | None = None
+    plan_role: PlanRole | None = None
 
     @property
     def passed(self) -> bool:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal
 
+from tierwise.records import PlanRef
+
 Scope = Literal["single-file", "multi-file", "cross-service"]
 Domain = Literal["docs", "config", "tests", "feature", "security", "schema", "refactor"]
 Ambiguity = Literal["low", "medium", "high"]
@@ -139,6 +141,8 @@ class Task:
     metadata: Mapping[str, str] = field(default_factory=dict)
     #: The id of the gateway key that created the task (never the secret); ``None`` without one.
     key_id: int | None = None
+    #: Set when the task is a planner, executor or reviewer call of a plan (the cost tree).
+    plan: PlanRef | None = None
 
     @classmethod
     def create(
@@ -168,7 +172,7 @@ class Task:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-Step = Literal["frontier", "rule", "doubt", "start", "passthrough"]
+Step = Literal["frontier", "rule", "doubt", "judge", "start", "passthrough"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +180,12 @@ class Decision:
     """Where a task goes and why, as structured data.
 
     ``step`` says which stage decided the base tier: a must-stay-frontier constraint, a rule,
-    the doubt direction (no rule matched), an explicit start tier, or ``passthrough`` (a
-    concrete model the caller named; ``tier`` is then the ``passthrough`` label, index -1).
-    ``floor`` is set when the kind's floor raised the tier; ``doubt`` names the doubt direction
-    taken when it applied.
+    the doubt direction (no rule matched), the layer-2 ``judge`` (no rule matched and the
+    kind's doubt is ``judge``: a model picked the tier), an explicit start tier, or
+    ``passthrough`` (a concrete model the caller named; ``tier`` is then the ``passthrough``
+    label, index -1). ``floor`` is set when the kind's floor raised the tier; ``doubt`` names
+    the doubt direction taken when it applied; ``judge`` what the judge said, or why its
+    answer was not used (the decision then fell back to the kind's ``judge_fallback``).
     """
 
     tier: str
@@ -196,6 +202,8 @@ class Decision:
     kind_known: bool = True
     #: Set when the budget moved the start up (``[budgets] climb = "fit"``): why.
     budget: str | None = None
+    #: The layer-2 judge's reason for its pick, or why it was not followed (``doubt="judge"``).
+    judge: str | None = None
 
     def explain(self) -> str:
         """A one-sentence account of the decision for people."""
@@ -206,6 +214,10 @@ class Decision:
             what = f"rule {self.rule_index}{label}"
         elif self.step == "doubt":
             what = f"no rule matched; doubt direction {self.doubt!r}"
+            if self.judge:
+                what += f" ({self.judge})"
+        elif self.step == "judge":
+            what = f"no rule matched; the layer-2 judge picked it: {self.judge}"
         elif self.step == "passthrough":
             what = "a concrete model the caller named, passed through unrouted"
         else:
@@ -217,6 +229,8 @@ class Decision:
             parts.append(f"kind {self.kind!r} is not in the policy; [defaults] applied")
         if self.budget:
             parts.append(self.budget)
+        if self.judge and self.step not in ("judge", "doubt"):
+            parts.append(f"the layer-2 judge: {self.judge}")
         return "; ".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -234,5 +248,6 @@ class Decision:
             "floor_source": self.floor_source,
             "doubt": self.doubt,
             "budget": self.budget,
+            "judge": self.judge,
             "explanation": self.explain(),
         }

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from tierwise.providers.base import Completion
+from tierwise.records import SIDE_ROLES
 from tierwise.records import AttemptRecord as AttemptRecord
 from tierwise.records import Outcome as Outcome
 from tierwise.records import Role as Role
@@ -35,4 +36,4 @@ class CascadeResult:
 
     @property
     def escalated(self) -> bool:
-        return len({a.tier for a in self.attempts if a.role != "validator"}) > 1
+        return len({a.tier for a in self.attempts if a.role not in SIDE_ROLES}) > 1

@@ -26,7 +26,15 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Collection,
+    Generator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -36,6 +44,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tierwise.cascade.budget import MemoryBudgets, budget_limits, input_token_bound
+from tierwise.cascade.handoff import HANDOFF_MAX_BYTES
+from tierwise.cascade.judge import (
+    JudgeCache,
+    judge_prompt,
+    judge_request,
+    parse_judgement,
+    prompt_hash,
+)
 from tierwise.cascade.result import AttemptRecord, CascadeResult, Outcome, Role, Verdict
 from tierwise.cascade.seams import (
     Failure,
@@ -61,6 +77,7 @@ from tierwise.providers.base import (
     ProviderStream,
     StreamingProvider,
 )
+from tierwise.records import SIDE_ROLES
 from tierwise.task import Decision, Task
 
 if TYPE_CHECKING:
@@ -80,6 +97,8 @@ T = TypeVar("T")
 class _Call:
     provider: AsyncProvider
     request: CompletionRequest
+    #: One try, no retries (the judge: its timeout is the whole wait).
+    once: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +292,9 @@ class Cascade:
         self.role: Role = role
         self.request_builder = request_builder or default_request_builder
         self.retry = RetryPolicy.from_policy(policy.model.retry)
+        self._once = replace(self.retry, attempts=1)
+        #: The layer-2 judge's answers by (kind, prompt hash), for ``[judge] cache_s``.
+        self.judge_cache = JudgeCache(policy.model.judge.cache_s)
         self.cooldown = CooldownTracker(clock=time.monotonic, policy=self.retry)
         self._sleep = sleep
         self._clock = clock
@@ -327,6 +349,8 @@ class Cascade:
         limits: Mapping[str, Decimal] | None = None,
         request_builder: RequestBuilder | None = None,
         pin: Pin | None = None,
+        validators: Sequence[Validator] | None = None,
+        avoid_models: Collection[str] = (),
     ) -> CascadeResult:
         """Run *task* to an accepted answer.
 
@@ -335,12 +359,25 @@ class Cascade:
             limits: extra budget scopes (e.g. a gateway key's daily budget).
             request_builder: build this run's requests (default: the cascade's).
             pin: call exactly one model, with no routing, alternates, climb or validators.
+            validators: check outputs with these instead of the kind's (a plan's planner and
+                reviewer check their answers' shape this way).
+            avoid_models: never call these models (a reviewer must not be the model whose
+                output it reviews); a tier left without a model is skipped.
 
         Raises:
             EscalationExhaustedError: every tier from the start to the top failed (has the trail).
             BudgetExceededError: a budget would be overrun by the next attempt (has the trail).
         """
-        steps = self._steps(task, start_tier, limits, request_builder, pin, relay=False)
+        steps = self._steps(
+            task,
+            start_tier,
+            limits,
+            request_builder,
+            pin,
+            relay=False,
+            validators=validators,
+            avoid=frozenset(avoid_models),
+        )
         return self._drive_sync(steps)
 
     async def arun(
@@ -351,9 +388,20 @@ class Cascade:
         limits: Mapping[str, Decimal] | None = None,
         request_builder: RequestBuilder | None = None,
         pin: Pin | None = None,
+        validators: Sequence[Validator] | None = None,
+        avoid_models: Collection[str] = (),
     ) -> CascadeResult:
         """Async twin of :meth:`run`."""
-        steps = self._steps(task, start_tier, limits, request_builder, pin, relay=False)
+        steps = self._steps(
+            task,
+            start_tier,
+            limits,
+            request_builder,
+            pin,
+            relay=False,
+            validators=validators,
+            avoid=frozenset(avoid_models),
+        )
         return await self._drive_async(steps)
 
     async def astream(
@@ -364,6 +412,8 @@ class Cascade:
         limits: Mapping[str, Decimal] | None = None,
         request_builder: RequestBuilder | None = None,
         pin: Pin | None = None,
+        validators: Sequence[Validator] | None = None,
+        avoid_models: Collection[str] = (),
     ) -> AsyncGenerator[StreamItem, None]:
         """Run *task* with its answer relayed live: :class:`StreamOpened`, the provider's
         batches as :class:`StreamChunk`, then :class:`StreamDone`.
@@ -377,7 +427,16 @@ class Cascade:
             EscalationExhaustedError, BudgetExceededError: before the first item, as :meth:`arun`.
             StreamInterruptedError: the stream broke after it had started (recorded ``partial``).
         """
-        steps = self._steps(task, start_tier, limits, request_builder, pin, relay=True)
+        steps = self._steps(
+            task,
+            start_tier,
+            limits,
+            request_builder,
+            pin,
+            relay=True,
+            validators=validators,
+            avoid=frozenset(avoid_models),
+        )
         value: object = None
         while True:
             try:
@@ -453,7 +512,7 @@ class Cascade:
                     try:
                         result: object = retrying(
                             partial(effect.provider.complete, effect.request),
-                            self.retry,
+                            self._once if effect.once else self.retry,
                             sleep=self._sleep,
                             on_retry=_keep_billed(billed),
                         )
@@ -498,7 +557,8 @@ class Cascade:
         try:
             if isinstance(effect, _Call):
                 op = partial(effect.provider.acomplete, effect.request)
-                result = await aretrying(op, self.retry, sleep=_asleep, on_retry=keep)
+                retry = self._once if effect.once else self.retry
+                result = await aretrying(op, retry, sleep=_asleep, on_retry=keep)
             else:
                 opening = partial(effect.provider.aopen, effect.request)
                 result = await aretrying(opening, self.retry, sleep=_asleep, on_retry=keep)
@@ -517,16 +577,15 @@ class Cascade:
         pin: Pin | None,
         *,
         relay: bool,
+        validators: Sequence[Validator] | None = None,
+        avoid: frozenset[str] = frozenset(),
     ) -> _Steps[CascadeResult]:
         if pin is not None:
             decision = Decision(
                 pin.label, -1, "passthrough", task.kind, kind_known=task.kind in self.policy.kinds
             )
-            plan = [(pin.tier, pin.label, -1)]
         else:
             decision = self.decide(task, start_tier)
-            ladder = self.policy.ladder
-            plan = [(ladder[i], ladder[i], i) for i in range(decision.tier_index, len(ladder))]
         run = _Run(
             task=task,
             decision=decision,
@@ -535,22 +594,35 @@ class Cascade:
             builder=builder or self.request_builder,
         )
         kind = self.policy.kind(task.kind)
-        validators = () if relay or pin is not None else self.validators_for(task)
+        checks: tuple[Validator, ...] = ()
+        if not relay and pin is None:
+            checks = self.validators_for(task) if validators is None else tuple(validators)
         failure: Failure | None = None
         previous: int | None = None
         escalations: list[tuple[str, str]] = []
         interrupted: BaseException | None = None
         last_error: ProviderError | None = None
         try:
+            if pin is not None:
+                plan = [(pin.tier, pin.label, -1)]
+            else:
+                if start_tier is None and self._asks_judge(run):
+                    yield from self._judge(run)
+                ladder = self.policy.ladder
+                plan = [(t, t, i) for i, t in enumerate(ladder) if i >= run.decision.tier_index]
             if pin is None and run.limits and self.policy.model.budgets.climb != "per_attempt":
-                skip = yield from self._cover_climb(run, plan, kind.max_tokens)
+                skip = yield from self._cover_climb(run, plan, kind.max_tokens, avoid)
                 plan = plan[skip:]
             for config_name, tier_name, index in plan:
                 tier = self.policy.tier(config_name)
                 max_tokens = task.max_tokens or kind.max_tokens or tier.max_tokens
                 candidates = (
-                    [(pin.model, pin.provider)] if pin is not None else self._candidates(tier_name)
+                    [(pin.model, pin.provider)]
+                    if pin is not None
+                    else self._candidates(tier_name, avoid)
                 )
+                if not candidates:
+                    continue  # every model of this tier is one the run must avoid
                 outcome = yield from self._attempt_tier(
                     run,
                     tier,
@@ -564,7 +636,10 @@ class Cascade:
                 last_error = outcome if isinstance(outcome, ProviderError) else None
                 if isinstance(outcome, ProviderError):
                     reason = f"provider error: {type(outcome).__name__}: {outcome}"
-                    failure, previous = Failure(tier_name, reason), run.next_no() - 1
+                    previous = run.next_no() - 1
+                    # Nothing was answered: the next tier inherits the last rejected answer, if any.
+                    if failure is None or failure.output is None:
+                        failure = Failure(tier_name, reason)
                     self._escalated(task.kind, tier_name, type(outcome).__name__)
                     escalations.append((tier_name, reason))
                     continue
@@ -577,7 +652,7 @@ class Cascade:
                     break
                 completion = outcome
                 verdicts: tuple[Verdict, ...] = ()
-                if validators:
+                if checks:
                     ctx = _Context(
                         task,
                         tier_name,
@@ -585,7 +660,7 @@ class Cascade:
                         lambda t, sub: self._drive_sync(self._validator_call(run, t, sub)),
                         lambda t, sub: self._drive_async(self._validator_call(run, t, sub)),
                     )
-                    checked = yield _Validate(validators, completion.text, ctx)
+                    checked = yield _Validate(checks, completion.text, ctx)
                     verdicts = cast(tuple[Verdict, ...], checked)
                 failed = next((v for v in verdicts if not v.ok), None)
                 with self._batch():  # the verdict, the settlement and the task's end: one commit
@@ -593,10 +668,15 @@ class Cascade:
                     if failed is None:
                         return self._finish_ok(run, tier_name, completion, tuple(escalations))
                 # The next tier hears the whole story (detail); callers and the ledger the reason.
+                earlier = () if failure is None or failure.output is None else failure.earlier
+                if failure is not None and failure.output is not None:
+                    earlier = (*earlier, (failure.tier, failure.reason))
                 failure = Failure(
                     tier_name,
                     f"{failed.validator}: {failed.detail or failed.reason}",
                     completion.text,
+                    model=completion.model,
+                    earlier=earlier,
                 )
                 previous = attempt_no
                 self._escalated(task.kind, tier_name, failed.validator)
@@ -615,9 +695,12 @@ class Cascade:
         self._finish(run, "exhausted", None, None)
         raise EscalationExhaustedError(task.id, run.attempts, last_error)
 
-    def _candidates(self, tier: str) -> list[tuple[str, AsyncProvider]]:
-        """The tier's models, primary first, skipping cooling ones while any other can serve."""
-        entries = list(self.providers.for_tier(tier))
+    def _candidates(
+        self, tier: str, avoid: frozenset[str] = frozenset()
+    ) -> list[tuple[str, AsyncProvider]]:
+        """The tier's models, primary first, skipping cooling ones while any other can serve,
+        and never one in *avoid* (the result is then empty when the tier has no other)."""
+        entries = [e for e in self.providers.for_tier(tier) if e[0] not in avoid]
         return [e for e in entries if not self.cooldown.cooling(e[0])] or entries
 
     def _attempt_tier(
@@ -727,6 +810,74 @@ class Cascade:
             )
         return result
 
+    # -- the layer-2 judge -------------------------------------------------------------------
+
+    def _asks_judge(self, run: _Run) -> bool:
+        """Whether the router left the task to the judge: no rule matched, the kind's doubt is
+        ``judge``, and floors and pins leave more than one tier to pick from."""
+        decision = run.decision
+        if decision.doubt != "judge" or decision.rule_index is not None:
+            return False
+        lowest = self.router.judged(run.task, self.policy.ladder[0], "")
+        return lowest.tier_index < len(self.policy.ladder) - 1
+
+    def _judge(self, run: _Run) -> _Steps[None]:
+        """Ask the judge where the task goes, before its first attempt; sets ``run.decision``.
+
+        One try at the judge tier's primary model with ``[judge] timeout_s``, priced, budgeted
+        and recorded as a ``judge`` attempt. Its pick goes through :meth:`Router.judged`
+        (floors and pins hold) and is cached by (kind, prompt hash); a failure, a timeout, an
+        answer outside the schema or a budget that cannot cover the call leaves the kind's
+        ``judge_fallback`` decision in force, saying why.
+        """
+        task, settings = run.task, self.policy.model.judge
+        fallback = self.policy.kind(task.kind).judge_fallback
+        system, prompt = judge_prompt(task, self.policy)
+        key = (task.kind, prompt_hash(system, prompt))
+        cached = self.judge_cache.get(key)
+        if cached is not None:
+            run.decision = self.router.judged(task, cached.tier, f"{cached.reason} (cached)")
+            return
+        tier_name = settings.tier or self.policy.ladder[0]
+        model, provider = self._candidates(tier_name)[0]
+        request = judge_request(task, self.policy, model, system, prompt)
+        prices = self._prices(model, provider)
+
+        def fell_back(why: str) -> None:
+            run.decision = replace(run.decision, judge=f"fell back to {fallback!r}: {why}")
+
+        try:
+            reservation = yield from self._reserve(run, prices, request)
+        except BudgetExceededError as exc:
+            fell_back(f"not asked, the budget {exc.budget} cannot cover the call")
+            return
+        _warm(provider)
+        started_at, t0 = self._now(), self._clock()
+        tried = yield _Call(provider, request, once=True)
+        assert isinstance(tried, _Tried)
+        index = self.policy.tier_index(tier_name)
+        slot = _Slot(tier_name, index, model, provider.name, started_at, t0, "judge", None)
+        result = tried.result
+        if isinstance(result, ProviderError):
+            fell_back(f"the judge failed ({type(result).__name__})")
+            self._record_failed(run, slot, result, prices, reservation, Decimal(0))
+            return
+        assert isinstance(result, Completion)
+        cost = self._cost(result, prices)
+        record = slot.record(run, self._clock(), "accepted", completion=result, cost=cost)
+        try:
+            judgement = parse_judgement(result.text, self.policy.ladder)
+        except ValueError as exc:
+            fell_back(str(exc))
+            verdict = Verdict("judge", False, str(exc))
+            record = replace(record, outcome="rejected", verdicts=(verdict,), failure=str(exc))
+        else:
+            run.decision = self.router.judged(task, judgement.tier, judgement.reason)
+            self.judge_cache.put(key, judgement)
+        with self._batch():
+            self._settle(reservation, cost)
+            self._append(run, record)
+
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def _record_billed(
@@ -802,7 +953,11 @@ class Cascade:
         return held
 
     def _cover_climb(
-        self, run: _Run, plan: list[tuple[str, str, int]], kind_max: int | None
+        self,
+        run: _Run,
+        plan: list[tuple[str, str, int]],
+        kind_max: int | None,
+        avoid: frozenset[str] = frozenset(),
     ) -> _Steps[int]:
         """Reserve the worst case of a whole climb before the first call (``[budgets] climb``).
 
@@ -813,10 +968,14 @@ class Cascade:
         from tierwise.pricing import max_cost
 
         worst: list[Decimal] = []
-        carried = 0  # each climb appends the rejected answer and a hint to the prompt
+        carried = 0  # each climb appends the rejected answer and a handoff note to the prompt
         for config_name, _, _ in plan:
             tier = self.policy.tier(config_name)
-            model, provider = self._candidates(config_name)[0]
+            candidates = self._candidates(config_name, avoid)
+            if not candidates:
+                worst.append(Decimal(0))
+                continue
+            model, provider = candidates[0]
             max_tokens = run.task.max_tokens or kind_max or tier.max_tokens
             request = run.builder(run.task, tier, model, max_tokens, None)
             prices = self._prices(model, provider)
@@ -899,8 +1058,8 @@ class Cascade:
         self, run: _Run, verdicts: tuple[Verdict, ...], failed: Verdict | None
     ) -> int:
         """Finalise the pending main attempt with its verdicts and write it to the ledger."""
-        # The pending attempt is the last non-validator one; validator calls came after it.
-        pos = max(i for i, a in enumerate(run.attempts) if a.role != "validator")
+        # The pending attempt is the last main one; validator calls came after it.
+        pos = max(i for i, a in enumerate(run.attempts) if a.role not in SIDE_ROLES)
         pending = run.attempts[pos]
         final = replace(
             pending,
@@ -1016,7 +1175,21 @@ class _Slot:
             stop_reason=None if completion is None else completion.stop_reason,
             output=None if completion is None else completion.text,
             session=run.task.session,
+            **_plan_columns(run.task, self.role),
         )
+
+
+def _plan_columns(task: Task, role: Role) -> dict[str, Any]:
+    """The cost-tree columns of an attempt of *task* (none outside a plan)."""
+    ref = task.plan
+    if ref is None:
+        return {}
+    return {
+        "plan_id": ref.plan_id,
+        "subtask_id": ref.subtask_id,
+        "parent_id": ref.parent_id,
+        "plan_role": "judge" if role == "judge" else ref.plan_role,
+    }
 
 
 def _priced(usage: Usage, prices: ModelPrices | None) -> Decimal:
@@ -1026,8 +1199,9 @@ def _priced(usage: Usage, prices: ModelPrices | None) -> Decimal:
     return Decimal(0) if prices is None else cost_of(usage, prices)
 
 
-#: Tokens a climb adds to the next tier's prompt besides the rejected answer (the hint turn).
-_HINT_TOKENS = 256
+#: Tokens a climb adds to the next tier's prompt besides the rejected answer: the handoff note
+#: (at most this many bytes, so at most this many tokens) and its turn's framing.
+_HINT_TOKENS = HANDOFF_MAX_BYTES + 8
 
 
 def _warm(provider: AsyncProvider) -> None:

@@ -2,7 +2,8 @@
 
 :class:`ProviderSource` (where tier models come from), :class:`LedgerSink` (where attempts go and
 budgets are reserved), :class:`Scorer` (a pre-routing hook proposing the start tier), and the
-request builder that turns a task — plus the previous tier's :class:`Failure` — into a request.
+request builder that turns a task — plus the previous tier's :class:`Failure`, told to the next
+tier as a handoff note (:mod:`tierwise.cascade.handoff`) — into a request.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tierwise.cascade.result import AttemptRecord
 from tierwise.providers.base import AsyncProvider, CompletionRequest
@@ -32,18 +33,27 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why the previous tier's attempt was not accepted, handed to the next tier as context."""
+    """Why the previous tier's attempt was not accepted, handed to the next tier as context.
+
+    ``reason`` is what the next tier is told (a validator's ``detail`` when it set one, else its
+    ``reason``); ``output`` the rejected answer (``None`` after a provider error: nothing was
+    answered, so nothing is handed up); ``model`` the model that wrote it; ``rejected_by``
+    whether an automatic ``check`` or a ``reviewer`` refused it; ``earlier`` the (tier, reason)
+    of the task's rejections before this one, oldest first.
+    """
 
     tier: str
     reason: str
     output: str | None = None
+    model: str | None = None
+    rejected_by: Literal["check", "reviewer"] = "check"
+    earlier: tuple[tuple[str, str], ...] = ()
 
-    def hint(self) -> str:
-        """The user turn that follows the rejected answer when the next tier is asked."""
-        return (
-            f"That answer was rejected by an automatic check: {self.reason}. "
-            "Answer the original request again, correcting this."
-        )
+    def note(self, task: Task) -> str:
+        """The handoff note that follows the rejected answer (:mod:`tierwise.cascade.handoff`)."""
+        from tierwise.cascade.handoff import handoff_note
+
+        return handoff_note(task, self)
 
 
 RequestBuilder = Callable[[Task, "Tier", str, int, "Failure | None"], CompletionRequest]
@@ -110,15 +120,17 @@ class ProviderSource(Protocol):
 def default_request_builder(
     task: Task, tier: Tier, model: str, max_tokens: int, failure: Failure | None
 ) -> CompletionRequest:
-    """Build the request for one attempt: the task's turns, plus the failure when escalating.
+    """Build the request for one attempt: the task's turns, plus the handoff when escalating.
 
-    The failed output goes back as the assistant's turn and the validator's reason as the next
-    user turn, so the stronger model sees what went wrong instead of starting blind.
+    The rejected output goes back as the assistant's turn and the handoff note
+    (:func:`~tierwise.cascade.handoff.handoff_note`: what was asked, what was answered, why it
+    was rejected, what to avoid) as the next user turn, so the stronger model sees what went
+    wrong instead of starting blind — or building on it.
     """
     messages = [*task.history, Message("user", task.prompt)]
     if failure is not None and failure.output is not None:
         messages.append(Message("assistant", failure.output or "(empty answer)"))
-        messages.append(Message("user", failure.hint()))
+        messages.append(Message("user", failure.note(task)))
     return CompletionRequest(
         model=model,
         messages=tuple(messages),

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "keys",
     "explain",
     "eval",
+    "plan",
 )
 
 

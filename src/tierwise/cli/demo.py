@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tierwise.cli._common import JsonOption, PolicyOption, load_policy_or_exit, print_json
+from tierwise.cli._common import (
+    JsonOption,
+    PolicyOption,
+    fail,
+    load_policy_or_exit,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -15,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from tierwise.demo import DemoReport
+    from tierwise.orchestration import SubtaskResult
     from tierwise.policy import Policy
 
 SIMULATED = (
@@ -96,6 +103,33 @@ def _report(console: Console, report: DemoReport, policy: Policy) -> None:
     )
 
 
+def _plan_demo(console: Console, policy: Policy, ledger_path: Path, as_json: bool) -> None:
+    from tierwise.cli.plan import print_tree
+    from tierwise.demo_plan import GOAL, progress_line, run_plan_demo
+
+    if not as_json:
+        console.print(f"\n[bold]Goal:[/bold] {GOAL}\n")
+
+    def progress(result: SubtaskResult) -> None:
+        if not as_json:
+            console.print("  " + progress_line(result))
+
+    try:
+        report = run_plan_demo(policy, ledger_path, progress=progress)
+    except ValueError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(report.as_dict())
+        return
+    result = report.result
+    console.print(f"\n[bold]Result[/bold] ({result.status}):\n{result.output}\n")
+    print_tree(report.tree)
+    console.print(
+        f"\nThe cost tree: [bold]tierwise plan show {result.plan_id} --ledger "
+        f"{ledger_path}[/bold]\n[yellow]Reminder: the models were simulated.[/yellow]"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add ``tierwise demo`` to *app*."""
 
@@ -108,6 +142,9 @@ def register(app: typer.Typer) -> None:
             help="Where to write the policy and the demo's ledger (replaced on each run).",
         ),
         seed: int = typer.Option(7, "--seed", help="Seed of the task generator."),
+        plan: bool = typer.Option(
+            False, "--plan", help="Run the plan-execute-review demo instead (six subtasks)."
+        ),
         policy: Path | None = PolicyOption,
         as_json: bool = JsonOption,
     ) -> None:
@@ -118,6 +155,10 @@ def register(app: typer.Typer) -> None:
         strategy, then runs a mixed batch through the real cascade, SDKs and a SQLite ledger
         against a fake upstream whose cheap model fails on hard cases (by kind and content), and
         compares the bill with sending everything to the strongest tier.
+
+        With --plan, a scripted planner splits one goal into six subtasks, scripted executors
+        answer them and a scripted reviewer sends one up a tier; the plan's cost tree is
+        printed from the ledger (`tierwise plan show`).
 
         Example: tierwise demo --tasks 500 --dir /tmp/tierwise-demo
         """
@@ -138,7 +179,10 @@ def register(app: typer.Typer) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{ledger_path}{suffix}").unlink(missing_ok=True)
 
-        if not as_json:
+        if not as_json and plan:
+            console.rule("[bold]tierwise offline demo: plan-execute-review")
+            console.print(f"[yellow]{SIMULATED}[/yellow]")
+        elif not as_json:
             console.rule("[bold]tierwise offline demo")
             console.print(f"[yellow]{SIMULATED}[/yellow]")
             where = policy_file if policy is None else policy
@@ -151,6 +195,9 @@ def register(app: typer.Typer) -> None:
                 f"\n[bold]3. Running {tasks} tasks through the cascade[/bold], then the same "
                 "tasks on the strongest tier for comparison"
             )
+        if plan:
+            _plan_demo(console, pol, ledger_path, as_json)
+            return
         batch = demo_tasks(tasks, seed=seed)
         with Progress(
             TextColumn("{task.description}"),

@@ -51,7 +51,7 @@ def print_trail(attempts: tuple[AttemptRecord, ...] | list[AttemptRecord]) -> No
     for a in attempts:
         table.add_row(
             str(a.attempt_no),
-            a.tier + (" (validator)" if a.role == "validator" else ""),
+            a.tier + (f" ({a.role})" if a.role in ("validator", "judge") else ""),
             a.model,
             a.outcome,
             f"{a.cost_usd:.6f}",

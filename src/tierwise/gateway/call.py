@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Call", "Reply", "Route", "Routing"]
 
-#: How the model name was read: ``tierwise/auto``, ``tierwise/<kind>``, or a concrete model id.
-Route = Literal["auto", "kind", "model"]
+#: How the model name was read: ``tierwise/auto``, ``tierwise/<kind>``, a concrete model id, or
+#: ``tierwise/plan-execute`` (plan-execute-review).
+Route = Literal["auto", "kind", "model", "plan"]
 
 
 @dataclass(frozen=True, slots=True)

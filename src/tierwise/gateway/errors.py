@@ -41,7 +41,7 @@ from tierwise.errors import (
     UnknownModelError,
 )
 from tierwise.gateway.dialects import RequestError
-from tierwise.records import AttemptRecord
+from tierwise.records import SIDE_ROLES, AttemptRecord
 
 __all__ = ["failure_error", "trail_headers", "upstream_status"]
 
@@ -68,7 +68,7 @@ def trail_headers(
         "x-tierwise-attempts": str(len(attempts)),
         "x-tierwise-cost-usd": format(sum((a.cost_usd for a in attempts), Decimal(0)), "f"),
     }
-    tried = [a for a in attempts if a.role != "validator"]
+    tried = [a for a in attempts if a.role not in SIDE_ROLES]
     if tried:
         headers["x-tierwise-tier"] = tried[-1].tier
     headers["x-should-retry"] = "true" if retry else "false"
@@ -91,7 +91,7 @@ def failure_error(task_id: str, exc: TierwiseError) -> RequestError:
             headers=trail_headers(task_id, exc.attempts),
         )
     if isinstance(exc, EscalationExhaustedError):
-        tried = [a for a in exc.attempts if a.role != "validator"]
+        tried = [a for a in exc.attempts if a.role not in SIDE_ROLES]
         last = tried[-1] if tried else None
         if exc.last_error is None and any(a.outcome == "rejected" for a in tried):
             return RequestError(

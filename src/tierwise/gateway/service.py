@@ -37,6 +37,7 @@ from tierwise.errors import TierwiseError
 from tierwise.gateway.call import Call, Reply, Route, Routing
 from tierwise.gateway.dialects import Dialect, RequestError
 from tierwise.gateway.errors import failure_error
+from tierwise.gateway.plan import PLAN_KIND, PLAN_MODEL, serve_plan
 from tierwise.gateway.translate import (
     anthropic_message_to_openai,
     anthropic_request_to_openai,
@@ -161,6 +162,8 @@ class GatewayService:
         target: str | None = None
         if model == AUTO_MODEL:
             route, kind = "auto", header_kind
+        elif model == PLAN_MODEL:
+            route, kind = "plan", PLAN_KIND
         elif model.startswith(_PREFIX):
             route, kind = "kind", model[len(_PREFIX) :]
         else:
@@ -321,8 +324,8 @@ class GatewayService:
         """The cascade's request builder for *call*: the caller's own body for each model.
 
         The body is the caller's JSON with ``model`` replaced, translated when the tier speaks
-        the other dialect; after a rejected answer the failed output and the reason are
-        appended as two turns, as the library does.
+        the other dialect; after a rejected answer the failed output and the handoff note
+        (:mod:`tierwise.cascade.handoff`) are appended as two turns, as the library does.
         """
 
         def build(
@@ -343,7 +346,7 @@ class GatewayService:
                 body["messages"] = [
                     *body["messages"],
                     {"role": "assistant", "content": failure.output or "(empty answer)"},
-                    {"role": "user", "content": failure.hint()},
+                    {"role": "user", "content": failure.note(task)},
                 ]
             extra: dict[str, Any] = {"body": body, "raw_body_bytes": call.raw_size}
             if provider.dialect == call.dialect and call.forward_headers:
@@ -377,6 +380,8 @@ class GatewayService:
         Raises:
             RequestError: every failure, mapped by :func:`tierwise.gateway.errors.failure_error`.
         """
+        if call.route == "plan":
+            return await serve_plan(self, call)
         if self.wants_live_stream(call):
             return await self._serve_live(call)
         return await self._serve_whole(call)

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from tierwise.errors import LedgerError
 from tierwise.ledger import budgets as _budgets
 from tierwise.ledger import keys as _keys
+from tierwise.ledger import plans as _plans
 from tierwise.ledger import queries as _queries
 from tierwise.ledger import rollups as _rollups
 from tierwise.ledger.engine import READ_OPTION, LedgerSettings, display_url, reason
@@ -31,7 +32,11 @@ from tierwise.ledger.prepared import savepoint
 from tierwise.ledger.redact import Redactor
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.engine import Engine
+
+    from tierwise.ledger.plans import PlannedSubtask, SubtaskEnd
 
 
 def _utcnow() -> datetime:
@@ -357,3 +362,113 @@ class LedgerCore:
         """Revoke the active key called *name*; ``False`` when there is none."""
         with self._write() as tx:
             return _keys.revoke(tx.conn, name, self._now())
+
+    # -- plans (plan-execute-review) ------------------------------------------------------------
+
+    def record_plan(
+        self,
+        plan_id: str,
+        goal: str,
+        *,
+        prompt_version: str,
+        policy_revision: str | None,
+        planner_tier: str,
+        reviewer_tier: str | None,
+        store_content: bool,
+    ) -> None:
+        """Record that plan *plan_id* starts (the goal as a hash and size; its text only with
+        *store_content*)."""
+        text = self._redact(goal) if store_content else None
+        with self._write() as tx:
+            _plans.insert_plan(
+                tx.conn,
+                plan_id,
+                goal,
+                text,
+                prompt_version=prompt_version,
+                policy_revision=policy_revision,
+                planner_tier=planner_tier,
+                reviewer_tier=reviewer_tier,
+                now=self._now(),
+            )
+
+    def record_subtasks(
+        self,
+        plan_id: str,
+        subtasks: Sequence[PlannedSubtask],
+        *,
+        planner_model: str | None,
+        planner_provider: str | None,
+        store_content: bool,
+    ) -> None:
+        """Record the validated plan's subtasks (prompts and justifications only with
+        *store_content*) and who planned it."""
+        texts = [
+            (self._redact(s.prompt), self._redact(s.justification))
+            if store_content
+            else (None, None)
+            for s in subtasks
+        ]
+        with self._write() as tx:
+            _plans.insert_subtasks(
+                tx.conn, plan_id, planner_model, planner_provider, subtasks, texts
+            )
+
+    def finish_subtask(self, plan_id: str, subtask_id: str, end: SubtaskEnd) -> None:
+        """Record how a subtask ended (outcome, final tier, climbs, review)."""
+        from dataclasses import replace
+
+        note = None if end.review_note is None else self._redact(end.review_note[:500])
+        with self._write() as tx:
+            _plans.update_subtask(
+                tx.conn, plan_id, subtask_id, replace(end, review_note=note), self._now()
+            )
+
+    def finish_plan(
+        self, plan_id: str, *, status: str, failure: str | None, cost_usd: Decimal
+    ) -> None:
+        """Record how a plan ended and what it cost."""
+        text = None if failure is None else self._redact(failure[:2000])
+        with self._write() as tx:
+            _plans.update_plan(tx.conn, plan_id, status, text, cost_usd, self._now())
+
+    def flag_subtask(self, plan_id: str, subtask_id: str, reason: str) -> bool:
+        """Mark a subtask's accepted output as wrong after the fact (a downstream failure);
+        ``False`` when there is no such subtask."""
+        with self._write() as tx:
+            why = self._redact(reason) or ""
+            return _plans.flag(tx.conn, plan_id, subtask_id, why, self._now())
+
+    def plan(self, plan_id: str) -> dict[str, Any] | None:
+        """The plan's row as a dict, ``None`` when unknown."""
+        with self._read() as conn:
+            return _plans.plan_row(conn, plan_id)
+
+    def plan_ids(self, prefix: str, limit: int = 5) -> list[str]:
+        """Ids of plans starting with *prefix*, newest first."""
+        with self._read() as conn:
+            return _plans.plan_ids_like(conn, prefix, limit)
+
+    def plan_subtasks(self, plan_id: str) -> list[dict[str, Any]]:
+        """The plan's subtasks in plan order."""
+        with self._read() as conn:
+            return _plans.subtask_rows(conn, plan_id)
+
+    def plan_attempts(self, plan_id: str) -> list[dict[str, Any]]:
+        """Every attempt of the plan, in write order, with ``plan_role``, ``subtask_id`` and
+        ``parent_id``."""
+        with self._read() as conn:
+            return _plans.plan_attempt_rows(conn, plan_id)
+
+    def plan_cost(self, plan_id: str) -> Decimal:
+        """What the plan's attempts cost, summed in SQL (exact)."""
+        with self._read() as conn:
+            return _plans.plan_cost(conn, plan_id)
+
+    def calibration_rows(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The subtasks planner calibration counts (see
+        :func:`tierwise.ledger.plans.calibration_rows`)."""
+        with self._read() as conn:
+            return _plans.calibration_rows(conn, since=since, until=until)

@@ -24,6 +24,7 @@ from tierwise.ledger.schema import (
     reservations,
     tasks,
 )
+from tierwise.records import SIDE_ROLES
 
 _WASTED = ("rejected", "error")
 _USAGE = (
@@ -219,7 +220,7 @@ def stats(
     ).all()
 
     # escalation per (kind, tier): tasks that tried the tier and later a higher one
-    main = [*where, a.role != "validator"]
+    main = [*where, a.role.not_in(sorted(SIDE_ROLES))]  # side calls are no rung of a climb
     pairs = (
         sa.select(a.task_id, a.kind, a.tier, a.tier_index)
         .select_from(joined)

@@ -46,6 +46,7 @@ from tierwise.ledger.schema import (
     sessions,
     tasks,
 )
+from tierwise.records import SIDE_ROLES
 
 if TYPE_CHECKING:
     from tierwise.ledger.core import Tx
@@ -108,7 +109,7 @@ def aggregate(
             found["tier_index"] = min(found["tier_index"], int(tier_index))
         return found
 
-    main = sa.and_(a.role != "validator")
+    main = sa.and_(a.role.not_in(sorted(SIDE_ROLES)))  # side calls are no rung of a climb
     tops = (
         sa.select(
             a.task_id,
@@ -150,7 +151,7 @@ def aggregate(
         e["tasks_timed"] += _int(row[13])
         e["task_latency_s_sum"] += float(row[14] or 0.0)
 
-    validator = a.role == "validator"
+    validator = a.role.in_(sorted(SIDE_ROLES))  # side calls: validators' and the judge's
     attempt_rows = conn.execute(
         sa.select(
             day,

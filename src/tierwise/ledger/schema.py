@@ -106,6 +106,16 @@ def _money(name: str, nullable: bool = False) -> sa.Column[Any]:
     )
 
 
+def _plan_columns() -> list[sa.Column[Any]]:
+    """Where a task or attempt sits in a plan's cost tree (``tierwise.records.PlanRef``)."""
+    return [
+        sa.Column("plan_id", sa.String(64), nullable=True),
+        sa.Column("subtask_id", sa.String(64), nullable=True),
+        sa.Column("parent_id", sa.String(64), nullable=True),
+        sa.Column("plan_role", sa.String(16), nullable=True),  # planner|executor|reviewer|judge
+    ]
+
+
 policy_revisions = sa.Table(
     "policy_revisions",
     metadata,
@@ -155,10 +165,13 @@ tasks = sa.Table(
     _ts("finished_at", nullable=True),
     # the gateway key that created the task (its id; never the secret); empty without one
     sa.Column("key_id", sa.Integer, nullable=True),
+    # the plan-execute-review cost tree (migration 0005); NULL outside a plan
+    *_plan_columns(),
     sa.Index(None, "kind", "created_at"),
     sa.Index(None, "created_at"),
     sa.Index(None, "session_id"),
     sa.Index("ix_tasks_key_id_created_at", "key_id", "created_at"),
+    sa.Index(None, "plan_id"),
 )
 
 attempts = sa.Table(
@@ -192,9 +205,12 @@ attempts = sa.Table(
     sa.Column("output_text", sa.Text, nullable=True),
     _ts("started_at"),
     _ts("recorded_at"),
+    # the plan-execute-review cost tree (migration 0005); NULL outside a plan
+    *_plan_columns(),
     sa.UniqueConstraint("task_id", "attempt_no"),
     sa.Index(None, "kind", "started_at"),
     sa.Index(None, "started_at"),
+    sa.Index(None, "plan_id"),
 )
 
 budget_counters = sa.Table(
@@ -250,6 +266,66 @@ policy_changes = sa.Table(
     sa.Column("policy_revision_after", sa.String(64), nullable=True),
     _ts("decided_at", nullable=True),
     sa.Index(None, "created_at"),
+)
+
+
+#: One plan-execute-review run: its goal (hash and size; text only with ``store_content``), who
+#: planned and reviewed, and how it ended. Its cost is the sum of the attempts carrying its id.
+plans = sa.Table(
+    "plans",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("goal_sha256", sa.String(64), nullable=False),
+    sa.Column("goal_chars", sa.Integer, nullable=False),
+    sa.Column("goal_text", sa.Text, nullable=True),
+    sa.Column("prompt_version", sa.String(32), nullable=False),
+    sa.Column("policy_revision", sa.String(64), nullable=True),
+    sa.Column("planner_tier", sa.String(64), nullable=False),
+    sa.Column("planner_model", sa.String(255), nullable=True),
+    sa.Column("planner_provider", sa.String(64), nullable=True),
+    sa.Column("reviewer_tier", sa.String(64), nullable=True),
+    # running | accepted | failed | refused | budget | error
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("failure", sa.Text, nullable=True),
+    sa.Column("subtasks", sa.Integer, nullable=False, server_default="0"),
+    _money("cost_pusd"),
+    _ts("created_at"),
+    _ts("finished_at", nullable=True),
+    sa.Index(None, "created_at"),
+)
+
+#: One subtask of a plan: what the planner assigned (and why), what it came to. The rows planner
+#: calibration counts: accepted as assigned, sent up by validators or the reviewer, flagged
+#: wrong later, or passed on a cheaper tier when probed.
+plan_subtasks = sa.Table(
+    "plan_subtasks",
+    metadata,
+    sa.Column("plan_id", sa.String(64), primary_key=True),
+    sa.Column("subtask_id", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(128), nullable=False),
+    sa.Column("depends_on", sa.Text, nullable=False),  # JSON list of subtask ids
+    sa.Column("planned_tier", sa.String(64), nullable=False),  # as the planner wrote it
+    sa.Column("assigned_tier", sa.String(64), nullable=False),  # raised to floors and pins
+    sa.Column("assigned_tier_index", sa.Integer, nullable=False),
+    sa.Column("raised", sa.Text, nullable=True),  # why it was raised, when it was
+    sa.Column("justification", sa.Text, nullable=True),  # only with store_content
+    sa.Column("prompt_sha256", sa.String(64), nullable=False),
+    sa.Column("prompt_chars", sa.Integer, nullable=False),
+    sa.Column("prompt_text", sa.Text, nullable=True),
+    # pending | accepted | rejected | failed | budget | skipped
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("final_tier", sa.String(64), nullable=True),
+    sa.Column("final_tier_index", sa.Integer, nullable=True),
+    sa.Column("validator_climbs", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reviewer_climbs", sa.Integer, nullable=False, server_default="0"),
+    # accepted | sent_up | rejected | skipped | off (no review asked)
+    sa.Column("review", sa.String(16), nullable=True),
+    sa.Column("review_note", sa.Text, nullable=True),
+    _ts("flagged_at", nullable=True),
+    sa.Column("flag_reason", sa.Text, nullable=True),
+    _ts("finished_at", nullable=True),
+    sa.Index(None, "assigned_tier"),
 )
 
 

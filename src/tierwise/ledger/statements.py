@@ -11,6 +11,8 @@ from tierwise.ledger.prepared import Prepared, prepare
 from tierwise.ledger.schema import attempts, sessions, tasks
 from tierwise.ledger.sql import upsert_statement
 
+#: The cost tree's columns, on tasks and attempts alike (NULL outside a plan).
+_PLAN_COLUMNS = ("plan_id", "subtask_id", "parent_id", "plan_role")
 _TASK_COLUMNS = (
     "id",
     "kind",
@@ -29,6 +31,7 @@ _TASK_COLUMNS = (
     "outcome",
     "created_at",
     "key_id",
+    *_PLAN_COLUMNS,
 )
 _ATTEMPT_KEYS = ("task_id", "attempt_no")
 _ATTEMPT_COLUMNS = (
@@ -58,6 +61,7 @@ _ATTEMPT_COLUMNS = (
     "output_text",
     "started_at",
     "recorded_at",
+    *_PLAN_COLUMNS,
 )
 _FINISH_COLUMNS = (
     "outcome",

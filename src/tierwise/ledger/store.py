@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from tierwise.ledger.rollups import PruneProgress, PruneResult
-    from tierwise.records import AttemptRecord
+    from tierwise.records import AttemptRecord, PlanRef
     from tierwise.task import Decision, Task
 
 TASK_OUTCOMES = ("running", "accepted", "exhausted", "budget", "error")
@@ -103,6 +103,18 @@ def open_ledger(
         where = display_url(engine.url)
         raise LedgerError(f"cannot open the ledger {where}: {reason(exc)}") from None
     return ledger
+
+
+def _plan_values(ref: PlanRef | None) -> dict[str, str | None]:
+    """A task's cost-tree columns (all NULL outside a plan)."""
+    if ref is None:
+        return dict.fromkeys(("plan_id", "subtask_id", "parent_id", "plan_role"))
+    return {
+        "plan_id": ref.plan_id,
+        "subtask_id": ref.subtask_id,
+        "parent_id": ref.parent_id,
+        "plan_role": ref.plan_role,
+    }
 
 
 def _hour(now: datetime) -> datetime:
@@ -278,6 +290,7 @@ class Ledger(LedgerCore):
             "outcome": "running",
             "created_at": now,
             "key_id": task.key_id,
+            **_plan_values(task.plan),
         }
         statement = self._statements().insert_task
         # Only the task row itself, when the revision and session are known committed: a
@@ -332,6 +345,10 @@ class Ledger(LedgerCore):
             "output_text": self._redact(output) if store_content else None,
             "started_at": attempt.started_at,
             "recorded_at": self._now(),
+            "plan_id": attempt.plan_id,
+            "subtask_id": attempt.subtask_id,
+            "parent_id": attempt.parent_id,
+            "plan_role": attempt.plan_role,
         }
         statement = self._statements().upsert_attempt
         with self._write(single=True) as tx:

@@ -164,7 +164,9 @@ class _Checker:
         for config in configs:
             if config.floor is not None:
                 targets.add(config.floor)
-            targets.add(p.doubt_tier(config.doubt, config.floor))
+            targets.add(p.doubt_tier(config.doubt, config.floor, config.judge_fallback))
+            if config.doubt == "judge":  # the layer-2 judge may pick any tier
+                targets.update(p.ladder)
         for i, name in enumerate(p.ladder):
             if name not in targets:
                 self.warn(

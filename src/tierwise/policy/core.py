@@ -57,6 +57,8 @@ class KindConfig:
     floor: str | None
     floor_source: FloorSource | None
     doubt: str
+    #: Where the kind goes when its doubt is ``judge`` and the judge's answer cannot be used.
+    judge_fallback: str
     validators: tuple[ValidatorSpec, ...]
     validator_names: tuple[str | None, ...]
     stream: Literal["buffer", "passthrough"]
@@ -81,8 +83,11 @@ class FrontierConstraint:
     tier: str
 
 
-#: Kinds the gateway uses itself: an unnamed task (``tierwise/auto``) and a concrete model.
-BUILTIN_KINDS = frozenset({"auto", "passthrough"})
+#: Kinds the gateway uses itself: an unnamed task (``tierwise/auto``), a concrete model, and
+#: the calls of a plan-execute-review run (``tierwise/plan-execute``).
+BUILTIN_KINDS = frozenset({"auto", "passthrough", "plan-execute"})
+#: Kind names a policy may not list: the gateway reserves ``tierwise/<name>`` for itself.
+RESERVED_KINDS = frozenset({"plan-execute"})
 #: The shared label of every kind the policy does not list.
 UNDECLARED_KIND = "undeclared"
 
@@ -227,12 +232,18 @@ class Policy:
             return kind
         return UNDECLARED_KIND
 
-    def doubt_tier(self, doubt: str, floor: str | None = None) -> str:
+    def doubt_tier(
+        self, doubt: str, floor: str | None = None, judge_fallback: str | None = None
+    ) -> str:
         """Where the doubt direction *doubt* sends a task whose kind has floor *floor*.
 
         ``cheap``: the bottom tier; ``up``: one above the floor, or above the bottom tier when
-        there is no floor (the top tier at most); any other value names a tier.
+        there is no floor (the top tier at most); ``judge``: where *judge_fallback* (default
+        ``[defaults] judge_fallback``) sends it — the routing decision before the layer-2 judge
+        is asked, and what stands when it fails; any other value names a tier.
         """
+        if doubt == "judge":
+            doubt = judge_fallback or self.model.defaults.judge_fallback
         if doubt == "cheap":
             return self.ladder[0]
         if doubt == "up":
@@ -322,6 +333,9 @@ class Policy:
             floor=floor,
             floor_source=source,
             doubt=s.doubt if s.doubt is not None else defaults.doubt,
+            judge_fallback=s.judge_fallback
+            if s.judge_fallback is not None
+            else defaults.judge_fallback,
             validators=tuple(specs),
             validator_names=tuple(names),
             stream=s.stream if s.stream is not None else defaults.stream,

@@ -48,7 +48,7 @@ def policy_summary(policy: Policy) -> dict[str, Any]:
             "floor": config.floor,
             "floor_source": config.floor_source,
             "doubt": config.doubt,
-            "doubt_tier": policy.doubt_tier(config.doubt, config.floor),
+            "doubt_tier": policy.doubt_tier(config.doubt, config.floor, config.judge_fallback),
             "validators": [
                 n if n is not None else spec.type
                 for n, spec in zip(config.validator_names, config.validators, strict=True)

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tierwise.errors import PolicyError, PolicyIssue
-from tierwise.policy.core import Policy
+from tierwise.policy.core import RESERVED_KINDS, Policy
 from tierwise.policy.locate import (
     MAX_DEPTH,
     KeyLines,
@@ -437,8 +437,9 @@ def reference_issues(
 ) -> list[PolicyIssue]:
     """Check the names one part of a valid-shaped policy uses for another part.
 
-    Tier names (rules, frontier pins, floors, doubt, agreement validators), validator names,
-    duplicate tiers, and that every tier model has a price (catalog or ``[prices]``).
+    Tier names (rules, frontier pins, floors, doubt and judge fallbacks, the judge's and the
+    planner's tiers, agreement validators), validator names, duplicate tiers, reserved kind
+    names, and that every tier model has a price (catalog or ``[prices]``).
     """
     lines = {} if lines is None else lines
     issues: list[PolicyIssue] = []
@@ -447,11 +448,15 @@ def reference_issues(
     def error(path: KeyPath, message: str) -> None:
         issues.append(PolicyIssue(format_path(path), message, line_of(lines, path)))
 
-    def check_tier(path: KeyPath, name: str | None, *, doubt: bool = False) -> None:
-        if name is None or name in names.tiers or (doubt and name in _DOUBT_WORDS):
+    def check_tier(
+        path: KeyPath, name: str | None, *, doubt: bool = False, judge: bool = False
+    ) -> None:
+        words = (*_DOUBT_WORDS, "judge") if judge else _DOUBT_WORDS
+        if name is None or name in names.tiers or (doubt and name in words):
             return
         if doubt:
-            expected = f"'cheap', 'up' or a tier name ({names.ladder_text})"
+            said = "'cheap', 'up', 'judge'" if judge else "'cheap', 'up'"
+            expected = f"{said} or a tier name ({names.ladder_text})"
             message = f"unknown doubt direction {name!r}; expected {expected}"
             error(path, message + names.suggest_doubt(name))
         else:
@@ -487,11 +492,22 @@ def reference_issues(
     for i, rule in enumerate(model.rules):
         check_tier(("rules", i, "tier"), rule.tier)
     check_tier(("defaults", "floor"), model.defaults.floor)
-    check_tier(("defaults", "doubt"), model.defaults.doubt, doubt=True)
+    check_tier(("defaults", "doubt"), model.defaults.doubt, doubt=True, judge=True)
+    check_tier(("defaults", "judge_fallback"), model.defaults.judge_fallback, doubt=True)
     check_refs(("defaults", "validators"), model.defaults.validators)
+    check_tier(("judge", "tier"), model.judge.tier)
+    check_tier(("plan", "planner_tier"), model.plan.planner_tier)
+    check_tier(("plan", "reviewer_tier"), model.plan.reviewer_tier)
     for kind, settings in model.kinds.items():
+        if kind in RESERVED_KINDS:
+            error(
+                ("kinds", kind),
+                f"the kind name {kind!r} is reserved: the gateway's model id tierwise/{kind} "
+                "runs plan-execute-review; choose another name",
+            )
         check_tier(("kinds", kind, "floor"), settings.floor)
-        check_tier(("kinds", kind, "doubt"), settings.doubt, doubt=True)
+        check_tier(("kinds", kind, "doubt"), settings.doubt, doubt=True, judge=True)
+        check_tier(("kinds", kind, "judge_fallback"), settings.judge_fallback, doubt=True)
         if settings.validators is not None:
             check_refs(("kinds", kind, "validators"), settings.validators)
     for name, spec in model.validators.items():
@@ -520,7 +536,7 @@ class _Names:
         return _suggest(name, self.ladder, suggester=self._tier)
 
     def suggest_doubt(self, name: str) -> str:
-        allowed = list(dict.fromkeys([*_DOUBT_WORDS, *self.ladder]))
+        allowed = list(dict.fromkeys([*_DOUBT_WORDS, "judge", *self.ladder]))
         self._doubt = self._doubt or Suggester(allowed)
         return _suggest(name, allowed, suggester=self._doubt)
 

@@ -260,7 +260,7 @@ class Frontier(_Strict):
         return v
 
 
-Doubt = str  # "cheap" | "up" | a tier name; checked by the loader against the ladder
+Doubt = str  # "cheap" | "up" | "judge" | a tier name; checked by the loader against the ladder
 
 
 class KindSettings(_Strict):
@@ -268,6 +268,8 @@ class KindSettings(_Strict):
 
     floor: str | None = None
     doubt: Doubt | None = None
+    #: Where a ``doubt = "judge"`` kind goes when the judge fails: "cheap", "up" or a tier.
+    judge_fallback: Doubt | None = None
     validators: list[ValidatorRef] | None = None
     stream: Literal["buffer", "passthrough"] | None = None
     budget_usd_day: Decimal | None = Field(default=None, gt=0)
@@ -279,6 +281,7 @@ class Defaults(_Strict):
 
     floor: str | None = None
     doubt: Doubt = "up"
+    judge_fallback: Doubt = "up"
     validators: list[ValidatorRef] = Field(default_factory=list)
     stream: Literal["buffer", "passthrough"] = "buffer"
     max_tokens: int = Field(default=1024, gt=0)
@@ -330,6 +333,36 @@ class Retry(_Strict):
     cooldown_after: int = Field(default=3, ge=1)
 
 
+class Judge(_Strict):
+    """The layer-2 judge: a model asked where a task goes when no rule matched.
+
+    Only kinds whose doubt direction is ``judge`` ask it. Its answer is bound by floors and
+    frontier pins; when it fails, times out or answers nonsense, the kind's ``judge_fallback``
+    applies instead.
+    """
+
+    tier: str | None = None  # default: the bottom tier
+    timeout_s: float = Field(default=2.0, gt=0)
+    cache_s: float = Field(default=600.0, ge=0)
+    max_tokens: int = Field(default=200, gt=0)
+    prompt_chars: int = Field(default=4000, ge=100)
+
+
+class PlanSettings(_Strict):
+    """Plan-execute-review: a planner tier decomposes a goal, cheap tiers execute, a reviewer
+    accepts each output or sends it one tier up."""
+
+    planner_tier: str | None = None  # default: the top tier
+    reviewer_tier: str | None = None  # default: the second tier from the bottom
+    review: bool = True
+    max_subtasks: int = Field(default=12, ge=1, le=100)
+    max_parallel: int = Field(default=4, ge=1, le=64)
+    budget_usd: Decimal | None = Field(default=None, gt=0)
+    subtask_budget_usd: Decimal | None = Field(default=None, gt=0)
+    #: Tell the planner the observed failure rates per kind and assigned tier (from the ledger).
+    prompt_failure_rates: bool = False
+
+
 class PolicyModel(_Strict):
     """The whole policy file."""
 
@@ -346,3 +379,5 @@ class PolicyModel(_Strict):
     fleet: Fleet = Field(default_factory=Fleet)
     retry: Retry = Field(default_factory=Retry)
     passthrough: Passthrough = Field(default_factory=Passthrough)
+    judge: Judge = Field(default_factory=Judge)
+    plan: PlanSettings = Field(default_factory=PlanSettings)

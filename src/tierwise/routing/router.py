@@ -8,6 +8,8 @@ Order of a decision:
 3. **Floor.** The kind's floor (from the file, or learned) raises the tier; it never lowers it.
 4. **Doubt.** When no rule matched, the kind's doubt direction gives the tier: ``cheap`` the
    bottom tier, ``up`` one above the kind's floor (or above the bottom tier), a tier name that tier.
+   ``judge`` routes as the kind's ``judge_fallback``; the cascade then asks the layer-2 judge (a
+   model call, so never here) and :meth:`Router.judged` binds its pick by floors and pins.
 
 A condition on an attribute the task does not carry (``None``) does not match; a list means any
 of its values; a range is inclusive.
@@ -106,7 +108,9 @@ class Router:
     ) -> _KindPlan:
         config = self.policy.kind(kind)
         floor = self.policy.tier_index(config.floor) if config.floor is not None else -1
-        doubt_tier = self.policy.tier_index(self.policy.doubt_tier(config.doubt, config.floor))
+        doubt_tier = self.policy.tier_index(
+            self.policy.doubt_tier(config.doubt, config.floor, config.judge_fallback)
+        )
         return _KindPlan(
             kind_known=config.known,
             constraints=constraints,
@@ -180,6 +184,53 @@ class Router:
             constraint_index=pin.index if pin is not None else None,
             constraint_name=pin.name if pin is not None else None,
             kind_known=plan.kind_known,
+        )
+
+    def judged(self, task: Task, tier: str, note: str) -> Decision:
+        """The decision for a tier the layer-2 judge picked for *task* (no rule matched).
+
+        Bound as any doubt decision is: the kind's floor raises the pick and a frontier pin at
+        or above it takes over (the decision then says ``frontier``); nothing lowers either.
+        The step is ``judge`` and ``judge`` holds *note* (the judge's reason).
+
+        Raises:
+            UnknownTierError: *tier* is not on the ladder.
+        """
+        return self._bounded(task, tier, "judge", note)
+
+    def assigned(self, task: Task, tier: str) -> Decision:
+        """The decision for a tier a plan's planner assigned to *task*: raised, like a judge's
+        pick, to the kind's floor and to every frontier pin (step ``start`` when neither did).
+
+        Raises:
+            UnknownTierError: *tier* is not on the ladder.
+        """
+        return self._bounded(task, tier, "start", None)
+
+    def _bounded(self, task: Task, tier: str, step: str, note: str | None) -> Decision:
+        plan = self._plans.get(task.kind) or self._default_plan
+        base = self.policy.tier_index(tier)
+        pin = self._pin(plan, task)
+        floor: str | None = None
+        floor_source: str | None = None
+        if plan.floor > base:
+            base = plan.floor
+            floor, floor_source = plan.floor_name, plan.floor_source
+        if pin is not None and pin.tier >= base:
+            base, step = pin.tier, "frontier"
+            floor = floor_source = None
+        return Decision(
+            tier=self._ladder[base],
+            tier_index=base,
+            step=step,  # type: ignore[arg-type]
+            kind=task.kind,
+            constraint_index=pin.index if pin is not None else None,
+            constraint_name=pin.name if pin is not None else None,
+            floor=floor,
+            floor_source=floor_source,
+            doubt=plan.doubt if step == "judge" else None,
+            kind_known=plan.kind_known,
+            judge=note,
         )
 
     def _pin(self, plan: _KindPlan, task: Task) -> _Compiled | None:
