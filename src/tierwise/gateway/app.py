@@ -440,7 +440,7 @@ async def _handle(
         if reply.stream is not None:
             streaming = True
             return StreamingResponse(
-                _logged(reply.stream, entry, started, call),
+                reply.stream if reply.logs_itself else _logged(reply.stream, entry, started, call),
                 status_code=reply.status,
                 headers={**reply.headers, "cache-control": "no-cache"},
                 media_type=_SSE,

@@ -91,3 +91,5 @@ class Reply:
     headers: dict[str, str]
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
+    #: The stream writes the request's log line itself when it ends (a live relay does).
+    logs_itself: bool = False

@@ -44,6 +44,9 @@ class RequestLog:
 
     def write(self, status: int, latency_s: float, overhead_s: float | None) -> None:
         """Emit the record (INFO, or WARNING for a 5xx)."""
+        level = logging.WARNING if status >= 500 else logging.INFO
+        if not log.isEnabledFor(level):
+            return
         tried = [a.tier for a in self.attempts if a.role != "validator"]
         tiers = [t for i, t in enumerate(tried) if i == 0 or tried[i - 1] != t]
         cost = sum((a.cost_usd for a in self.attempts), Decimal(0))
@@ -61,9 +64,6 @@ class RequestLog:
             "overhead_ms": None if overhead_s is None else round(overhead_s * 1000, 3),
             "error": self.error,
         }
-        level = logging.WARNING if status >= 500 else logging.INFO
-        if not log.isEnabledFor(level):
-            return
         message = (
             f"{self.path} {status} task={self.task_id or '-'} kind={self.kind or '-'} "
             f"tiers={'>'.join(tiers) or '-'} cost=${fields['cost_usd']} "

@@ -455,7 +455,7 @@ class GatewayService:
         headers = self.headers_for(
             call, tier=first.tier, model=first.model, attempts=None, cost=None, overhead_s=None
         )
-        return Reply(200, headers, stream=relay(self, call, first, items))
+        return Reply(200, headers, stream=relay(self, call, first, items), logs_itself=True)
 
     async def _fail(self, call: Call, exc: TierwiseError) -> NoReturn:
         """Commit a failed task's rows, count them, and raise the caller's error."""

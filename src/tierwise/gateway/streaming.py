@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol, cast
@@ -122,7 +123,9 @@ async def relay(
     """The caller's stream: relayed batches, then the trailer (or an error event).
 
     The attempt is recorded by the cascade however the stream ends; if the caller goes away,
-    closing *items* records it as ``partial`` and its rows are committed without waiting.
+    closing *items* records it as ``partial`` and its rows are committed without waiting. The
+    request's log line is written here, when the stream ends (one generator, not a wrapper per
+    chunk: a stream's cost is per chunk).
     """
     provider = opened.provider
     assert isinstance(provider, RawProvider), "the gateway's pool holds raw providers"
@@ -150,21 +153,26 @@ async def relay(
             body = error_body(call.dialect, failed.status, failed.message)
             yield stream_error_event(call.dialect, body)
             return
-    except BaseException:  # the caller went away (closed, cancelled), or a bug
+        assert done is not None, "a relay ends with StreamDone or an error"
+        result = done.result
+        overhead = call.overhead_s()
+        service.observe(call, result.attempts, overhead)
+        await _commit_quietly(service.commit, task_id)
+        yield trailer(
+            task_id, result.tier, result.model, len(result.attempts), result.cost_usd, overhead
+        )
+        if call.dialect == "openai":
+            yield DONE
+    except BaseException as exc:  # the caller went away (closed, cancelled), or a bug
+        if call.log is not None:
+            call.log.error = call.log.error or type(exc).__name__
         with anyio.CancelScope(shield=True):
-            await items.aclose()  # records the partial attempt
+            await items.aclose()  # records the partial attempt, if it was under way
         service.commit_later(task_id)
         raise
-    assert done is not None, "a relay ends with StreamDone or an error"
-    result = done.result
-    overhead = call.overhead_s()
-    service.observe(call, result.attempts, overhead)
-    await _commit_quietly(service.commit, task_id)
-    yield trailer(
-        task_id, result.tier, result.model, len(result.attempts), result.cost_usd, overhead
-    )
-    if call.dialect == "openai":
-        yield DONE
+    finally:  # the request's one log line, however the stream ended
+        if call.log is not None:
+            call.log.write(200, time.perf_counter() - call.started, call.overhead_s())
 
 
 async def _commit_quietly(commit: Callable[[str], Awaitable[None]], task_id: str) -> None:
