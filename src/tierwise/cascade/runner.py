@@ -28,31 +28,24 @@ import time
 from collections import Counter
 from collections.abc import (
     AsyncGenerator,
-    Awaitable,
     Callable,
     Collection,
-    Generator,
     Mapping,
     Sequence,
 )
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
-from tierwise.cascade.budget import MemoryBudgets, budget_limits, input_token_bound
-from tierwise.cascade.handoff import HANDOFF_MAX_BYTES
+from tierwise.cascade.budget import MemoryBudgets, budget_limits
 from tierwise.cascade.judge import (
     JudgeCache,
-    judge_prompt,
-    judge_request,
-    parse_judgement,
-    prompt_hash,
 )
-from tierwise.cascade.result import AttemptRecord, CascadeResult, Outcome, Role, Verdict
+from tierwise.cascade.judging import JudgeStep
+from tierwise.cascade.result import CascadeResult, Role, Verdict
 from tierwise.cascade.seams import (
     Failure,
     LedgerSink,
@@ -61,188 +54,57 @@ from tierwise.cascade.seams import (
     Scorer,
     default_request_builder,
 )
+from tierwise.cascade.steps import (
+    Call,
+    Context,
+    Effect,
+    Open,
+    Relay,
+    RelayEnd,
+    Reserve,
+    Run,
+    Slot,
+    Steps,
+    Tried,
+    Validate,
+    asleep,
+    close_shielded,
+    keep_billed,
+    priced,
+    warm,
+)
+from tierwise.cascade.steps import Pin as Pin
+from tierwise.cascade.steps import StreamChunk as StreamChunk
+from tierwise.cascade.steps import StreamDone as StreamDone
+from tierwise.cascade.steps import StreamItem as StreamItem
+from tierwise.cascade.steps import StreamOpened as StreamOpened
 from tierwise.errors import (
     BudgetExceededError,
     EscalationExhaustedError,
     ProviderError,
     StreamInterruptedError,
-    UnknownModelError,
 )
-from tierwise.pricing.usage import Usage
 from tierwise.providers.base import (
     AsyncProvider,
     Completion,
-    CompletionRequest,
     Provider,
     ProviderStream,
     StreamingProvider,
 )
-from tierwise.records import SIDE_ROLES
 from tierwise.task import Decision, Task
 
 if TYPE_CHECKING:
     from tierwise.cascade.validators import Validator
     from tierwise.policy import Policy
     from tierwise.policy.schema import Tier
-    from tierwise.pricing import ModelPrices, PriceCatalog
+    from tierwise.pricing import PriceCatalog
     from tierwise.providers.factory import ProviderPool
     from tierwise.routing import Router
 
 T = TypeVar("T")
 
-# -- the effects the loop yields ------------------------------------------------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    provider: AsyncProvider
-    request: CompletionRequest
-    #: One try, no retries (the judge: its timeout is the whole wait).
-    once: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Open:
-    provider: StreamingProvider
-    request: CompletionRequest
-
-
-@dataclass(frozen=True, slots=True)
-class _Relay:
-    stream: ProviderStream
-    opened: StreamOpened
-
-
-@dataclass(frozen=True, slots=True)
-class _RelayEnd:
-    """How a relay ended: normally (``completion`` set) or broken / abandoned (``error``)."""
-
-    usage: Usage
-    completion: Completion | None = None
-    error: BaseException | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Tried:
-    """What a call or an open came to, and the failed tries before it that were billed."""
-
-    result: object  # Completion, ProviderStream or ProviderError
-    billed: tuple[ProviderError, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _Reserve:
-    task_id: str
-    limits: Mapping[str, Decimal]
-    amount: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class _Validate:
-    validators: tuple[Validator, ...]
-    output: str
-    context: _Context
-
-
-_Effect = _Call | _Open | _Relay | _Reserve | _Validate
-_Steps = Generator[_Effect, object, T]
-
-
-# -- what astream yields -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
-    """The first item of :meth:`Cascade.astream`: the stream is open, nothing relayed yet.
-
-    ``attempts`` are the failed attempts before this one (other models, lower tiers).
-    """
-
-    task_id: str
-    tier: str
-    model: str
-    provider: StreamingProvider
-    decision: Decision
-    attempts: tuple[AttemptRecord, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamChunk:
-    """One batch of the provider's own stream events, to relay as they are."""
-
-    batch: Sequence[object]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamDone:
-    """The last item: the stream ended normally and everything is recorded."""
-
-    result: CascadeResult
-
-
-StreamItem = StreamOpened | StreamChunk | StreamDone
-
-
-@dataclass(frozen=True, slots=True)
-class Pin:
-    """Call exactly this model: no routing, alternates, climb or validators.
-
-    ``tier`` is the ladder tier whose settings (timeout, output limit) apply; the attempt is
-    recorded under ``label`` with tier index -1, never as a rung of the ladder.
-    """
-
-    tier: str
-    model: str
-    provider: AsyncProvider
-    label: str = "passthrough"
-
-
-@dataclass(slots=True)
-class _Run:
-    """Mutable state of one task's run."""
-
-    task: Task
-    decision: Decision
-    limits: dict[str, Decimal]
-    started: float
-    builder: RequestBuilder
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    #: Whether the task's row is in the ledger yet (written with its first attempt).
-    begun: bool = False
-    #: The reservation of the attempt awaiting validation, with its actual cost.
-    held: tuple[object, Decimal] | None = None
-    #: One reservation covering the whole climb (``[budgets] climb``), settled at the end.
-    umbrella: object | None = None
-
-    def next_no(self) -> int:
-        return len(self.attempts)
-
-
-class _Context:
-    """What a validator sees: the task, the completion, and priced calls to other tiers."""
-
-    def __init__(
-        self,
-        task: Task,
-        tier: str,
-        completion: Completion,
-        call: Callable[[str, Task], Completion],
-        acall: Callable[[str, Task], Awaitable[Completion]],
-    ) -> None:
-        self.task = task
-        self.completion = completion
-        self.tier = tier
-        self._call = call
-        self._acall = acall
-
-    def call_tier(self, tier: str, task: Task) -> Completion:
-        return self._call(tier, task)
-
-    async def acall_tier(self, tier: str, task: Task) -> Completion:
-        return await self._acall(tier, task)
-
-
-class Cascade:
+class Cascade(JudgeStep):
     """Run tasks up the ladder until a validated answer, recording every attempt.
 
     Args:
@@ -444,7 +306,7 @@ class Cascade:
             except StopIteration as stop:
                 yield StreamDone(cast(CascadeResult, stop.value))
                 return
-            if not isinstance(effect, _Relay):
+            if not isinstance(effect, Relay):
                 value = await self._perform_async(effect)
                 continue
             stream = effect.stream
@@ -452,18 +314,18 @@ class Cascade:
                 yield effect.opened
                 async for batch in stream.batches():
                     yield StreamChunk(batch)
-                value = _RelayEnd(stream.usage, completion=stream.completion())
+                value = RelayEnd(stream.usage, completion=stream.completion())
             except ProviderError as exc:
-                value = _RelayEnd(stream.usage, error=exc)
+                value = RelayEnd(stream.usage, error=exc)
             except BaseException as exc:  # the consumer went away (closed, cancelled), or a bug
                 try:
-                    steps.send(_RelayEnd(stream.usage, error=exc))  # records the partial attempt
+                    steps.send(RelayEnd(stream.usage, error=exc))  # records the partial attempt
                 except (StopIteration, StreamInterruptedError):
                     pass
                 finally:
-                    await _close_shielded(stream)
+                    await close_shielded(stream)
                 raise
-            await _close_shielded(stream)
+            await close_shielded(stream)
 
     def decide(self, task: Task, start_tier: str | None = None) -> Decision:
         """The decision the cascade starts from: explicit tier, scorer proposal, or the router."""
@@ -495,7 +357,7 @@ class Cascade:
 
     # -- drivers -----------------------------------------------------------------------------
 
-    def _drive_sync(self, steps: _Steps[T]) -> T:
+    def _drive_sync(self, steps: Steps[T]) -> T:
         from tierwise.cascade.validators import run_validators
         from tierwise.providers.retry import retrying
 
@@ -503,7 +365,7 @@ class Cascade:
         try:
             while True:
                 effect = steps.send(value)
-                if isinstance(effect, _Call):
+                if isinstance(effect, Call):
                     if not isinstance(effect.provider, Provider):
                         raise TypeError(
                             f"provider {effect.provider.name!r} has no blocking call: use arun"
@@ -514,21 +376,21 @@ class Cascade:
                             partial(effect.provider.complete, effect.request),
                             self._once if effect.once else self.retry,
                             sleep=self._sleep,
-                            on_retry=_keep_billed(billed),
+                            on_retry=keep_billed(billed),
                         )
                     except ProviderError as exc:
                         result = exc
-                    value = _Tried(result, tuple(billed))
-                elif isinstance(effect, _Validate):
+                    value = Tried(result, tuple(billed))
+                elif isinstance(effect, Validate):
                     value = run_validators(effect.validators, effect.output, effect.context)
-                elif isinstance(effect, _Reserve):
+                elif isinstance(effect, Reserve):
                     value = self._hold(effect)
                 else:
                     raise TypeError("streams are relayed by Cascade.astream only")
         except StopIteration as stop:
             return cast(T, stop.value)
 
-    async def _drive_async(self, steps: _Steps[T]) -> T:
+    async def _drive_async(self, steps: Steps[T]) -> T:
         value: object = None
         try:
             while True:
@@ -536,35 +398,35 @@ class Cascade:
         except StopIteration as stop:
             return cast(T, stop.value)
 
-    async def _perform_async(self, effect: _Effect) -> object:
+    async def _perform_async(self, effect: Effect) -> object:
         """Carry out one effect on the running loop (a relay is :meth:`astream`'s own)."""
         from tierwise.cascade.validators import arun_validators
         from tierwise.providers.retry import aretrying
 
-        if isinstance(effect, _Validate):
+        if isinstance(effect, Validate):
             return await arun_validators(effect.validators, effect.output, effect.context)
-        if isinstance(effect, _Reserve):
+        if isinstance(effect, Reserve):
             if isinstance(self._budgets, MemoryBudgets):
                 return self._hold(effect)  # in memory: no I/O to wait for
             import asyncio
 
             return await asyncio.to_thread(self._hold, effect)  # a database write: off the loop
-        if isinstance(effect, _Relay):
+        if isinstance(effect, Relay):
             raise TypeError("streams are relayed by Cascade.astream only")
         billed: list[ProviderError] = []
-        keep = _keep_billed(billed)
+        keep = keep_billed(billed)
         result: object
         try:
-            if isinstance(effect, _Call):
+            if isinstance(effect, Call):
                 op = partial(effect.provider.acomplete, effect.request)
                 retry = self._once if effect.once else self.retry
-                result = await aretrying(op, retry, sleep=_asleep, on_retry=keep)
+                result = await aretrying(op, retry, sleep=asleep, on_retry=keep)
             else:
                 opening = partial(effect.provider.aopen, effect.request)
-                result = await aretrying(opening, self.retry, sleep=_asleep, on_retry=keep)
+                result = await aretrying(opening, self.retry, sleep=asleep, on_retry=keep)
         except ProviderError as exc:
             result = exc
-        return _Tried(result, tuple(billed))
+        return Tried(result, tuple(billed))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -579,14 +441,14 @@ class Cascade:
         relay: bool,
         validators: Sequence[Validator] | None = None,
         avoid: frozenset[str] = frozenset(),
-    ) -> _Steps[CascadeResult]:
+    ) -> Steps[CascadeResult]:
         if pin is not None:
             decision = Decision(
                 pin.label, -1, "passthrough", task.kind, kind_known=task.kind in self.policy.kinds
             )
         else:
             decision = self.decide(task, start_tier)
-        run = _Run(
+        run = Run(
             task=task,
             decision=decision,
             limits=budget_limits(self.policy, task, self._now(), limits),
@@ -643,7 +505,7 @@ class Cascade:
                     self._escalated(task.kind, tier_name, type(outcome).__name__)
                     escalations.append((tier_name, reason))
                     continue
-                if isinstance(outcome, _RelayEnd):
+                if isinstance(outcome, RelayEnd):
                     if outcome.error is None and outcome.completion is not None:
                         return self._finish_ok(
                             run, tier_name, outcome.completion, tuple(escalations)
@@ -653,14 +515,14 @@ class Cascade:
                 completion = outcome
                 verdicts: tuple[Verdict, ...] = ()
                 if checks:
-                    ctx = _Context(
+                    ctx = Context(
                         task,
                         tier_name,
                         completion,
                         lambda t, sub: self._drive_sync(self._validator_call(run, t, sub)),
                         lambda t, sub: self._drive_async(self._validator_call(run, t, sub)),
                     )
-                    checked = yield _Validate(checks, completion.text, ctx)
+                    checked = yield Validate(checks, completion.text, ctx)
                     verdicts = cast(tuple[Verdict, ...], checked)
                 failed = next((v for v in verdicts if not v.ok), None)
                 with self._batch():  # the verdict, the settlement and the task's end: one commit
@@ -695,17 +557,9 @@ class Cascade:
         self._finish(run, "exhausted", None, None)
         raise EscalationExhaustedError(task.id, run.attempts, last_error)
 
-    def _candidates(
-        self, tier: str, avoid: frozenset[str] = frozenset()
-    ) -> list[tuple[str, AsyncProvider]]:
-        """The tier's models, primary first, skipping cooling ones while any other can serve,
-        and never one in *avoid* (the result is then empty when the tier has no other)."""
-        entries = [e for e in self.providers.for_tier(tier) if e[0] not in avoid]
-        return [e for e in entries if not self.cooldown.cooling(e[0])] or entries
-
     def _attempt_tier(
         self,
-        run: _Run,
+        run: Run,
         tier: Tier,
         recorded_as: tuple[str, int],
         candidates: Sequence[tuple[str, AsyncProvider]],
@@ -714,7 +568,7 @@ class Cascade:
         previous: int | None,
         *,
         relay: bool,
-    ) -> _Steps[Completion | ProviderError | _RelayEnd]:
+    ) -> Steps[Completion | ProviderError | RelayEnd]:
         """One tier: the primary model, then alternates while calls keep failing.
 
         Returns the completion (its attempt recorded later, once validated), how a relay ended
@@ -727,18 +581,18 @@ class Cascade:
             request = run.builder(run.task, tier, model, max_tokens, failure)
             prices = self._prices(model, provider)
             reservation = yield from self._reserve(run, prices, request)
-            _warm(provider)  # one-off client set-up is not the call's latency
+            warm(provider)  # one-off client set-up is not the call's latency
             started_at, t0 = self._now(), self._clock()
             if relay:
                 if not isinstance(provider, StreamingProvider):
                     self._release(reservation)
                     raise TypeError(f"provider {provider.name!r} cannot stream")
-                tried = yield _Open(provider, request)
+                tried = yield Open(provider, request)
             else:
-                tried = yield _Call(provider, request)
-            assert isinstance(tried, _Tried)
+                tried = yield Call(provider, request)
+            assert isinstance(tried, Tried)
             result = tried.result
-            slot = _Slot(label, index, model, provider.name, started_at, t0, self.role, previous)
+            slot = Slot(label, index, model, provider.name, started_at, t0, self.role, previous)
             spent = self._record_billed(run, slot, tried.billed, prices)
             if isinstance(result, ProviderError):
                 self.cooldown.record_failure(model)
@@ -763,15 +617,15 @@ class Cascade:
                 run.decision,
                 tuple(run.attempts),
             )
-            ended = yield _Relay(stream, opened)
-            assert isinstance(ended, _RelayEnd)
+            ended = yield Relay(stream, opened)
+            assert isinstance(ended, RelayEnd)
             if ended.completion is not None:
                 cost = self._cost(ended.completion, prices)
                 record = slot.record(
                     run, self._clock(), "accepted", completion=ended.completion, cost=cost
                 )
             else:
-                cost = _priced(ended.usage, prices)
+                cost = priced(ended.usage, prices)
                 error = ended.error or RuntimeError("the relay ended without a reply")
                 record = slot.record(
                     run, self._clock(), "partial", error=error, usage=ended.usage, cost=cost
@@ -783,20 +637,20 @@ class Cascade:
         assert last_error is not None  # for_tier always yields the primary
         return last_error
 
-    def _validator_call(self, run: _Run, tier_name: str, task: Task) -> _Steps[Completion]:
+    def _validator_call(self, run: Run, tier_name: str, task: Task) -> Steps[Completion]:
         """A validator's own model call: priced, budgeted, recorded as a ``validator`` attempt."""
         tier = self.policy.tier(tier_name)
         model, provider = self.providers.for_tier(tier_name)[0]
         request = self.request_builder(task, tier, model, tier.max_tokens, None)
         prices = self._prices(model, provider)
         reservation = yield from self._reserve(run, prices, request)
-        _warm(provider)
+        warm(provider)
         started_at, t0 = self._now(), self._clock()
-        tried = yield _Call(provider, request)
-        assert isinstance(tried, _Tried)
+        tried = yield Call(provider, request)
+        assert isinstance(tried, Tried)
         result = tried.result
         index = self.policy.tier_index(tier_name)
-        slot = _Slot(tier_name, index, model, provider.name, started_at, t0, "validator", None)
+        slot = Slot(tier_name, index, model, provider.name, started_at, t0, "validator", None)
         spent = self._record_billed(run, slot, tried.billed, prices)
         if isinstance(result, ProviderError):
             self._record_failed(run, slot, result, prices, reservation, spent)
@@ -809,430 +663,6 @@ class Cascade:
                 run, slot.record(run, self._clock(), "accepted", completion=result, cost=cost)
             )
         return result
-
-    # -- the layer-2 judge -------------------------------------------------------------------
-
-    def _asks_judge(self, run: _Run) -> bool:
-        """Whether the router left the task to the judge: no rule matched, the kind's doubt is
-        ``judge``, and floors and pins leave more than one tier to pick from."""
-        decision = run.decision
-        if decision.doubt != "judge" or decision.rule_index is not None:
-            return False
-        lowest = self.router.judged(run.task, self.policy.ladder[0], "")
-        return lowest.tier_index < len(self.policy.ladder) - 1
-
-    def _judge(self, run: _Run) -> _Steps[None]:
-        """Ask the judge where the task goes, before its first attempt; sets ``run.decision``.
-
-        One try at the judge tier's primary model with ``[judge] timeout_s``, priced, budgeted
-        and recorded as a ``judge`` attempt. Its pick goes through :meth:`Router.judged`
-        (floors and pins hold) and is cached by (kind, prompt hash); a failure, a timeout, an
-        answer outside the schema or a budget that cannot cover the call leaves the kind's
-        ``judge_fallback`` decision in force, saying why.
-        """
-        task, settings = run.task, self.policy.model.judge
-        fallback = self.policy.kind(task.kind).judge_fallback
-        system, prompt = judge_prompt(task, self.policy)
-        key = (task.kind, prompt_hash(system, prompt))
-        cached = self.judge_cache.get(key)
-        if cached is not None:
-            run.decision = self.router.judged(task, cached.tier, f"{cached.reason} (cached)")
-            return
-        tier_name = settings.tier or self.policy.ladder[0]
-        model, provider = self._candidates(tier_name)[0]
-        request = judge_request(task, self.policy, model, system, prompt)
-        prices = self._prices(model, provider)
-
-        def fell_back(why: str) -> None:
-            run.decision = replace(run.decision, judge=f"fell back to {fallback!r}: {why}")
-
-        try:
-            reservation = yield from self._reserve(run, prices, request)
-        except BudgetExceededError as exc:
-            fell_back(f"not asked, the budget {exc.budget} cannot cover the call")
-            return
-        _warm(provider)
-        started_at, t0 = self._now(), self._clock()
-        tried = yield _Call(provider, request, once=True)
-        assert isinstance(tried, _Tried)
-        index = self.policy.tier_index(tier_name)
-        slot = _Slot(tier_name, index, model, provider.name, started_at, t0, "judge", None)
-        result = tried.result
-        if isinstance(result, ProviderError):
-            fell_back(f"the judge failed ({type(result).__name__})")
-            self._record_failed(run, slot, result, prices, reservation, Decimal(0))
-            return
-        assert isinstance(result, Completion)
-        cost = self._cost(result, prices)
-        record = slot.record(run, self._clock(), "accepted", completion=result, cost=cost)
-        try:
-            judgement = parse_judgement(result.text, self.policy.ladder)
-        except ValueError as exc:
-            fell_back(str(exc))
-            verdict = Verdict("judge", False, str(exc))
-            record = replace(record, outcome="rejected", verdicts=(verdict,), failure=str(exc))
-        else:
-            run.decision = self.router.judged(task, judgement.tier, judgement.reason)
-            self.judge_cache.put(key, judgement)
-        with self._batch():
-            self._settle(reservation, cost)
-            self._append(run, record)
-
-    # -- bookkeeping ---------------------------------------------------------------------------
-
-    def _record_billed(
-        self,
-        run: _Run,
-        slot: _Slot,
-        billed: tuple[ProviderError, ...],
-        prices: ModelPrices | None,
-    ) -> Decimal:
-        """Record the retried tries the upstream billed anyway; return what they cost."""
-        total = Decimal(0)
-        if not billed:
-            return total
-        with self._batch():
-            for error in billed:
-                cost = _priced(error.usage or Usage(), prices)
-                total += cost
-                record = slot.record(
-                    run, self._clock(), "error", error=error, usage=error.usage, cost=cost
-                )
-                self._append(run, record)
-        return total
-
-    def _record_failed(
-        self,
-        run: _Run,
-        slot: _Slot,
-        error: ProviderError,
-        prices: ModelPrices | None,
-        reservation: object,
-        spent: Decimal,
-    ) -> None:
-        """Record a failed call (with its cost when it was billed) and free its reservation."""
-        cost = _priced(error.usage, prices) if error.usage is not None else Decimal(0)
-        with self._batch():
-            if cost + spent > 0:
-                self._settle(reservation, cost + spent)
-            else:
-                self._release(reservation)
-            record = slot.record(
-                run, self._clock(), "error", error=error, usage=error.usage, cost=cost
-            )
-            self._append(run, record)
-
-    def _prices(self, model: str, provider: AsyncProvider) -> ModelPrices | None:
-        try:
-            return self.catalog.prices_for(model, provider.name)
-        except UnknownModelError:
-            if self.role == "replay":
-                return None  # replayed rows carry their recorded cost
-            raise
-
-    def _reserve(
-        self, run: _Run, prices: ModelPrices | None, request: CompletionRequest
-    ) -> _Steps[object]:
-        """Hold the attempt's worst-case cost against every budget of the task.
-
-        A reservation is I/O (an atomic write to the ledger), so it is yielded like a call: the
-        async driver runs it off the event loop.
-        """
-        from tierwise.pricing import max_cost
-
-        if not run.limits or run.umbrella is not None:
-            return None  # no budget applies, or the climb's reservation already covers it
-        amount = Decimal(0)
-        if prices is not None:
-            amount = max_cost(
-                prices, input_tokens=input_token_bound(request), max_tokens=request.max_tokens
-            )
-        held = yield _Reserve(run.task.id, run.limits, amount)
-        if isinstance(held, BudgetExceededError):
-            raise held
-        return held
-
-    def _cover_climb(
-        self,
-        run: _Run,
-        plan: list[tuple[str, str, int]],
-        kind_max: int | None,
-        avoid: frozenset[str] = frozenset(),
-    ) -> _Steps[int]:
-        """Reserve the worst case of a whole climb before the first call (``[budgets] climb``).
-
-        Returns how many tiers to skip: 0 under ``reserve_ladder``; under ``fit`` the fewest
-        that let the rest of the climb fit the budget (the decision says so). Raises the
-        budget error, before any call, when nothing fits.
-        """
-        from tierwise.pricing import max_cost
-
-        worst: list[Decimal] = []
-        carried = 0  # each climb appends the rejected answer and a handoff note to the prompt
-        for config_name, _, _ in plan:
-            tier = self.policy.tier(config_name)
-            candidates = self._candidates(config_name, avoid)
-            if not candidates:
-                worst.append(Decimal(0))
-                continue
-            model, provider = candidates[0]
-            max_tokens = run.task.max_tokens or kind_max or tier.max_tokens
-            request = run.builder(run.task, tier, model, max_tokens, None)
-            prices = self._prices(model, provider)
-            bound = input_token_bound(request) + carried
-            worst.append(
-                Decimal(0)
-                if prices is None
-                else max_cost(prices, input_tokens=bound, max_tokens=request.max_tokens)
-            )
-            carried += max_tokens + _HINT_TOKENS
-        starts = range(len(plan)) if self.policy.model.budgets.climb == "fit" else range(1)
-        refused: BudgetExceededError | None = None
-        for skip in starts:
-            held = yield _Reserve(run.task.id, run.limits, sum(worst[skip:], Decimal(0)))
-            if isinstance(held, BudgetExceededError):
-                refused = held
-                continue
-            run.umbrella = held
-            if skip:
-                routed = run.decision.tier
-                run.decision = replace(
-                    run.decision,
-                    tier=plan[skip][1],
-                    tier_index=plan[skip][2],
-                    budget=f"started above {routed}: the budget left could not cover the "
-                    f"climb from {routed} (${sum(worst, Decimal(0)):.6f} at worst)",
-                )
-                self.budget_moves[run.task.kind] += 1
-            return skip
-        assert refused is not None
-        raise refused
-
-    def _hold(self, effect: _Reserve) -> object:
-        """Reserve; a refusal is returned (and raised inside the loop), never thrown here."""
-        try:
-            return self._budgets.reserve(effect.task_id, effect.limits, effect.amount)
-        except BudgetExceededError as exc:
-            return exc
-
-    def _settle(self, reservation: Any, cost: Decimal) -> None:
-        if reservation is not None:
-            self._budgets.settle(reservation, cost)
-
-    def _release(self, reservation: Any) -> None:
-        if reservation is not None:
-            self._budgets.release(reservation)
-
-    def _cost(self, completion: Completion, prices: ModelPrices | None) -> Decimal:
-        from tierwise.pricing import cost_of
-
-        if completion.recorded_cost_usd is not None:
-            return Decimal(completion.recorded_cost_usd)
-        if prices is None:
-            raise UnknownModelError(completion.model)
-        return cost_of(completion.usage, prices)
-
-    def _batch(self) -> AbstractContextManager[None]:
-        """Group ledger writes into one transaction (one fsync); a no-op without a ledger."""
-        return self.ledger.batch() if self.ledger is not None else nullcontext()
-
-    def _begin(self, run: _Run) -> None:
-        """Write the task's row, once, in the transaction of its first attempt or its end."""
-        if self.ledger is not None and not run.begun:
-            self.ledger.begin_task(
-                run.task,
-                run.decision,
-                policy_revision=self.policy.revision,
-                role=self.role,
-                store_content=self.policy.model.store_content,
-            )
-        run.begun = True
-
-    def _append(self, run: _Run, attempt: AttemptRecord) -> None:
-        run.attempts.append(attempt)
-        self._begin(run)
-        if self.ledger is not None:
-            self.ledger.record_attempt(attempt, store_content=self.policy.model.store_content)
-
-    def _record_attempt_outcome(
-        self, run: _Run, verdicts: tuple[Verdict, ...], failed: Verdict | None
-    ) -> int:
-        """Finalise the pending main attempt with its verdicts and write it to the ledger."""
-        # The pending attempt is the last main one; validator calls came after it.
-        pos = max(i for i, a in enumerate(run.attempts) if a.role not in SIDE_ROLES)
-        pending = run.attempts[pos]
-        final = replace(
-            pending,
-            outcome="accepted" if failed is None else "rejected",
-            verdicts=verdicts,
-            failure=None if failed is None else f"{failed.validator}: {failed.reason}",
-        )
-        run.attempts[pos] = final
-        if run.held is not None:
-            reservation, cost = run.held
-            self._settle(reservation, cost)
-            run.held = None
-        self._begin(run)
-        if self.ledger is not None:
-            self.ledger.record_attempt(final, store_content=self.policy.model.store_content)
-        return final.attempt_no
-
-    def _finish_ok(
-        self,
-        run: _Run,
-        tier: str,
-        completion: Completion,
-        escalations: tuple[tuple[str, str], ...],
-    ) -> CascadeResult:
-        cost, latency = self._finish(run, "accepted", tier, completion.text)
-        return CascadeResult(
-            task_id=run.task.id,
-            output=completion.text,
-            tier=tier,
-            model=completion.model,
-            decision=run.decision,
-            attempts=tuple(run.attempts),
-            cost_usd=cost,
-            latency_s=latency,
-            stop_reason=completion.stop_reason,
-            escalations=escalations,
-            completion=completion,
-        )
-
-    def _finish(
-        self, run: _Run, outcome: str, tier: str | None, output: str | None
-    ) -> tuple[Decimal, float]:
-        cost = sum((a.cost_usd for a in run.attempts), Decimal(0))
-        latency = self._clock() - run.started
-        with self._batch():
-            if run.held is not None:  # interrupted while validating: the call was paid for
-                stop = Verdict("cascade", False, "interrupted while validating")
-                self._record_attempt_outcome(run, (), stop)
-            if run.umbrella is not None:  # the climb's reservation becomes what was spent
-                self._settle(run.umbrella, cost)
-                run.umbrella = None
-            self._begin(run)
-            if self.ledger is None:
-                return cost, latency
-            self.ledger.finish_task(
-                run.task.id,
-                outcome=outcome,
-                final_tier=tier,
-                cost_usd=cost,
-                latency_s=latency,
-                attempts=len(run.attempts),
-                output=output,
-                store_content=self.policy.model.store_content,
-            )
-        return cost, latency
-
-    def _escalated(self, kind: str, tier: str, reason: str) -> None:
-        self.escalations[(kind, tier, reason)] += 1
-
-
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    """Where and when one attempt was made; :meth:`record` writes its record once it ended."""
-
-    tier: str
-    tier_index: int
-    model: str
-    provider: str
-    started_at: datetime
-    t0: float
-    role: Role
-    escalated_from: int | None
-
-    def record(
-        self,
-        run: _Run,
-        now: float,
-        outcome: Outcome,
-        *,
-        completion: Completion | None = None,
-        error: BaseException | None = None,
-        usage: Usage | None = None,
-        cost: Decimal = Decimal(0),
-    ) -> AttemptRecord:
-        """The attempt's record: a completion's model, usage and text, or an error's class."""
-        return AttemptRecord(
-            task_id=run.task.id,
-            attempt_no=run.next_no(),
-            kind=run.task.kind,
-            tier=self.tier,
-            tier_index=self.tier_index,
-            model=(completion.model or self.model) if completion is not None else self.model,
-            provider=self.provider,
-            usage=completion.usage if completion is not None else (usage or Usage()),
-            cost_usd=cost,
-            latency_s=now - self.t0,
-            outcome=outcome,
-            started_at=self.started_at,
-            role=self.role,
-            failure=None if error is None else str(error),
-            error_class=None if error is None else type(error).__name__,
-            escalated_from=self.escalated_from,
-            stop_reason=None if completion is None else completion.stop_reason,
-            output=None if completion is None else completion.text,
-            session=run.task.session,
-            **_plan_columns(run.task, self.role),
-        )
-
-
-def _plan_columns(task: Task, role: Role) -> dict[str, Any]:
-    """The cost-tree columns of an attempt of *task* (none outside a plan)."""
-    ref = task.plan
-    if ref is None:
-        return {}
-    return {
-        "plan_id": ref.plan_id,
-        "subtask_id": ref.subtask_id,
-        "parent_id": ref.parent_id,
-        "plan_role": "judge" if role == "judge" else ref.plan_role,
-    }
-
-
-def _priced(usage: Usage, prices: ModelPrices | None) -> Decimal:
-    """What *usage* costs (a broken stream is billed for what arrived)."""
-    from tierwise.pricing import cost_of
-
-    return Decimal(0) if prices is None else cost_of(usage, prices)
-
-
-#: Tokens a climb adds to the next tier's prompt besides the rejected answer: the handoff note
-#: (at most this many bytes, so at most this many tokens) and its turn's framing.
-_HINT_TOKENS = HANDOFF_MAX_BYTES + 8
-
-
-def _warm(provider: AsyncProvider) -> None:
-    """Let a provider do its one-off set-up (an SDK import) before an attempt is timed."""
-    warm = getattr(provider, "warm", None)
-    if callable(warm):
-        warm()
-
-
-def _keep_billed(billed: list[ProviderError]) -> Callable[[ProviderError], None]:
-    """The retry loop's ``on_retry``: keep retried errors the upstream billed (they cost)."""
-
-    def keep(error: ProviderError) -> None:
-        if error.usage is not None and error.usage.total_tokens > 0:
-            billed.append(error)
-
-    return keep
-
-
-async def _asleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
-
-
-async def _close_shielded(stream: ProviderStream) -> None:
-    """Close *stream* even while the task is being cancelled (the connection must go back)."""
-    import anyio
-
-    with anyio.CancelScope(shield=True):
-        await stream.aclose()
 
 
 def _src(policy: Policy) -> str | None:
