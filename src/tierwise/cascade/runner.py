@@ -48,6 +48,7 @@ from tierwise.cascade.seams import (
 from tierwise.errors import (
     BudgetExceededError,
     EscalationExhaustedError,
+    LedgerError,
     ProviderError,
     StreamInterruptedError,
     UnknownModelError,
@@ -797,7 +798,7 @@ class Cascade:
                 prices, input_tokens=input_token_bound(request), max_tokens=request.max_tokens
             )
         held = yield _Reserve(run.task.id, run.limits, amount)
-        if isinstance(held, BudgetExceededError):
+        if isinstance(held, BudgetExceededError | LedgerError):
             raise held
         return held
 
@@ -831,6 +832,8 @@ class Cascade:
         refused: BudgetExceededError | None = None
         for skip in starts:
             held = yield _Reserve(run.task.id, run.limits, sum(worst[skip:], Decimal(0)))
+            if isinstance(held, LedgerError):
+                raise held
             if isinstance(held, BudgetExceededError):
                 refused = held
                 continue
@@ -850,10 +853,11 @@ class Cascade:
         raise refused
 
     def _hold(self, effect: _Reserve) -> object:
-        """Reserve; a refusal is returned (and raised inside the loop), never thrown here."""
+        """Reserve; a refusal or a ledger failure is returned (and raised inside the loop, so
+        the task is ended and recorded there), never thrown here."""
         try:
             return self._budgets.reserve(effect.task_id, effect.limits, effect.amount)
-        except BudgetExceededError as exc:
+        except (BudgetExceededError, LedgerError) as exc:
             return exc
 
     def _settle(self, reservation: Any, cost: Decimal) -> None:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from tierwise.cli._common import EXIT_INVALID, JsonOption, fail, print_json
+from tierwise.cli.ledger_spool import SpoolDirOption
+from tierwise.cli.ledger_spool import register as register_spool
 
 if TYPE_CHECKING:
     from tierwise.ledger import Ledger
@@ -62,6 +64,13 @@ def _open_or_exit(url: str | None) -> Ledger:
         return open_ledger(url or default_ledger_url(), create=False)
     except LedgerError as exc:
         fail(str(exc), code=EXIT_INVALID)
+
+
+def _open(url: str) -> Ledger:
+    """Open an existing ledger, raising instead of exiting (see :func:`_open_or_exit`)."""
+    from tierwise.ledger import open_ledger
+
+    return open_ledger(url, create=False)
 
 
 def _usd(value: Decimal) -> str:
@@ -123,15 +132,16 @@ def _held_line(held: dict[str, Any]) -> str | None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``tierwise ledger tail|stats|daily|check|migrate|prune|release-stale|export``."""
+    """Add ``tierwise ledger tail|stats|daily|check|migrate|prune|release-stale|replay|export``."""
     group = typer.Typer(
         help=(
             "Inspect and maintain the ledger: recent attempts, spend and escalation, integrity, "
-            "schema migrations, pruning."
+            "schema migrations, pruning, spooled rows."
         ),
         no_args_is_help=True,
     )
     app.add_typer(group, name="ledger")
+    register_spool(group, LedgerOption)
 
     @group.command("tail")
     def tail(
@@ -484,27 +494,54 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"released {released} stale reservation(s)")
 
     @group.command("check")
-    def check(ledger: str | None = LedgerOption, as_json: bool = JsonOption) -> None:
+    def check(
+        ledger: str | None = LedgerOption,
+        spool_dir: str | None = SpoolDirOption,
+        as_json: bool = JsonOption,
+    ) -> None:
         """Check the ledger: storage integrity, costs adding up, budget counters and leftovers.
 
-        Leftovers: reservations still held after their task ended, and tasks still running
-        past the reservation TTL (the process that ran them died). Exits 0 when sound, 2 when
-        any problem is found (each printed on its own line).
+        Leftovers: reservations still held after their task ended, tasks still running past
+        the reservation TTL (the process that ran them died), and paid calls' rows that a
+        gateway spooled to local disk while the database was unreachable and that are not in
+        the ledger yet (looked for in --spool-dir; reported even when the database is down).
+        Exits 0 when sound, 2 when any problem is found (each printed on its own line).
 
         Example: tierwise ledger check --ledger ./tierwise-ledger.db
         """
-        with _open_or_exit(ledger) as book:
-            problems = book.integrity_check()
-            url = book.url
+        from tierwise.cli.ledger_spool import spool_folder, spool_report
+        from tierwise.errors import LedgerError
+        from tierwise.ledger import default_ledger_url
+        from tierwise.ledger.engine import display_url
+        from tierwise.ledger.spool import ledger_identity
+
+        target = ledger or default_ledger_url()
+        try:
+            identity = ledger_identity(target)
+        except LedgerError as exc:
+            fail(str(exc), code=EXIT_INVALID)
+        problems, notes, spooled = spool_report(spool_folder(spool_dir), identity)
+        url = display_url(target) if "://" in target else target
+        unreachable: str | None = None
+        try:
+            with _open(target) as book:
+                problems += book.integrity_check()
+                url = book.url
+        except LedgerError as exc:
+            unreachable = str(exc)
+            problems.append(f"ledger: {exc}")
         if as_json:
-            print_json({"ledger": url, "ok": not problems, "problems": problems})
+            print_json({"ledger": url, "ok": not problems, "problems": problems, "spool": spooled})
         else:
             for line in problems:
                 typer.echo(line)
             if not problems:
                 typer.echo(f"ledger OK: {url}")
+        for note in notes:
+            typer.echo(note, err=True)
         if problems:
-            typer.echo(f"ledger {url}: {len(problems)} problem(s) found", err=True)
+            if unreachable is None:
+                typer.echo(f"ledger {url}: {len(problems)} problem(s) found", err=True)
             raise typer.Exit(EXIT_INVALID)
 
     @group.command("export")
