@@ -66,13 +66,6 @@ def _open_or_exit(url: str | None) -> Ledger:
         fail(str(exc), code=EXIT_INVALID)
 
 
-def _open(url: str) -> Ledger:
-    """Open an existing ledger, raising instead of exiting (see :func:`_open_or_exit`)."""
-    from tierwise.ledger import open_ledger
-
-    return open_ledger(url, create=False)
-
-
 def _usd(value: Decimal) -> str:
     return f"${value:.6f}" if abs(value) < 1000 else f"${value:,.2f}"
 
@@ -511,7 +504,7 @@ def register(app: typer.Typer) -> None:
         """
         from tierwise.cli.ledger_spool import spool_folder, spool_report
         from tierwise.errors import LedgerError
-        from tierwise.ledger import default_ledger_url
+        from tierwise.ledger import default_ledger_url, open_ledger
         from tierwise.ledger.engine import display_url
         from tierwise.ledger.spool import ledger_identity
 
@@ -522,26 +515,28 @@ def register(app: typer.Typer) -> None:
             fail(str(exc), code=EXIT_INVALID)
         problems, notes, spooled = spool_report(spool_folder(spool_dir), identity)
         url = display_url(target) if "://" in target else target
-        unreachable: str | None = None
+        error: str | None = None  # the ledger cannot be opened: spooled rows still count
         try:
-            with _open(target) as book:
+            with open_ledger(target, create=False) as book:
                 problems += book.integrity_check()
                 url = book.url
         except LedgerError as exc:
-            unreachable = str(exc)
-            problems.append(f"ledger: {exc}")
+            error = str(exc)
+        ok = not problems and error is None
         if as_json:
-            print_json({"ledger": url, "ok": not problems, "problems": problems, "spool": spooled})
+            report = {"ledger": url, "ok": ok, "problems": problems, "spool": spooled}
+            print_json({**report, "error": error} if error else report)
         else:
             for line in problems:
                 typer.echo(line)
-            if not problems:
+            if ok:
                 typer.echo(f"ledger OK: {url}")
         for note in notes:
             typer.echo(note, err=True)
+        if error is not None:
+            fail(error, code=EXIT_INVALID)
         if problems:
-            if unreachable is None:
-                typer.echo(f"ledger {url}: {len(problems)} problem(s) found", err=True)
+            typer.echo(f"ledger {url}: {len(problems)} problem(s) found", err=True)
             raise typer.Exit(EXIT_INVALID)
 
     @group.command("export")
