@@ -289,8 +289,13 @@ class GroupCommitLedger:
                     break
                 batch.append(more)
             commits = [i for i in batch if isinstance(i, _Commit)]
-            if commits:
-                self._commit(commits)
+            try:
+                if commits:
+                    self._commit(commits)
+            except Exception as exc:  # a bug: fail these requests, keep the thread
+                log.exception("ledger commit failed")
+                for item in commits:
+                    self._resolve(item, exc)
             for probe in (i for i in batch if isinstance(i, _Probe)):
                 self._answer_probe(probe)
             if stop:
@@ -367,7 +372,11 @@ class GroupCommitLedger:
     def _answer_probe(self, probe: _Probe) -> None:
         known = self.usable()
         if known is None:
-            known = self._replay_spool() if self.spooled else self._ping()
+            try:
+                known = self._replay_spool() if self.spooled else self._ping()
+            except Exception:  # never leave a waiting request hanging
+                log.exception("ledger health check failed")
+                known = False
         _call_soon(probe.loop, probe.future, known, None)
 
     def _ping(self) -> bool:
@@ -383,6 +392,12 @@ class GroupCommitLedger:
         """The writer thread's timers: replay the spool (or, with none, ping a database found
         down, so that its return is noticed without waiting for a request), take over
         orphaned spool files, release reservations held past their TTL."""
+        try:
+            self._timers()
+        except Exception:  # a bug here must not stop the thread every commit depends on
+            log.exception("ledger maintenance failed")
+
+    def _timers(self) -> None:
         now = self._clock()
         if self.spooled:
             self._replay_spool()
