@@ -18,6 +18,8 @@ from tierwise.cli._common import (
     open_ledger_or_exit,
     print_json,
 )
+from tierwise.cli.ledger_spool import SpoolDirOption
+from tierwise.cli.ledger_spool import register as register_spool
 
 if TYPE_CHECKING:
     pass
@@ -106,15 +108,16 @@ def _held_line(held: dict[str, Any]) -> str | None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``tierwise ledger tail|stats|daily|check|migrate|prune|release-stale|export``."""
+    """Add ``tierwise ledger tail|stats|daily|check|migrate|prune|release-stale|replay|export``."""
     group = typer.Typer(
         help=(
             "Inspect and maintain the ledger: recent attempts, spend and escalation, integrity, "
-            "schema migrations, pruning."
+            "schema migrations, pruning, spooled rows."
         ),
         no_args_is_help=True,
     )
     app.add_typer(group, name="ledger")
+    register_spool(group, LedgerOption)
 
     @group.command("tail")
     def tail(
@@ -467,25 +470,54 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"released {released} stale reservation(s)")
 
     @group.command("check")
-    def check(ledger: str | None = LedgerOption, as_json: bool = JsonOption) -> None:
+    def check(
+        ledger: str | None = LedgerOption,
+        spool_dir: str | None = SpoolDirOption,
+        as_json: bool = JsonOption,
+    ) -> None:
         """Check the ledger: storage integrity, costs adding up, budget counters and leftovers.
 
-        Leftovers: reservations still held after their task ended, and tasks still running
-        past the reservation TTL (the process that ran them died). Exits 0 when sound, 2 when
-        any problem is found (each printed on its own line).
+        Leftovers: reservations still held after their task ended, tasks still running past
+        the reservation TTL (the process that ran them died), and paid calls' rows that a
+        gateway spooled to local disk while the database was unreachable and that are not in
+        the ledger yet (looked for in --spool-dir; reported even when the database is down).
+        Exits 0 when sound, 2 when any problem is found (each printed on its own line).
 
         Example: tierwise ledger check --ledger ./tierwise-ledger.db
         """
-        with open_ledger_or_exit(ledger) as book:
-            problems = book.integrity_check()
-            url = book.url
+        from tierwise.cli.ledger_spool import spool_folder, spool_report
+        from tierwise.errors import LedgerError
+        from tierwise.ledger import default_ledger_url, open_ledger
+        from tierwise.ledger.engine import display_url
+        from tierwise.ledger.spool import ledger_identity
+
+        target = ledger or default_ledger_url()
+        try:
+            identity = ledger_identity(target)
+        except LedgerError as exc:
+            fail(str(exc), code=EXIT_INVALID)
+        problems, notes, spooled = spool_report(spool_folder(spool_dir), identity)
+        url = display_url(target) if "://" in target else target
+        error: str | None = None  # the ledger cannot be opened: spooled rows still count
+        try:
+            with open_ledger(target, create=False) as book:
+                problems += book.integrity_check()
+                url = book.url
+        except LedgerError as exc:
+            error = str(exc)
+        ok = not problems and error is None
         if as_json:
-            print_json({"ledger": url, "ok": not problems, "problems": problems})
+            report = {"ledger": url, "ok": ok, "problems": problems, "spool": spooled}
+            print_json({**report, "error": error} if error else report)
         else:
             for line in problems:
                 typer.echo(line)
-            if not problems:
+            if ok:
                 typer.echo(f"ledger OK: {url}")
+        for note in notes:
+            typer.echo(note, err=True)
+        if error is not None:
+            fail(error, code=EXIT_INVALID)
         if problems:
             typer.echo(f"ledger {url}: {len(problems)} problem(s) found", err=True)
             raise typer.Exit(EXIT_INVALID)

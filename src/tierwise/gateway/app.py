@@ -17,7 +17,9 @@ unknown model; 408 a body that did not arrive within ``body_timeout_s``; 413 bod
 ``max_body_bytes``; 429 a budget (policy or the key's daily one)
 is exhausted — with ``x-should-retry: false`` so SDKs do not retry; 502 no tier answered
 (upstream down after retries, or every answer failed validation) with the attempt trail's task
-id; 500 anything unexpected (logged, never a crash of the worker).
+id; 503 the ledger's database cannot be reached (refused before any upstream call; a paid
+call whose rows cannot be committed is answered, its rows spooled to a local file); 500
+anything unexpected (logged, never a crash of the worker).
 
 The lifespan opens the ledger, the upstream connection pool and the group-commit writer, and
 closes them in reverse on shutdown (uvicorn finishes in-flight requests first), so every
@@ -102,6 +104,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         from tierwise.gateway.schema import request_adapter
         from tierwise.gateway.upstream import UpstreamPool
         from tierwise.ledger import open_ledger
+        from tierwise.ledger.spool import Spool, ledger_identity
 
         ledger = open_ledger(cfg.resolved_ledger_url())
         try:
@@ -112,7 +115,8 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         for dialect in ("anthropic", "openai"):  # compile the request checks before serving
             request_adapter(dialect)
         env = cfg.environ()
-        recorder = GroupCommitLedger(ledger)
+        spool = Spool(cfg.resolved_spool_dir(), ledger_identity(ledger))
+        recorder = GroupCommitLedger(ledger, spool=spool, health_ttl_s=cfg.ledger_check_s)
         tls = upstream_ssl_context(cfg.upstream_ca_file)
         transport: Transport = (
             HttpxTransport(max_connections=cfg.max_connections, ssl_context=tls)
@@ -177,9 +181,13 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         svc = state.get("service")
         missing = {} if svc is None else svc.pool.missing_keys()
-        if not missing:
+        ledger = {} if svc is None else _ledger_health(svc)
+        if not missing and not ledger:
             return Response(b'{"status":"ok"}', media_type=_JSON)
-        body = {"status": "degraded", "unavailable": missing}
+        body: dict[str, Any] = {"status": "degraded"}
+        if missing:
+            body["unavailable"] = missing
+        body.update(ledger)
         return Response(json.dumps(body).encode(), media_type=_JSON)
 
     async def metrics(request: Request) -> Response:
@@ -304,6 +312,16 @@ def _anonymous(cfg: GatewayConfig, loopback: bool, has_keys: bool, where: str) -
             cfg.host,
         )
     return False
+
+
+def _ledger_health(svc: GatewayService) -> dict[str, Any]:
+    """What ``/healthz`` says about the ledger when it is not simply fine (no query is made)."""
+    out: dict[str, Any] = {}
+    if not svc.recorder.reachable:
+        out["ledger"] = "unreachable"
+    if svc.recorder.spooled:
+        out["spooled_tasks"] = svc.recorder.spooled
+    return out
 
 
 def _status(svc: GatewayService, cfg: GatewayConfig) -> dict[str, Any]:

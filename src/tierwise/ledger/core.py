@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any, Self
 
 import sqlalchemy as sa
 
-from tierwise.errors import LedgerError
+from tierwise.errors import LedgerError, LedgerUnavailableError
 from tierwise.ledger import budgets as _budgets
 from tierwise.ledger import keys as _keys
 from tierwise.ledger import plans as _plans
 from tierwise.ledger import queries as _queries
 from tierwise.ledger import rollups as _rollups
-from tierwise.ledger.engine import READ_OPTION, LedgerSettings, display_url, reason
+from tierwise.ledger.engine import READ_OPTION, LedgerSettings, display_url, reason, unavailable
 from tierwise.ledger.keys import ApiKey
 from tierwise.ledger.prepared import savepoint
 from tierwise.ledger.redact import Redactor
@@ -150,6 +150,23 @@ class LedgerCore:
             finally:
                 self._local.tx = None
 
+    def failure(self, what: str, exc: BaseException) -> LedgerError:
+        """The :class:`LedgerError` for a driver error: :class:`LedgerUnavailableError` when the
+        database cannot be used right now (see :func:`tierwise.ledger.engine.unavailable`)."""
+        message = f"{what}: {reason(exc)}"
+        if unavailable(exc, self._engine.dialect.loaded_dbapi):
+            return LedgerUnavailableError(message)
+        return LedgerError(message)
+
+    def ping(self) -> None:
+        """One round trip to the database (``SELECT 1``).
+
+        Raises:
+            LedgerUnavailableError: the database cannot be reached.
+        """
+        with self._read() as conn:
+            conn.exec_driver_sql("SELECT 1").all()
+
     def _shared_tx(self) -> Tx | None:
         tx: Tx | None = getattr(self._local, "tx", None)
         return tx
@@ -194,7 +211,7 @@ class LedgerCore:
                         del shared.deltas[marks[1] :]
                         raise
             except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
-                raise LedgerError(f"ledger write failed: {reason(exc)}") from None
+                raise self.failure("ledger write failed", exc) from None
             return
         try:
             with self._engine.begin() as conn:
@@ -211,7 +228,7 @@ class LedgerCore:
                 finally:
                     tx.cursor.close()
         except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
-            raise LedgerError(f"ledger write failed: {reason(exc)}") from None
+            raise self.failure("ledger write failed", exc) from None
         for callback in tx.on_commit:
             callback()
 
@@ -226,7 +243,7 @@ class LedgerCore:
                 with conn.begin():
                     yield conn
         except sa.exc.SQLAlchemyError as exc:
-            raise LedgerError(f"ledger read failed: {reason(exc)}") from None
+            raise self.failure("ledger read failed", exc) from None
 
     # -- reads ---------------------------------------------------------------------------------
 
