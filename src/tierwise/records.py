@@ -53,7 +53,12 @@ class Usage:
 
 
 Outcome = Literal["accepted", "rejected", "error", "partial"]
-Role = Literal["live", "probe", "validator", "replay"]
+#: Why a call was made. ``live``: the caller's own task; ``probe``: a cheaper tier tried on a share
+#: of a kind's traffic to see whether it now passes; ``shadow``: a call made beside the live one
+#: only to compare, whose output is never used; ``validator``: a validator's own model call;
+#: ``replay``: a recorded answer replayed by the evaluation. Only ``live`` counts toward the
+#: escalation rate (:mod:`tierwise.ledger.escalation`).
+Role = Literal["live", "probe", "shadow", "validator", "replay"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,13 +22,16 @@ import sqlalchemy as sa
 
 from tierwise.errors import LedgerError
 from tierwise.ledger import budgets as _budgets
+from tierwise.ledger import feedback as _feedback
 from tierwise.ledger import keys as _keys
 from tierwise.ledger import queries as _queries
 from tierwise.ledger import rollups as _rollups
 from tierwise.ledger.engine import READ_OPTION, LedgerSettings, display_url, reason
+from tierwise.ledger.feedback import Feedback
 from tierwise.ledger.keys import ApiKey
 from tierwise.ledger.prepared import savepoint
 from tierwise.ledger.redact import Redactor
+from tierwise.ledger.schema import tasks
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -223,6 +226,15 @@ class LedgerCore:
         except sa.exc.SQLAlchemyError as exc:
             raise LedgerError(f"ledger read failed: {reason(exc)}") from None
 
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """One read transaction, for analytics and reports that run their own Core queries.
+
+        Every query inside sees the same committed state; on SQLite it never waits for writers.
+        """
+        with self._read() as conn:
+            yield conn
+
     # -- reads ---------------------------------------------------------------------------------
 
     def tail(
@@ -304,6 +316,65 @@ class LedgerCore:
         """
         with self._read() as conn:
             return _rollups.daily(conn, since=since, until=until, kind=kind, role=role)
+
+    def find_tasks(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids of up to *limit* tasks whose id is or starts with *prefix* (as ``ledger tail``
+        shows them), the exact match first."""
+        text = prefix.strip()
+        if not text:
+            return []
+        with self._read() as conn:
+            if conn.execute(sa.select(tasks.c.id).where(tasks.c.id == text)).first() is not None:
+                return [text]
+            pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            stmt = (
+                sa.select(tasks.c.id)
+                .where(tasks.c.id.like(pattern, escape="\\"))
+                .order_by(tasks.c.id)
+                .limit(limit)
+            )
+            return list(conn.execute(stmt).scalars())
+
+    # -- feedback ------------------------------------------------------------------------------
+
+    def record_feedback(
+        self,
+        task_id: str,
+        flag: str,
+        *,
+        author: str,
+        note: str | None = None,
+        key_id: int | None = None,
+    ) -> Feedback | None:
+        """Flag a task's output: ``wrong``, ``needed_frontier`` or ``cheaper_would_do``.
+
+        The latest flag per task and author stands: flagging again replaces *author*'s earlier
+        flag and note (the same flag twice changes nothing). The note is stored with secrets
+        masked. See :mod:`tierwise.ledger.feedback` for what each flag means.
+
+        Returns:
+            The author's flag as stored (``change`` says whether it was created, replaced or
+            unchanged), or ``None`` when no task has this id.
+
+        Raises:
+            ValueError: an unknown flag, an empty author, a note over 4,000 characters.
+            LedgerError: the write failed.
+        """
+        with self._write() as tx:
+            return _feedback.record(
+                tx.conn,
+                task_id,
+                flag,
+                author=author,
+                note=self._redact(note),
+                key_id=key_id,
+                now=self._now(),
+            )
+
+    def feedback_of(self, task_id: str) -> list[Feedback]:
+        """Every author's current flag on one task, oldest first."""
+        with self._read() as conn:
+            return _feedback.of_task(conn, task_id)
 
     def integrity_check(self) -> list[str]:
         """Problems found (empty when sound): storage integrity, foreign keys, costs, budgets."""
