@@ -21,7 +21,7 @@ SINCE_HELP = "Only what started at or after this: a date/time (2025-06-01) or an
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_ROLES = ("live", "probe", "replay", "all")
+_ROLES = ("live", "probe", "shadow", "replay", "all")
 
 
 def parse_when(text: str, *, now: datetime | None = None) -> datetime:
@@ -44,6 +44,18 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+def parse_age(text: str) -> timedelta:
+    """A duration from an age like ``14d``, ``12h``, ``2w`` (``s m h d w``).
+
+    Raises:
+        ValueError: not an age, or zero.
+    """
+    match = _AGE.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"expected an age like 14d, 12h or 2w, got {text!r}")
+    return timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
+
+
 def _when_or_exit(text: str | None, flag: str) -> datetime | None:
     if text is None:
         return None
@@ -53,7 +65,7 @@ def _when_or_exit(text: str | None, flag: str) -> datetime | None:
         fail(f"{flag}: {exc}", code=EXIT_INVALID)
 
 
-def _open_or_exit(url: str | None) -> Ledger:
+def open_or_exit(url: str | None) -> Ledger:
     """Open an existing ledger (never creates one for a read), or exit 2 with one line."""
     from tierwise.errors import LedgerError
     from tierwise.ledger import default_ledger_url, open_ledger
@@ -146,7 +158,7 @@ def register(app: typer.Typer) -> None:
         Example: tierwise ledger tail -n 50 --kind extract --json
         """
         since_at = _when_or_exit(since, "--since")
-        with _open_or_exit(ledger) as book:
+        with open_or_exit(ledger) as book:
             rows = book.tail(n, kind=kind, since=since_at)
         if as_json:
             print_json(_jsonable(rows))
@@ -198,8 +210,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tasks, attempts, escalation rate, spend and wasted spend per kind and tier.
 
-        Wasted spend is the cost of attempts that were rejected or errored.
-        A tier's escalation rate is the share of tasks that tried it and then climbed higher.
+        Wasted spend is the cost of attempts that were rejected or errored. Escalation is the
+        one definition `tierwise learn status` uses: the share of resolved live tasks whose
+        accepted output came from a tier above the one they started on, or that failed on every
+        tier; on a tier's row, of the tasks that started there.
 
         Example: tierwise ledger stats --since 7d --kind extract
         """
@@ -207,7 +221,7 @@ def register(app: typer.Typer) -> None:
             fail(f"--role: expected one of {', '.join(_ROLES)}, got {role!r}")
         since_at = _when_or_exit(since, "--since")
         until_at = _when_or_exit(until, "--until")
-        with _open_or_exit(ledger) as book:
+        with open_or_exit(ledger) as book:
             data = book.stats(
                 since=since_at, until=until_at, kind=kind, role=None if role == "all" else role
             )
@@ -310,7 +324,7 @@ def register(app: typer.Typer) -> None:
             stop = parse_day(until) if until is not None else None
         except ValueError as exc:
             fail(f"--since/--until: {exc}", code=EXIT_INVALID)
-        with _open_or_exit(ledger) as book:
+        with open_or_exit(ledger) as book:
             rows = book.daily(
                 since=first, until=stop, kind=kind, role=None if role == "all" else role
             )
@@ -424,7 +438,7 @@ def register(app: typer.Typer) -> None:
             day = parse_day(before)
         except ValueError as exc:
             fail(f"--before: {exc}", code=EXIT_INVALID)
-        with _open_or_exit(ledger) as book:
+        with open_or_exit(ledger) as book:
             if as_json or dry_run:
                 try:
                     result = book.prune(day, batch_size=batch_size, dry_run=dry_run)
@@ -476,7 +490,7 @@ def register(app: typer.Typer) -> None:
         if not match:
             fail(f"--older-than: expected an age like 30m, 2h or 1d, got {older_than!r}")
         age = timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
-        with _open_or_exit(ledger) as book:
+        with open_or_exit(ledger) as book:
             released = book.release_stale(age)
         if as_json:
             print_json({"released": released})
@@ -491,7 +505,7 @@ def register(app: typer.Typer) -> None:
 
         Example: tierwise ledger check --ledger ./tierwise-ledger.db
         """
-        with _open_or_exit(ledger) as book:
+        with open_or_exit(ledger) as book:
             problems = book.integrity_check()
             url = book.url
         if as_json:
@@ -532,7 +546,7 @@ def register(app: typer.Typer) -> None:
             fail(f"--role: expected one of {', '.join(_ROLES)}, got {role!r}")
         when = _when_or_exit(since, "--since")
         chosen = None if role == "all" else role
-        with _open_or_exit(ledger) as book:
+        with open_or_exit(ledger) as book:
             rows = list(ledger_rows(book, since=when, kind=kind, role=chosen))
             ladder = ledger_ladder(book, role=chosen)
         texts = sum(1 for r in rows if r.prompt is not None)

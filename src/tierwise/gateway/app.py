@@ -8,6 +8,7 @@ Endpoints:
 * ``GET /healthz`` — liveness; ``GET /metrics`` — Prometheus text (an admin key when served off
   loopback).
 * ``GET /v1/tierwise/admin/status`` — policy revision, ladder, key mode (admin key).
+* ``POST /v1/tierwise/feedback`` — flag a task's output (see :mod:`tierwise.gateway.feedback`).
 
 Status codes, in the caller's error shape: 400 malformed JSON / wrong types / missing fields /
 bad ``x-tierwise-*`` headers (the message names the field); 401 missing or wrong key; 404
@@ -46,6 +47,7 @@ from tierwise.gateway.service import AUTO_MODEL, GatewayService
 from tierwise.gateway.upstream import upstream_seconds
 
 if TYPE_CHECKING:
+    from tierwise.gateway.fleet import FleetGauges
     from tierwise.ledger import ApiKey
 
 __all__ = ["ADMIN_PREFIX", "create_app", "create_app_from_env"]
@@ -71,11 +73,13 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     """
     cfg = config or GatewayConfig()
     state: dict[str, GatewayService] = {}
+    fleet: dict[str, FleetGauges] = {}  # the fleet's escalation on /metrics
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from tierwise.gateway.auth import KeyChecker
         from tierwise.gateway.config import is_loopback
+        from tierwise.gateway.fleet import FleetGauges
         from tierwise.gateway.http import (
             FastTransport,
             HttpxTransport,
@@ -117,6 +121,9 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             )
             state["service"] = service
             app.state.service = service
+            fleet["gauges"] = FleetGauges(
+                ledger, service.metrics.registry, policy.model.fleet.escalation_red_line
+            )
             yield
         finally:
             state.pop("service", None)
@@ -159,6 +166,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
                 svc.keys.authorize_admin(request.headers)
         except RequestError as exc:
             return _error("openai", exc)
+        await anyio.to_thread.run_sync(fleet["gauges"].refresh)  # a ledger read, cached
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
     async def admin_status(request: Request) -> Response:
@@ -169,6 +177,11 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             return _error("openai", exc)
         return Response(json.dumps(_status(svc, cfg)).encode(), media_type=_JSON)
 
+    async def feedback(request: Request) -> Response:
+        from tierwise.gateway.feedback import handle_feedback
+
+        return await handle_feedback(service(), request)
+
     return Starlette(
         routes=[
             Route("/v1/messages", messages, methods=["POST"]),
@@ -178,6 +191,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route(f"{ADMIN_PREFIX}/status", admin_status, methods=["GET"]),
+            Route("/v1/tierwise/feedback", feedback, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -186,9 +186,8 @@ def task_facts(
     :func:`classify`'s fields, so ``SUM(escalated)`` over counted rows counts escalated tasks.
 
     One pass: tasks joined to their attempts, grouped by task (PostgreSQL accepts the task's
-    other columns in a query grouped by its primary key). Fallbacks are counted as own attempts
-    beyond one per tier, the tiers being the span from the lowest to the highest tier tried: the
-    cascade climbs one tier at a time, never skipping.
+    other columns in a query grouped by its primary key). Fallbacks are the own attempts beyond
+    one per tier tried.
 
     *by_time* says *where* bounds ``created_at`` (a window): SQLite then reads the tasks
     through their ``created_at`` index. Without statistics (a ledger nobody ran ``ANALYZE`` on)
@@ -214,7 +213,7 @@ def task_facts(
             t.key_id,
             sa.func.count(a.id).label("attempts"),
             sa.func.sum(_flag(own)).label("own_attempts"),
-            (sa.func.max(own_tier) - sa.func.min(own_tier) + 1).label("own_tiers"),
+            sa.func.count(sa.distinct(own_tier)).label("own_tiers"),
             sa.func.max(sa.case((sa.and_(own, a.outcome == "accepted"), a.tier_index))).label(
                 "accepted_index"
             ),
