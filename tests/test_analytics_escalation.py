@@ -290,8 +290,6 @@ def test_money_is_read_from_the_stored_costs(ledger: Ledger) -> None:
 
 # -- the SQL and the Python reference agree on generated trails -------------------------------
 
-_ROLES = ("live", "live", "live", "probe", "shadow", "validator")
-
 
 @st.composite
 def _trail(draw: st.DrawFn) -> tuple[str, int, str, list[Step]]:
