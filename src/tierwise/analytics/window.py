@@ -188,7 +188,7 @@ def facts_of(
     *where* bounds ``tasks.created_at``; *columns* are the facts wanted (default: all). They are
     computed once into a temporary table of this connection, dropped on exit: each further query
     then reads a narrow local table instead of joining the ledger's tasks and attempts again
-    (3-4× faster on both backends). Where a temporary table cannot be made (a PostgreSQL
+    (one evaluation of the join instead of one per query). Where a temporary table cannot be made (a PostgreSQL
     read-only standby) they stay a subquery, read each time.
     """
     facts = task_facts(where, by_time=True)
