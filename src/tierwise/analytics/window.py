@@ -187,9 +187,9 @@ def facts_of(
 
     *where* bounds ``tasks.created_at``; *columns* are the facts wanted (default: all). They are
     computed once into a temporary table of this connection, dropped on exit: each further query
-    then reads a narrow local table instead of joining the ledger's tasks and attempts again
-    (one evaluation of the join instead of one per query). Where a temporary table cannot be made (a PostgreSQL
-    read-only standby) they stay a subquery, read each time.
+    then reads a narrow local table instead of joining the ledger's tasks and attempts again.
+    Where a temporary table cannot be made (a PostgreSQL read-only standby) they stay a
+    subquery, read each time.
     """
     facts = task_facts(where, by_time=True)
     chosen = [facts.c[name] for name in columns] if columns is not None else list(facts.c)
