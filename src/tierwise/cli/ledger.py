@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
@@ -21,16 +21,13 @@ from tierwise.cli._common import (
 from tierwise.cli.ledger_spool import SpoolDirOption
 from tierwise.cli.ledger_spool import register as register_spool
 
-if TYPE_CHECKING:
-    pass
-
 LEDGER_HELP = "Ledger URL or path. Default: $TIERWISE_LEDGER, else ./tierwise-ledger.db."
 LedgerOption = typer.Option(None, "--ledger", "-l", help=LEDGER_HELP, show_default=False)
 SINCE_HELP = "Only what started at or after this: a date/time (2025-06-01) or an age (7d, 12h)."
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_ROLES = ("live", "probe", "replay", "all")
+_ROLES = ("live", "probe", "shadow", "replay", "all")
 
 
 def parse_when(text: str, *, now: datetime | None = None) -> datetime:
@@ -51,6 +48,18 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
             f"(7d, 12h, 30m), got {text!r}"
         ) from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def parse_age(text: str) -> timedelta:
+    """A duration from an age like ``14d``, ``12h``, ``2w`` (``s m h d w``).
+
+    Raises:
+        ValueError: not an age, or zero.
+    """
+    match = _AGE.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"expected an age like 14d, 12h or 2w, got {text!r}")
+    return timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
 
 
 def _when_or_exit(text: str | None, flag: str) -> datetime | None:
@@ -184,8 +193,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tasks, attempts, escalation rate, spend and wasted spend per kind and tier.
 
-        Wasted spend is the cost of attempts that were rejected or errored.
-        A tier's escalation rate is the share of tasks that tried it and then climbed higher.
+        Wasted spend is the cost of attempts that were rejected or errored. Escalation is the
+        one definition `tierwise learn status` uses: the share of resolved live tasks whose
+        accepted output came from a tier above the one they started on, or that failed on every
+        tier; on a tier's row, of the tasks that started there.
 
         Example: tierwise ledger stats --since 7d --kind extract
         """
@@ -458,10 +469,10 @@ def register(app: typer.Typer) -> None:
 
         Example: tierwise ledger release-stale --older-than 2h
         """
-        match = _AGE.match(older_than)
-        if not match:
-            fail(f"--older-than: expected an age like 30m, 2h or 1d, got {older_than!r}")
-        age = timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
+        try:
+            age = parse_age(older_than)
+        except ValueError as exc:
+            fail(f"--older-than: {exc}", code=EXIT_INVALID)
         with open_ledger_or_exit(ledger) as book:
             released = book.release_stale(age)
         if as_json:

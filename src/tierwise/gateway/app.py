@@ -10,6 +10,7 @@ Endpoints:
 * ``GET /v1/tierwise/admin/status`` — policy revision, ladder, key mode (admin key).
 * ``POST /v1/tierwise/admin/reload`` — read the policy file again (admin key); a broken file
   keeps the old policy (400 with the reason). ``SIGHUP`` does the same.
+* ``POST /v1/tierwise/feedback`` — flag a task's output (see :mod:`tierwise.gateway.feedback`).
 
 Status codes, in the caller's error shape: 400 malformed JSON / wrong types / missing fields /
 bad ``x-tierwise-*`` headers (the message names the field); 401 missing or wrong key; 404
@@ -51,6 +52,7 @@ from tierwise.gateway.service import AUTO_MODEL, GatewayService
 from tierwise.gateway.upstream import upstream_seconds
 
 if TYPE_CHECKING:
+    from tierwise.gateway.fleet import FleetGauges
     from tierwise.ledger import ApiKey
 
 __all__ = ["ADMIN_PREFIX", "MissingCredentialsError", "create_app", "create_app_from_env"]
@@ -86,11 +88,13 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     """
     cfg = config or GatewayConfig()
     state: dict[str, GatewayService] = {}
+    fleet: dict[str, FleetGauges] = {}  # the fleet's escalation on /metrics
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from tierwise.gateway.auth import KeyChecker
         from tierwise.gateway.config import is_loopback
+        from tierwise.gateway.fleet import FleetGauges
         from tierwise.gateway.http import (
             FastTransport,
             HttpxTransport,
@@ -146,6 +150,9 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             )
             state["service"] = service
             app.state.service = service
+            fleet["gauges"] = FleetGauges(
+                ledger, service.metrics.registry, policy.model.fleet.escalation_red_line
+            )
             hangup = _on_sighup(service, cfg)
             try:
                 yield
@@ -201,6 +208,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
                 svc.keys.authorize_admin(request.headers)
         except RequestError as exc:
             return _error("openai", exc)
+        await anyio.to_thread.run_sync(fleet["gauges"].refresh)  # a ledger read, cached
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
     async def admin_reload(request: Request) -> Response:
@@ -231,6 +239,11 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             return _error("openai", exc)
         return Response(json.dumps(_status(svc, cfg)).encode(), media_type=_JSON)
 
+    async def feedback(request: Request) -> Response:
+        from tierwise.gateway.feedback import handle_feedback
+
+        return await handle_feedback(service(), request)
+
     return Starlette(
         routes=[
             Route("/v1/messages", messages, methods=["POST"]),
@@ -241,6 +254,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             Route(f"{ADMIN_PREFIX}/status", admin_status, methods=["GET"]),
             Route(f"{ADMIN_PREFIX}/reload", admin_reload, methods=["POST"]),
+            Route("/v1/tierwise/feedback", feedback, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -22,11 +22,13 @@ import sqlalchemy as sa
 
 from tierwise.errors import LedgerError, LedgerUnavailableError
 from tierwise.ledger import budgets as _budgets
+from tierwise.ledger import feedback as _feedback
 from tierwise.ledger import keys as _keys
 from tierwise.ledger import plans as _plans
 from tierwise.ledger import queries as _queries
 from tierwise.ledger import rollups as _rollups
 from tierwise.ledger.engine import READ_OPTION, LedgerSettings, display_url, reason, unavailable
+from tierwise.ledger.feedback import Feedback
 from tierwise.ledger.keys import ApiKey
 from tierwise.ledger.prepared import savepoint
 from tierwise.ledger.redact import Redactor
@@ -245,6 +247,15 @@ class LedgerCore:
         except sa.exc.SQLAlchemyError as exc:
             raise self.failure("ledger read failed", exc) from None
 
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """One read transaction, for analytics and reports that run their own Core queries.
+
+        Every query inside sees the same committed state; on SQLite it never waits for writers.
+        """
+        with self._read() as conn:
+            yield conn
+
     # -- reads ---------------------------------------------------------------------------------
 
     def tail(
@@ -281,7 +292,8 @@ class LedgerCore:
             return _queries.task(conn, task_id)
 
     def task_ids(self, prefix: str, limit: int = 2) -> list[str]:
-        """Ids of tasks starting with *prefix* (at most *limit*), to resolve a short id."""
+        """Ids of up to *limit* tasks whose id is or starts with *prefix* (as ``ledger tail``
+        shows them), an exact match alone; used to resolve a short id."""
         with self._read() as conn:
             return _queries.task_ids(conn, prefix, limit)
 
@@ -336,6 +348,47 @@ class LedgerCore:
         """
         with self._read() as conn:
             return _rollups.daily(conn, since=since, until=until, kind=kind, role=role)
+
+    # -- feedback ------------------------------------------------------------------------------
+
+    def record_feedback(
+        self,
+        task_id: str,
+        flag: str,
+        *,
+        author: str,
+        note: str | None = None,
+        key_id: int | None = None,
+    ) -> Feedback | None:
+        """Flag a task's output: ``wrong``, ``needed_frontier`` or ``cheaper_would_do``.
+
+        The latest flag per task and author stands: flagging again replaces *author*'s earlier
+        flag and note (the same flag twice changes nothing). The note is stored with secrets
+        masked. See :mod:`tierwise.ledger.feedback` for what each flag means.
+
+        Returns:
+            The author's flag as stored (``change`` says whether it was created, replaced or
+            unchanged), or ``None`` when no task has this id.
+
+        Raises:
+            ValueError: an unknown flag, an empty author, a note over 4,000 characters.
+            LedgerError: the write failed.
+        """
+        with self._write() as tx:
+            return _feedback.record(
+                tx.conn,
+                task_id,
+                flag,
+                author=author,
+                note=self._redact(note),
+                key_id=key_id,
+                now=self._now(),
+            )
+
+    def feedback_of(self, task_id: str) -> list[Feedback]:
+        """Every author's current flag on one task, oldest first."""
+        with self._read() as conn:
+            return _feedback.of_task(conn, task_id)
 
     def integrity_check(self) -> list[str]:
         """Problems found (empty when sound): storage integrity, foreign keys, costs, budgets,
