@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -15,6 +16,7 @@ from tierwise.cli._common import (
     JsonOption,
     fail,
     jsonable,
+    load_policy_or_exit,
     open_ledger_or_exit,
     print_json,
 )
@@ -115,6 +117,9 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     app.add_typer(group, name="ledger")
+    from tierwise.cli.agreement import register_agreement
+
+    register_agreement(group)
 
     @group.command("tail")
     def tail(
@@ -257,6 +262,14 @@ def register(app: typer.Typer) -> None:
         )
         if tiers:
             console.print(f"escalation rate per tier: {tiers}")
+        shadow = data.get("shadow") or {}
+        if shadow.get("attempts"):
+            console.print(
+                f"shadow calls (shadow budget; in none of the figures above): "
+                f"{shadow['attempts']} attempts, {_usd(shadow['spend_usd'])}",
+                markup=False,
+                highlight=False,
+            )
         keys = [k for k in data["by_key"] if k["key_id"] is not None]
         if keys:
             spend = ", ".join(
@@ -497,20 +510,25 @@ def register(app: typer.Typer) -> None:
         kind: str | None = typer.Option(None, "--kind", "-k", help="Only this task kind."),
         role: str = typer.Option("live", "--role", help="live, probe, replay or all."),
         name: str | None = typer.Option(None, "--name", help="Dataset name for the header."),
+        policy: Path | None = typer.Option(
+            None, "--policy", "-p", help="Read the kinds' answer formats from this policy."
+        ),
         ledger: str | None = LedgerOption,
     ) -> None:
         """Write the ledger's tasks as tierwise eval JSONL, for `tierwise eval` and your own tools.
 
-        One record per task: per model attempted, score 1 when accepted and 0 when a validator
-        rejected it, with answer, exact cost and tokens. Prompts and answers are included only
-        for tasks recorded with `store_content = true` in the policy.
+        One record per task: per model that answered it — its own run's tiers and, for tasks
+        shadow mode sampled, the tiers it did not try — score 1 when the answer passed its
+        validators and was not flagged wrong, else 0, with answer, exact cost and tokens; and
+        what the policy did (`served`), which `tierwise eval` reports as a strategy. Prompts
+        and answers are included only for tasks recorded with `store_content = true`.
 
         Example: tierwise ledger export --since 30d --out logs/fleet.jsonl && tierwise eval logs
         """
         import sys
-        from pathlib import Path
 
-        from tierwise.evaluation.export import ledger_ladder, ledger_rows
+        from tierwise.cli._common import resolve_policy_path
+        from tierwise.evaluation.export import export_formats, ledger_ladder, ledger_rows
         from tierwise.evaluation.loaders import dump_rows
 
         if role not in _ROLES:
@@ -520,22 +538,27 @@ def register(app: typer.Typer) -> None:
         with open_ledger_or_exit(ledger) as book:
             rows = list(ledger_rows(book, since=when, kind=kind, role=chosen))
             ladder = ledger_ladder(book, role=chosen)
+        source = resolve_policy_path(policy)
+        formats = None
+        if source is not None:
+            formats = export_formats(load_policy_or_exit(source), {r.kind for r in rows})
         texts = sum(1 for r in rows if r.prompt is not None)
         title = name or "tierwise-ledger"
         if out == "-":
-            n = dump_rows(rows, sys.stdout, name=title, ladder=ladder or None)
+            n = dump_rows(rows, sys.stdout, name=title, ladder=ladder or None, formats=formats)
         else:
             target = Path(out)
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with target.open("w", encoding="utf-8") as fp:
-                    n = dump_rows(rows, fp, name=title, ladder=ladder or None)
+                    n = dump_rows(rows, fp, name=title, ladder=ladder or None, formats=formats)
             except OSError as exc:
                 fail(f"cannot write {target}: {exc.strerror}")
         full = sum(1 for r in rows if ladder and set(ladder.values()) <= set(r.results))
         typer.echo(
             f"exported {n} task(s): {texts} with prompt text, {full} answered by every tier's "
-            "model (what `tierwise eval` compares strategies on)",
+            "model (what `tierwise eval` compares strategies on; shadow mode fills in the "
+            "tiers a task did not try)",
             err=True,
         )
         if rows and not texts:

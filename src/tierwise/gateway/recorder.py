@@ -18,7 +18,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from tierwise.ledger import Ledger, Reservation
 
 if TYPE_CHECKING:
     from tierwise.cascade.result import AttemptRecord
+    from tierwise.records import AgreementRecord
     from tierwise.task import Decision, Task
 
 __all__ = ["GroupCommitLedger"]
@@ -101,6 +102,12 @@ class GroupCommitLedger:
             lambda: _discard(self.ledger.record_attempt(attempt, store_content=store_content)),
         )
         return 0
+
+    def record_agreements(self, agreements: Sequence[AgreementRecord]) -> None:
+        """Deferred until :meth:`flush` (a shadowed task's verdicts, under its id)."""
+        if agreements:
+            rows = list(agreements)
+            self._defer(rows[0].task_id, lambda: self.ledger.record_agreements(rows))
 
     def finish_task(self, task_id: str, **kwargs: Any) -> None:
         """Deferred until :meth:`flush`."""

@@ -24,6 +24,7 @@ from tierwise.ledger.schema import (
     reservations,
     tasks,
 )
+from tierwise.ledger.shadow import shadow_spend
 from tierwise.records import SIDE_ROLES
 
 _WASTED = ("rejected", "error")
@@ -201,7 +202,7 @@ def stats(
         where.append(t.role == role)
     wasted = sa.func.sum(sa.case((a.outcome.in_(_WASTED), a.cost_pusd), else_=0))
 
-    # attempts, spend and waste per (kind, tier)
+    # attempts, spend and waste per (kind, tier); shadow calls have their own line (below)
     per_tier_rows = conn.execute(
         sa.select(
             a.kind,
@@ -215,7 +216,7 @@ def stats(
             sa.func.sum(sa.case((a.outcome == "error", 1), else_=0)),
         )
         .select_from(joined)
-        .where(*where)
+        .where(*where, a.role != "shadow")
         .group_by(a.kind, a.tier)
     ).all()
 
@@ -399,6 +400,8 @@ def stats(
         "by_kind": dict(sorted(by_kind.items())),
         "by_tier": dict(sorted(by_tier.items(), key=lambda kv: (kv[1]["tier_index"], kv[0]))),
         "by_kind_tier": by_kind_tier,
+        # shadow calls: paid from the shadow budget, in none of the figures above
+        "shadow": shadow_spend(conn, since=since, until=until, kind=kind),
     }
 
 

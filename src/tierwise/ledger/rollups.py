@@ -151,13 +151,15 @@ def aggregate(
         e["tasks_timed"] += _int(row[13])
         e["task_latency_s_sum"] += float(row[14] or 0.0)
 
-    validator = a.role.in_(sorted(SIDE_ROLES))  # side calls: validators' and the judge's
+    validator = a.role.in_(sorted(SIDE_ROLES - {"shadow"}))  # validators' and the judge's
+    # Shadow calls are rolled up on lines of their own (role "shadow"), not their task's.
+    role = sa.case((a.role == "shadow", "shadow"), else_=t.role)
     attempt_rows = conn.execute(
         sa.select(
             day,
             t.kind,
             a.tier,
-            t.role,
+            role,
             sa.func.min(a.tier_index),
             sa.func.count(),
             sa.func.sum(sa.case((a.outcome == "accepted", 1), else_=0)),
@@ -171,7 +173,7 @@ def aggregate(
         )
         .select_from(attempts.join(tasks, a.task_id == t.id))
         .where(*where)
-        .group_by(day, t.kind, a.tier, t.role)
+        .group_by(day, t.kind, a.tier, role)
     ).all()
     names: tuple[str, ...] = ("attempts", "accepted", "rejected", "errors", "cost_pusd")
     names += ("wasted_pusd", "validator_attempts", "validator_cost_pusd", *_TOKENS)

@@ -36,6 +36,7 @@ from tierwise.ledger.engine import (
 from tierwise.ledger.migrate import migrate
 from tierwise.ledger.redact import Redactor, secret_values, storable
 from tierwise.ledger.schema import policy_revisions, to_pico
+from tierwise.ledger.shadow import ShadowBook
 from tierwise.ledger.sql import insert_ignore
 from tierwise.ledger.statements import WriteStatements
 
@@ -121,7 +122,7 @@ def _hour(now: datetime) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0)
 
 
-class Ledger(LedgerCore):
+class Ledger(LedgerCore, ShadowBook):
     """A durable record of tasks and attempts, budget counters and gateway keys.
 
     Build it with :func:`open_ledger`. Thread-safe (each call takes its own pooled

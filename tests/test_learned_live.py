@@ -1,0 +1,162 @@
+"""The saved learned router and verifier, loaded for live use: the ladder check, clear refusals,
+the cascade's scorer hook, and the gateway loading them at start and on reload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tierwise.cascade import Cascade
+from tierwise.errors import PolicyError
+from tierwise.evaluation.dataset import Ladder, ModelResult, Row
+from tierwise.evaluation.learned import LearnedRouter
+from tierwise.evaluation.live import load_learned
+from tierwise.gateway import GatewayConfig
+from tierwise.gateway.server import GatewayServer
+from tierwise.policy import load_policy, loads_policy
+from tierwise.task import Task
+from tierwise.testing import FakeUpstream
+from tierwise.testing.policies import TEST_KEY_ENV, upstream_policy_text
+
+CHEAP, MID, STRONG = "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6"
+LADDER = Ladder(("cheap", "mid", "strong"), (CHEAP, MID, STRONG))
+
+
+def _rows() -> list[Row]:
+    """Short questions pass on the cheap model; long proofs need the strong one."""
+    rows = []
+    for i in range(60):
+        hard = i % 2 == 0
+        prompt = f"prove theorem {i} rigorously with lemmas" if hard else f"what is {i} plus one"
+        results = {
+            CHEAP: ModelResult(0.0 if hard else 1.0),
+            MID: ModelResult(0.0 if hard else 1.0),
+            STRONG: ModelResult(1.0),
+        }
+        rows.append(Row(f"r{i}", prompt, "qa", results))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def router_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("router") / "router.json"
+    LearnedRouter.train(_rows(), LADDER, threshold=0.5, folds=3).save(path)
+    return path
+
+
+def _policy_text(up: FakeUpstream | str, router: Path, extra: str = "") -> str:
+    return upstream_policy_text(
+        up,
+        extra=f'\n[learned]\npath = "{router}"\n[kinds.qa]\nstart = "learned"\nvalidators = []\n'
+        + extra,
+    )
+
+
+def test_the_saved_router_is_the_kinds_scorer(router_file: Path) -> None:
+    policy = loads_policy(_policy_text("http://127.0.0.1:9", router_file))
+    learned = load_learned(policy)
+    assert learned is not None
+    with Cascade(policy, learned=learned, env={TEST_KEY_ENV: "k"}) as cascade:
+        hard = cascade.decide(Task.create("qa", "prove theorem 99 rigorously with lemmas"))
+        easy = cascade.decide(Task.create("qa", "what is 99 plus one"))
+        other = cascade.decide(Task.create("chat", "prove theorem 99 rigorously with lemmas"))
+    assert (hard.tier, easy.tier) == ("strong", "cheap")
+    assert other.tier != "strong" or other.step != "explicit"  # other kinds route by the rules
+
+
+def test_a_file_trained_for_another_ladder_is_refused_naming_both(
+    router_file: Path, tmp_path: Path
+) -> None:
+    text = _policy_text("http://127.0.0.1:9", router_file).replace(MID, "gpt-4o-mini")
+    text = text.replace(
+        'provider = "anthropic"\nmodel = "gpt-4o-mini"',
+        'provider = "openai"\nmodel = "gpt-4o-mini"',
+    )
+    with pytest.raises(PolicyError) as info:
+        load_learned(loads_policy(text))
+    message = str(info.value)
+    assert "learned.path" in message
+    assert f"trained for the ladder cheap={CHEAP},mid={MID},strong={STRONG}" in message
+    assert "this policy's ladder is cheap=claude-haiku-4-5,mid=gpt-4o-mini" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "does not exist"),
+        ("not json", "cannot read JSON"),
+        ('{"format": "something else"}', "not a tierwise learned router"),
+    ],
+)
+def test_a_missing_or_foreign_file_is_refused(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    path = tmp_path / "router.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(PolicyError, match=expected):
+        load_learned(loads_policy(_policy_text("http://127.0.0.1:9", path)))
+
+
+def test_a_learned_validator_needs_a_verifier_in_the_file(router_file: Path) -> None:
+    text = _policy_text("http://127.0.0.1:9", router_file).replace(
+        "validators = []", 'validators = [{ type = "learned" }]'
+    )
+    with pytest.raises(PolicyError, match="no response verifier"):
+        load_learned(loads_policy(text))
+
+
+def test_a_cascade_without_the_saved_models_says_how_to_pass_them(router_file: Path) -> None:
+    policy = loads_policy(_policy_text("http://127.0.0.1:9", router_file))
+    with pytest.raises(PolicyError, match=r"learned=tierwise\.evaluation\.load_learned\(policy\)"):
+        Cascade(policy, env={TEST_KEY_ENV: "k"})
+
+
+def test_a_policy_without_learned_routing_loads_nothing() -> None:
+    assert load_learned(loads_policy(upstream_policy_text("http://127.0.0.1:9"))) is None
+
+
+def test_the_gateway_loads_them_at_start_and_refuses_a_bad_file_on_reload(
+    fake_upstream: FakeUpstream, router_file: Path, tmp_path: Path
+) -> None:
+    policy_file = tmp_path / "tierwise.toml"
+    policy_file.write_text(_policy_text(fake_upstream, router_file), encoding="utf-8")
+    config = GatewayConfig(
+        policy_path=str(policy_file), ledger_url=str(tmp_path / "l.db"), env={TEST_KEY_ENV: "k"}
+    )
+    with GatewayServer(config) as gateway, httpx2.Client(base_url=gateway.base_url) as client:
+        body = {
+            "model": "tierwise/qa",
+            "max_tokens": 32,
+            "messages": [{"role": "user", "content": "prove theorem 7 rigorously with lemmas"}],
+        }
+        first = client.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
+        assert first.status_code == 200 and first.headers["x-tierwise-tier"] == "strong"
+        # the saved file is replaced by one for another ladder: the reload refuses it
+        wrong = json.loads(router_file.read_text(encoding="utf-8"))
+        wrong["models"] = [CHEAP, "other-model", STRONG]
+        broken = tmp_path / "wrong.json"
+        broken.write_text(json.dumps(wrong), encoding="utf-8")
+        policy_file.write_text(_policy_text(fake_upstream, broken), encoding="utf-8")
+        refused = client.post("/v1/tierwise/admin/reload")
+        assert refused.status_code == 400
+        assert "trained for the ladder" in refused.json()["error"]
+        again = client.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
+        assert again.status_code == 200 and again.headers["x-tierwise-tier"] == "strong"
+    # and a gateway asked to start with it does not start, saying why
+    import asyncio
+
+    from tierwise.gateway.app import create_app
+
+    app = create_app(config)
+
+    async def start() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+
+    with pytest.raises(PolicyError, match="trained for the ladder"):
+        asyncio.run(start())
+    assert load_policy(policy_file).model.learned.path == str(broken)
