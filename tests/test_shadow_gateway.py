@@ -27,7 +27,7 @@ from tierwise.gateway import GatewayConfig
 from tierwise.gateway.server import GatewayServer
 from tierwise.ledger import open_ledger
 from tierwise.policy import loads_policy
-from tierwise.testing import FakeUpstream, ModelScript
+from tierwise.testing import FakeUpstream, ModelScript, timed_post
 from tierwise.testing.policies import TEST_KEY_ENV, upstream_policy_text
 from tierwise.testing.script import last_user_text
 
@@ -92,53 +92,6 @@ class Fleet:
     seen: dict[int, tuple[str, float, Decimal]] = field(default_factory=dict)
 
 
-#: Linux's SO_TIMESTAMPNS (SCM_TIMESTAMPNS in the ancillary data): the kernel stamps each
-#: received segment with the time it arrived, which Python's socket module has no name for.
-SO_TIMESTAMPNS = 35
-
-
-def _timed_post(base: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    """POST over a plain socket, parsed by h11; returns status, headers, body and ``done``: when
-    the answer's last byte reached this machine's socket, by the kernel's receive timestamp
-    (turned into ``time.monotonic()``'s clock, which the fake upstream stamps arrivals with) —
-    not when this thread got round to reading it."""
-    import socket
-    import struct
-
-    import h11
-
-    host, port = base.removeprefix("http://").split(":")
-    conn = h11.Connection(h11.CLIENT)
-    sock = socket.create_connection((host, int(port)), timeout=30)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        head = [("host", host), ("content-length", str(len(body))), *headers.items()]
-        sock.sendall(conn.send(h11.Request(method="POST", target=path, headers=head)))
-        sock.sendall(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
-        status, got, chunks, done = 0, {}, [], 0.0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
-                offset = time.time() - time.monotonic()
-                for level, kind, stamp in ancillary:
-                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                        sec, nsec = struct.unpack("qq", stamp[:16])
-                        done = sec + nsec / 1e9 - offset
-                conn.receive_data(data)
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                got = {k.decode(): v.decode() for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                break
-    finally:
-        sock.close()
-    assert done, "no kernel receive timestamp (SO_TIMESTAMPNS is Linux's)"
-    return {"status": status, "headers": got, "body": b"".join(chunks), "done": done}
-
-
 def _ask(base: str, secret: str, i: int) -> tuple[str, float, Decimal, str]:
     """Invoice #i through the gateway; every fourth streamed. The answer's text and timing."""
     stream = i % 4 == 0
@@ -153,9 +106,10 @@ def _ask(base: str, secret: str, i: int) -> tuple[str, float, Decimal, str]:
         "anthropic-version": "2023-06-01",
         "content-type": "application/json",
     }
-    reply = _timed_post(base, "/v1/messages", headers, json.dumps(request).encode())
-    assert reply["status"] == 200, reply
-    text = reply["body"].decode()
+    reply = timed_post(base, "/v1/messages", json.dumps(request).encode(), headers)
+    assert reply.status == 200, reply
+    assert reply.kernel_stamped  # the receipt time is the kernel's, not this thread's read
+    text = reply.body.decode()
     if stream:
         answer = "".join(
             json.loads(line[6:])["delta"].get("text", "")
@@ -164,8 +118,8 @@ def _ask(base: str, secret: str, i: int) -> tuple[str, float, Decimal, str]:
         )
     else:
         answer = "".join(b["text"] for b in json.loads(text)["content"])
-    h = reply["headers"]
-    return h["x-tierwise-task-id"], reply["done"], Decimal(h["x-tierwise-cost-usd"]), answer
+    h = reply.headers
+    return h["x-tierwise-task-id"], reply.last_byte_at, Decimal(h["x-tierwise-cost-usd"]), answer
 
 
 @pytest.fixture(scope="module")
@@ -444,11 +398,9 @@ validators = [{{ type = "learned" }}]
                 "max_tokens": 64,
                 "messages": [{"role": "user", "content": f"Extract the total of invoice #{i}"}],
             }
-            reply = _timed_post(
-                gateway.base_url, "/v1/messages", headers, json.dumps(body).encode()
-            )
-            assert reply["status"] == 200, reply
-            task_of_row[reply["headers"]["x-tierwise-task-id"]] = row
+            reply = timed_post(gateway.base_url, "/v1/messages", json.dumps(body).encode(), headers)
+            assert reply.status == 200, reply
+            task_of_row[reply.headers["x-tierwise-task-id"]] = row
     live = _decisions(db, task_of_row)
     assert set(live) == set(in_eval) == {row for row, _, _ in fleet.seen.values()}
     for row, decisions in live.items():
