@@ -160,3 +160,73 @@ def test_the_gateway_loads_them_at_start_and_refuses_a_bad_file_on_reload(
     with pytest.raises(PolicyError, match="trained for the ladder"):
         asyncio.run(start())
     assert load_policy(policy_file).model.learned.path == str(broken)
+
+
+def test_one_texts_fast_transform_equals_scikit_learns(router_file: Path) -> None:
+    """The live path (:meth:`TextFeatures.transform_one`, no scikit-learn set-up per call) gives
+    the batch transform's row and the same proposal, on prompts the router never saw too."""
+    import numpy as np
+
+    from tierwise.evaluation.learned import router_text
+
+    router = LearnedRouter.load(router_file)
+    texts = [r.prompt or "" for r in _rows()] + [
+        "",
+        "a",
+        "Prove it: the lemma, RIGOROUSLY; then what is 7 plus one?",
+        "ünïcödé wörds and numbers 12 345 in one line " * 30,
+        "prove prove prove theorem theorem",
+    ]
+    matrix = router.features.transform([router_text("qa", t) for t in texts]).toarray()
+    for text, row in zip(texts, matrix, strict=True):
+        cols, values = router.features.transform_one(router_text("qa", text))
+        dense = np.zeros(row.shape)
+        dense[cols] = values
+        assert np.allclose(dense, row, rtol=0, atol=1e-12), text
+        probs = router.pass_probabilities([router_text("qa", text)])
+        assert (
+            router.propose(Task.create("qa", text))
+            == router.tiers[int(router.tier_index(probs)[0])]
+        )
+
+
+def test_one_answers_verifier_probability_equals_the_batch_matrix() -> None:
+    """The validator's per-answer path equals the verifier's matrix (the reference), for text
+    and number kinds, with and without the cheaper tiers' answers."""
+    import math
+
+    import numpy as np
+
+    from tierwise.evaluation.verifier import ResponseVerifier
+    from tierwise.evaluation.verifier_features import answer_of, dense_features, response_text
+
+    rows = []
+    for i in range(80):
+        kind = "sum" if i % 2 else "qa"
+        right = i % 3 != 0
+        answer = f"so the result is {i + 1}" if right else f"I think it is {i + 7}"
+        results = {
+            CHEAP: ModelResult(float(right), response=answer),
+            MID: ModelResult(1.0, response=f"the result is {i + 1}"),
+            STRONG: ModelResult(1.0, response=f"the result is {i + 1}"),
+        }
+        rows.append(Row(f"r{i}", f"what is {i} plus one, {kind}?", kind, results))
+    formats = {"qa": "text", "sum": "number"}
+    verifier = ResponseVerifier.train(rows, LADDER, formats, threshold=0.5, folds=3)
+    for row in rows[:30]:
+        for index, model in enumerate(LADDER.models[:-1]):
+            response = row.results[model].response or ""
+            cheaper = [row.results[m].response or "" for m in LADDER.models[:index]]
+            fast = verifier.probability(index, row.kind, row.prompt or "", response, cheaper)
+            fmt = formats[row.kind]
+            answer = answer_of(response, fmt)
+            others = [answer_of(c, fmt) for c in cheaper]
+            dense = [dense_features(answer, response, others, row.prompt or "")]
+            x = verifier._matrix(  # the reference: scikit-learn's transform, stacked
+                [row.kind], [row.prompt or ""], [response_text(row.kind, answer, response)], dense
+            )
+            z = float((x @ verifier.coef[index])[0]) + float(verifier.intercept[index])
+            slow = 1.0 / (1.0 + math.exp(-z))
+            if verifier.calibrators is not None:
+                slow = float(verifier.calibrators[index](np.array([slow]))[0])
+            assert fast == pytest.approx(slow, abs=1e-12)
