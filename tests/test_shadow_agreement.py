@@ -76,7 +76,7 @@ def _wilson(entry: dict[str, Any]) -> tuple[int, int, float, float]:
 def test_agreement_rates_match_the_scripted_answers(
     fake_upstream: FakeUpstream, ledger_url: str, upstream_env: dict[str, str]
 ) -> None:
-    _run_tickets(fake_upstream, ledger_url, upstream_env)
+    ids = _run_tickets(fake_upstream, ledger_url, upstream_env)
     result = CliRunner().invoke(build_app(), ["ledger", "agreement", "-l", ledger_url, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -97,6 +97,16 @@ def test_agreement_rates_match_the_scripted_answers(
     assert _wilson(ms["both_passed"]) == (10, 10, 0.722, 1.0)
     assert ms["decided"] == 0  # both passed where they differ: nobody can tell
     assert data["shadow"]["attempts"] == 19  # 9 tasks × mid and strong, ticket 8 × strong
+    from tierwise.reports.explain import explain_task, render_explanation
+
+    with open_ledger(ledger_url) as book:
+        task = book.task(ids[8])
+        explained = explain_task(book, ids[8])
+    assert task is not None and explained["attempts_cost_usd"] == task["cost_usd"]
+    assert explained["shadow_cost_usd"] > 0  # the strong shadow call, on its own line
+    text = render_explanation(explained)
+    assert "cheap vs mid: differ (label; fail/pass)" in text
+    assert "mid vs strong: agree (label; pass/pass)" in text
 
 
 def test_a_wrong_flag_decides_which_tier_was_right_and_scores_the_export(

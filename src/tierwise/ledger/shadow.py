@@ -355,6 +355,15 @@ class ShadowBook:
         with self._read() as conn:
             return shadow_answer_numbers(conn, since=since, kind=kind)
 
+    def agreements_of(self, task_id: str) -> list[dict[str, Any]]:
+        """One task's agreement verdicts, in the order they were compared."""
+        s = shadow_agreements.c
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(shadow_agreements).where(s.task_id == task_id).order_by(s.id)
+            ).all()
+        return [{k: v for k, v in r._mapping.items() if k not in ("id", "task_id")} for r in rows]
+
     def wrong_flags(self, task_ids: Iterable[str] | None = None) -> set[str]:
         """Tasks flagged ``wrong`` (none on a ledger without the feedback table)."""
         with self._read() as conn:
