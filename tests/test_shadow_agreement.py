@@ -102,6 +102,7 @@ def test_agreement_rates_match_the_scripted_answers(
     with open_ledger(ledger_url) as book:
         task = book.task(ids[8])
         explained = explain_task(book, ids[8])
+        assert book.integrity_check() == []  # shadow rows are not the task's cost or count
     assert task is not None and explained["attempts_cost_usd"] == task["cost_usd"]
     assert explained["shadow_cost_usd"] > 0  # the strong shadow call, on its own line
     text = render_explanation(explained)

@@ -31,7 +31,7 @@ def _metric(base: str, name: str, headers: dict[str, str] | None = None) -> floa
     assert reply.status_code == 200, reply.text
     text = reply.text
     total = 0.0
-    for m in re.finditer(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M):
+    for m in re.finditer(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", text, re.M):
         total += float(m.group(1))
     return total
 
@@ -236,3 +236,45 @@ def test_a_live_stream_is_shadowed_after_its_last_byte(
     with open_ledger(db) as book:
         rows = [a for a in book.iter_attempts() if a["role"] == "shadow"]
     assert Counter(a["tier"] for a in rows) == {"mid": 5, "strong": 5}
+
+
+def test_shadow_runs_past_max_in_flight_are_skipped_and_counted_busy(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """A burst cannot pile up shadow calls: one run at a time here, the others are `busy`."""
+    import threading
+
+    fake_upstream.set_script(STRONG, ModelScript(latency_s=0.5))
+    text = upstream_policy_text(
+        fake_upstream,
+        extra='\n[kinds.chat]\ndoubt = "mid"\nshadow = 1.0\nshadow_tiers = ["strong"]\n'
+        "[shadow]\nmax_in_flight = 1\n",
+    )
+    config = GatewayConfig(
+        policy=loads_policy(text), ledger_url=str(tmp_path / "l.db"), env={TEST_KEY_ENV: "k"}
+    )
+    with GatewayServer(config) as gateway:
+
+        def ask(i: int) -> None:
+            reply = httpx2.post(
+                f"{gateway.base_url}/v1/messages",
+                headers={"anthropic-version": "2023-06-01"},
+                json={
+                    "model": "tierwise/chat",
+                    "max_tokens": 16,
+                    "messages": [{"role": "user", "content": f"hello {i}"}],
+                },
+                timeout=30,
+            )
+            assert reply.status_code == 200
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        _settle(gateway.base_url, 4)
+        busy = _metric(gateway.base_url, 'tierwise_shadow_runs_total{kind="chat",status="busy"}')
+        done = _metric(gateway.base_url, 'tierwise_shadow_runs_total{kind="chat",status="done"}')
+    assert busy >= 1 and done >= 1 and busy + done == 4
+    assert len([r for r in fake_upstream.requests if r.model == STRONG]) == done

@@ -413,10 +413,10 @@ def integrity_problems(conn: sa.Connection, *, stale_before: datetime | None = N
 
     Checks storage integrity and foreign keys (SQLite), that each finished task's cost equals
     the sum of its attempts' costs (within one pico-dollar of rounding per attempt) and its
-    attempt count the number of attempt rows, that ``escalated_from`` names an attempt of the
-    same task, that every budget counter's held amount equals its open reservations, that no
-    reservation is still held for a task that has finished, and (with *stale_before*) that no
-    task created before then is still ``running``.
+    attempt count the number of attempt rows (shadow calls are not the task's), that
+    ``escalated_from`` names an attempt of the same task, that every budget counter's held
+    amount equals its open reservations, that no reservation is still held for a task that has
+    finished, and (with *stale_before*) that no task created before then is still ``running``.
     """
     problems: list[str] = []
     if conn.dialect.name == "sqlite":
@@ -432,6 +432,7 @@ def integrity_problems(conn: sa.Connection, *, stale_before: datetime | None = N
             sa.func.count().label("n"),
             sa.func.sum(a.cost_pusd).label("cost"),
         )
+        .where(a.role != "shadow")  # shadow calls join the task's rows, not its cost or count
         .group_by(a.task_id)
         .subquery()
     )

@@ -262,6 +262,9 @@ def daily(
 ) -> list[dict[str, Any]]:
     """Totals per (day, kind, tier, role) from rollups and live rows, ordered by those keys.
 
+    Shadow calls are on lines of their own (role ``shadow``), with the live traffic they
+    shadowed: ``role="live"`` includes them.
+
     Money comes back as ``Decimal`` USD under ``*_usd`` names (``cost_usd``, ``wasted_usd``,
     ``task_cost_usd``, ``validator_cost_usd``).
     """
@@ -278,7 +281,8 @@ def daily(
         rolled_where.append(r.kind == kind)
         live_where.append(t.kind == kind)
     if role is not None:
-        rolled_where.append(r.role == role)
+        # the shadow calls of a role's tasks come with them, on lines of their own
+        rolled_where.append(r.role.in_((role, "shadow")) if role == "live" else r.role == role)
         live_where.append(t.role == role)
     totals = _rolled_up(conn, rolled_where)
     _merge(totals, aggregate(conn, live_where))
