@@ -61,9 +61,11 @@ def policy_text(router: Path, start: str, ladder: Ladder) -> str:
     tiers = "".join(
         f'\n[[tiers]]\nname = "{t}"\nprovider = "anthropic"\nmodel = "{m}"\n' for t, m in ladder
     )
+    # prices only make the policy load (benchmark models may have none); nothing is called
+    prices = "".join(f'\n[prices."{m}"]\ninput = 1\noutput = 1\n' for m in ladder.models)
     return (
         f'version = 1\n{tiers}\n[learned]\npath = "{router}"\n'
-        f'[kinds.qa]\nstart = "{start}"\ndoubt = "cheap"\n'
+        f'[kinds.qa]\nstart = "{start}"\ndoubt = "cheap"\n{prices}'
     )
 
 
