@@ -268,3 +268,23 @@ def test_the_library_shadows_only_the_kinds_share_unless_forced(
     # forced, but the shadow budget (a millionth of a dollar) cannot cover one call: paused
     assert forced.status == "paused" and "shadow_day_usd" in forced.reason and forced.paused
     assert forced.cost_usd == Decimal(0) and not forced.attempts
+
+
+def test_pruned_days_keep_shadow_spend_on_its_own_line(
+    fake_upstream: FakeUpstream, ledger_url: str, upstream_env: dict[str, str]
+) -> None:
+    from datetime import timedelta
+
+    _run_tickets(fake_upstream, ledger_url, upstream_env)
+    with open_ledger(ledger_url) as book:
+        before = {(r["tier"], r["role"]): r["cost_usd"] for r in book.daily(role="live")}
+        shadow = book.shadow_spend()["spend_usd"]
+    later = datetime.now(UTC) + timedelta(days=2)  # a ledger clock at which today is past
+    with open_ledger(ledger_url, now=lambda: later) as book:
+        pruned = book.prune(later.date() - timedelta(days=1))
+        after = {(r["tier"], r["role"]): r["cost_usd"] for r in book.daily(role="live")}
+        assert book.integrity_check() == []
+    assert pruned.tasks == 10
+    assert after == before  # exact, pruned or not
+    assert {role for _, role in after} == {"live", "shadow"}
+    assert sum((c for (_, role), c in after.items() if role == "shadow"), Decimal(0)) == shadow
