@@ -230,3 +230,18 @@ def test_one_answers_verifier_probability_equals_the_batch_matrix() -> None:
             if verifier.calibrators is not None:
                 slow = float(verifier.calibrators[index](np.array([slow]))[0])
             assert fast == pytest.approx(slow, abs=1e-12)
+
+
+def test_policy_check_reads_the_saved_file(router_file: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tierwise.cli import build_app
+
+    good = tmp_path / "good.toml"
+    good.write_text(_policy_text("http://127.0.0.1:9", router_file), encoding="utf-8")
+    missing = tmp_path / "missing.toml"
+    missing.write_text(_policy_text("http://127.0.0.1:9", tmp_path / "nope.json"), encoding="utf-8")
+    assert CliRunner().invoke(build_app(), ["policy", "check", str(good)]).exit_code == 0
+    refused = CliRunner().invoke(build_app(), ["policy", "check", str(missing)])
+    assert refused.exit_code == 2
+    assert "learned.path" in refused.output and "does not exist" in refused.output
