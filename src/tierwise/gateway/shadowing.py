@@ -48,6 +48,7 @@ class ShadowScheduler:
         self.recorder = recorder
         self._builder_for = builder_for
         self.in_flight = 0
+        self._announced: str | None = None
         metrics.shadow_paused.set_function(self._paused)
 
     def _paused(self) -> float:
@@ -88,6 +89,7 @@ class ShadowScheduler:
             self.in_flight -= 1
             self.recorder.flush_later(call.task.id)  # nobody waits on these rows
         self.metrics.observe_shadow(label, run)
-        if run.paused:
+        if run.paused and self.state.paused_scope != self._announced:
+            self._announced = self.state.paused_scope  # once per pause, not per request
             log.warning("%s", run.reason)
         return run
