@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "learning": 7,
     "reports": 7,
     "orchestration": 7,
+    "analytics": 7,
     "gateway": 8,
     "demo": 8,
     "demo_plan": 8,

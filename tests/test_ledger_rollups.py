@@ -123,7 +123,14 @@ def _by_hand(plans: list[Planned]) -> dict[tuple[date, str, str, str], dict[str,
         start = out[(day, p.kind, TIERS[p.start], p.role)]
         start["tasks"] += 1
         start[f"tasks_{p.task_outcome}"] += 1
-        start["tasks_escalated"] += len(p.outcomes) > 1
+        # escalation, by the one definition: accepted above the starting tier, or exhausted
+        accepted = [i for i, o in enumerate(p.outcomes) if o == "accepted"]
+        escalated = p.task_outcome == "exhausted" or (
+            p.task_outcome == "accepted" and bool(accepted) and max(accepted) > 0
+        )
+        start["tasks_escalated"] += escalated
+        start["tier_escalated"] += escalated
+        start["tier_tasks"] += p.task_outcome in ("accepted", "exhausted")
         costs = list(p.costs) + ([p.validator_cost] if p.validator_cost is not None else [])
         start["task_cost_pusd"] += (
             sum(to_pico(c) for c in costs) if p.task_outcome != "running" else 0
@@ -137,8 +144,6 @@ def _by_hand(plans: list[Planned]) -> dict[tuple[date, str, str, str], dict[str,
             row[{"accepted": "accepted", "rejected": "rejected", "error": "errors"}[outcome]] += 1
             row["cost_pusd"] += to_pico(cost)
             row["wasted_pusd"] += to_pico(cost) if outcome != "accepted" else 0
-            row["tier_tasks"] += 1
-            row["tier_escalated"] += i < len(p.outcomes) - 1
             row["input_tokens"] += 120
             row["cache_read_tokens"] += 40
             row["output_tokens"] += 30

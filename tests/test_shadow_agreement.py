@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -111,29 +110,15 @@ def test_agreement_rates_match_the_scripted_answers(
 
 
 def test_a_wrong_flag_decides_which_tier_was_right_and_scores_the_export(
-    fake_upstream: FakeUpstream,
-    ledger_url: str,
-    upstream_env: dict[str, str],
-    raw_sql: Callable[..., list[tuple[Any, ...]]],
+    fake_upstream: FakeUpstream, ledger_url: str, upstream_env: dict[str, str]
 ) -> None:
     ids = _run_tickets(fake_upstream, ledger_url, upstream_env)
     with open_ledger(ledger_url) as book:
-        assert book.wrong_flags() == set()  # no feedback table on this branch's schema: none
-    # The feedback table as migration 0004 makes it; someone flags ticket 9's answer wrong.
-    raw_sql(
-        ledger_url,
-        "CREATE TABLE feedback (id INTEGER PRIMARY KEY, task_id VARCHAR(64) NOT NULL, "
-        "author VARCHAR(255) NOT NULL, flag VARCHAR(32) NOT NULL, note TEXT, key_id INTEGER, "
-        "created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL)",
-    )
-    now = datetime.now(UTC).replace(tzinfo=None)
-    raw_sql(
-        ledger_url,
-        "INSERT INTO feedback (id, task_id, author, flag, created_at, updated_at) "
-        "VALUES (1, :task, 'ops', 'wrong', :now, :now)",
-        task=ids[9],
-        now=now,
-    )
+        assert book.wrong_flags() == set()
+        # someone flags ticket 9's answer wrong (and another task as needing the frontier)
+        assert book.record_feedback(ids[9], "wrong", author="ops") is not None
+        assert book.record_feedback(ids[3], "needed_frontier", author="ops") is not None
+        assert book.wrong_flags() == {ids[9]}
     with open_ledger(ledger_url) as book:
         pairs = {(p["low_tier"], p["high_tier"]): p for p in book.agreement()}
         rows = {r.prompt_id: r for r in ledger_rows(book)}
@@ -288,3 +273,32 @@ def test_pruned_days_keep_shadow_spend_on_its_own_line(
     assert after == before  # exact, pruned or not
     assert {role for _, role in after} == {"live", "shadow"}
     assert sum((c for (_, role), c in after.items() if role == "shadow"), Decimal(0)) == shadow
+
+
+def test_a_verdict_spooled_and_replayed_is_written_once(ledger_url: str) -> None:
+    """The gateway's writes are rows it may spool while the database is down and replay later
+    (perhaps twice, after a crash): a shadow verdict survives the JSON and is written once."""
+    from tierwise.ledger.rows import Row
+    from tierwise.records import AgreementRecord, TierAnswer
+
+    verdict = AgreementRecord(
+        task_id="t-1",
+        kind="classify",
+        low=TierAnswer("cheap", 0, CHEAP, 0, "live", True),
+        high=TierAnswer("strong", 2, STRONG, 1, "shadow", False),
+        agree=False,
+        method="text≥0.6",
+        similarity=0.25,
+        created_at=datetime.now(UTC),
+    )
+    with open_ledger(ledger_url) as book:
+        row = Row.from_json(json.loads(json.dumps(book.row_of_agreement(verdict).to_json())))
+        book.write_rows([row], replay=True)
+        book.write_rows([row], replay=True)
+        [found] = book.agreements_of("t-1")
+    assert found["agree"] is False and found["similarity"] == 0.25
+    assert (found["low_tier"], found["high_tier"], found["high_role"]) == (
+        "cheap",
+        "strong",
+        "shadow",
+    )

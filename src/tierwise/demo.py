@@ -22,18 +22,18 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tierwise.policy import Policy
-from tierwise.records import SIDE_ROLES
 from tierwise.task import Task
 
 if TYPE_CHECKING:
     from tierwise.cascade import CascadeResult
+    from tierwise.records import AttemptRecord
     from tierwise.testing import ModelScript, Reply
 
 #: The fake key the demo's providers send; the fake upstream accepts any key.
@@ -374,6 +374,21 @@ class DemoReport:
         }
 
 
+def escalated_by_definition(trail: Sequence[AttemptRecord], result: CascadeResult | None) -> bool:
+    """Whether a task escalated, by the one definition (:mod:`tierwise.ledger.escalation`):
+    accepted above its starting tier, or failed on every tier (*result* ``None``)."""
+    from tierwise.ledger.escalation import AttemptFacts, classify
+
+    own = [AttemptFacts(a.role, a.tier_index, a.outcome) for a in trail]
+    start = (
+        result.decision.tier_index
+        if result is not None
+        else min((a.tier_index for a in own if a.role == "live"), default=0)
+    )
+    outcome = "accepted" if result is not None else "exhausted"
+    return classify(role="live", start_index=start, outcome=outcome, attempts=own).escalated
+
+
 def run_demo(
     policy: Policy,
     tasks: Iterable[Task],
@@ -406,12 +421,14 @@ def run_demo(
             for task in batch:
                 summary = kinds.setdefault(task.kind, KindSummary())
                 summary.tasks += 1
+                answered: CascadeResult | None = None
                 try:
                     result = cascade.run(task)
                 except EscalationExhaustedError as exc:
                     trail = exc.attempts
                     failed += 1
                 else:
+                    answered = result
                     results.append(result)
                     trail = result.attempts
                     summary.final_tiers[result.tier] += 1
@@ -421,7 +438,7 @@ def run_demo(
                 cost += spent
                 wasted += sum((a.cost_usd for a in trail if a.outcome != "accepted"), Decimal(0))
                 attempts += len(trail)
-                if len({a.tier for a in trail if a.role not in SIDE_ROLES}) > 1:
+                if escalated_by_definition(trail, answered):
                     summary.escalated += 1
                     escalated += 1
                 if progress:

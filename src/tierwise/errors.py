@@ -18,6 +18,9 @@
      ├── EscalationExhaustedError    every tier of the ladder failed; carries the whole trail
      ├── StreamInterruptedError      a relayed stream broke after bytes reached the caller
      ├── LedgerError                 the ledger cannot be opened, migrated or written
+     │    ├── LedgerUnavailableError the database cannot be reached or refused for now
+     │    │                          (connection refused or cut, server shutting down, a
+     │    │                          lock or pool timeout): trying again later may succeed
      │    └── MissingDriverError     a Postgres ledger without psycopg; names the extra to
      │                               install (also an ImportError; defined in
      │                               tierwise.ledger.engine)
@@ -226,3 +229,14 @@ class StreamInterruptedError(TierwiseError):
 
 class LedgerError(TierwiseError):
     """The ledger cannot be opened, migrated or written."""
+
+
+class LedgerUnavailableError(LedgerError):
+    """The ledger's database cannot be used right now; the same write may succeed later.
+
+    Raised for what the driver reports as an operational failure (PEP 249's
+    ``OperationalError`` / ``InterfaceError``: the server is down or restarting, the connection
+    was cut, a lock or the connection pool timed out), never for a write the database refuses
+    on its merits (a constraint, a type). The gateway answers 503 before an upstream call and
+    spools a paid call's rows to a local file after one.
+    """

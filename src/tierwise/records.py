@@ -64,11 +64,14 @@ class Usage:
 
 
 Outcome = Literal["accepted", "rejected", "error", "partial"]
-#: What an attempt's row is: live traffic, a probe, a replay, or a side call made for a task —
-#: a validator's own model call, the layer-2 judge asked where the task should go, or a
-#: ``shadow`` call: the same request sent to a tier the task did not try, after the caller had
-#: its answer, only to compare (its output is never used; its cost is the shadow budget's).
-Role = Literal["live", "probe", "validator", "replay", "judge", "shadow"]
+#: Why a call was made. ``live``: the caller's own task; ``probe``: a cheaper tier tried on a share
+#: of a kind's traffic to see whether it now passes; ``shadow``: a call made beside the live one
+#: only to compare, whose output is never used (the same request sent to a tier the task did not
+#: try, after the caller had its answer; paid from the shadow budget); ``validator``: a
+#: validator's own model call; ``judge``: the layer-2 judge asked where the task should go;
+#: ``replay``: a recorded answer replayed by the evaluation. Only ``live`` counts toward the
+#: escalation rate (:mod:`tierwise.ledger.escalation`).
+Role = Literal["live", "probe", "shadow", "validator", "replay", "judge"]
 #: Roles of side calls: priced and recorded with their task, but never a rung of its climb.
 SIDE_ROLES: frozenset[str] = frozenset({"validator", "judge", "shadow"})
 #: What a call does in a plan-execute-review run (the ``plan_role`` column).

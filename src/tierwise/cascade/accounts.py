@@ -18,7 +18,7 @@ from tierwise.cascade.handoff import HANDOFF_MAX_BYTES
 from tierwise.cascade.result import AttemptRecord, CascadeResult, Verdict
 from tierwise.cascade.seams import LedgerSink, ProviderSource
 from tierwise.cascade.steps import Reserve, Run, Slot, Steps, priced
-from tierwise.errors import BudgetExceededError, ProviderError, UnknownModelError
+from tierwise.errors import BudgetExceededError, LedgerError, ProviderError, UnknownModelError
 from tierwise.pricing.usage import Usage
 from tierwise.providers.base import AsyncProvider, Completion, CompletionRequest
 
@@ -96,10 +96,11 @@ class Accounts:
             raise
 
     def _hold(self, effect: Reserve) -> object:
-        """Reserve; a refusal is returned (and raised inside the loop), never thrown here."""
+        """Reserve; a refusal or a ledger failure is returned (and raised inside the loop, so
+        the task is ended and recorded there), never thrown here."""
         try:
             return self._budgets.reserve(effect.task_id, effect.limits, effect.amount)
-        except BudgetExceededError as exc:
+        except (BudgetExceededError, LedgerError) as exc:
             return exc
 
     def _settle(self, reservation: Any, cost: Decimal) -> None:
@@ -247,7 +248,7 @@ class Accounts:
                 prices, input_tokens=input_token_bound(request), max_tokens=request.max_tokens
             )
         held = yield Reserve(run.task.id, run.limits, amount)
-        if isinstance(held, BudgetExceededError):
+        if isinstance(held, BudgetExceededError | LedgerError):
             raise held
         return held
 
@@ -289,6 +290,8 @@ class Accounts:
         refused: BudgetExceededError | None = None
         for skip in starts:
             held = yield Reserve(run.task.id, run.limits, sum(worst[skip:], Decimal(0)))
+            if isinstance(held, LedgerError):
+                raise held
             if isinstance(held, BudgetExceededError):
                 refused = held
                 continue

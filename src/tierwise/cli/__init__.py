@@ -24,6 +24,8 @@ _COMMAND_MODULES = (
     "explain",
     "eval",
     "plan",
+    "learn",
+    "feedback",
 )
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
@@ -16,13 +15,12 @@ from tierwise.cli._common import (
     JsonOption,
     fail,
     jsonable,
-    load_policy_or_exit,
     open_ledger_or_exit,
     print_json,
 )
-
-if TYPE_CHECKING:
-    pass
+from tierwise.cli.ledger_eval import register as register_evaluation
+from tierwise.cli.ledger_spool import SpoolDirOption
+from tierwise.cli.ledger_spool import register as register_spool
 
 LEDGER_HELP = "Ledger URL or path. Default: $TIERWISE_LEDGER, else ./tierwise-ledger.db."
 LedgerOption = typer.Option(None, "--ledger", "-l", help=LEDGER_HELP, show_default=False)
@@ -30,7 +28,7 @@ SINCE_HELP = "Only what started at or after this: a date/time (2025-06-01) or an
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_ROLES = ("live", "probe", "replay", "all")
+_ROLES = ("live", "probe", "shadow", "replay", "all")
 
 
 def parse_when(text: str, *, now: datetime | None = None) -> datetime:
@@ -51,6 +49,18 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
             f"(7d, 12h, 30m), got {text!r}"
         ) from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def parse_age(text: str) -> timedelta:
+    """A duration from an age like ``14d``, ``12h``, ``2w`` (``s m h d w``).
+
+    Raises:
+        ValueError: not an age, or zero.
+    """
+    match = _AGE.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"expected an age like 14d, 12h or 2w, got {text!r}")
+    return timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
 
 
 def _when_or_exit(text: str | None, flag: str) -> datetime | None:
@@ -108,18 +118,17 @@ def _held_line(held: dict[str, Any]) -> str | None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``tierwise ledger tail|stats|daily|check|migrate|prune|release-stale|export``."""
+    """Add ``tierwise ledger tail|stats|daily|check|migrate|prune|release-stale|replay|export``."""
     group = typer.Typer(
         help=(
             "Inspect and maintain the ledger: recent attempts, spend and escalation, integrity, "
-            "schema migrations, pruning."
+            "schema migrations, pruning, spooled rows."
         ),
         no_args_is_help=True,
     )
     app.add_typer(group, name="ledger")
-    from tierwise.cli.agreement import register_agreement
-
-    register_agreement(group)
+    register_spool(group, LedgerOption)
+    register_evaluation(group, LedgerOption)
 
     @group.command("tail")
     def tail(
@@ -186,8 +195,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tasks, attempts, escalation rate, spend and wasted spend per kind and tier.
 
-        Wasted spend is the cost of attempts that were rejected or errored.
-        A tier's escalation rate is the share of tasks that tried it and then climbed higher.
+        Wasted spend is the cost of attempts that were rejected or errored. Escalation is the
+        one definition `tierwise learn status` uses: the share of resolved live tasks whose
+        accepted output came from a tier above the one they started on, or that failed on every
+        tier; on a tier's row, of the tasks that started there.
 
         Example: tierwise ledger stats --since 7d --kind extract
         """
@@ -468,10 +479,10 @@ def register(app: typer.Typer) -> None:
 
         Example: tierwise ledger release-stale --older-than 2h
         """
-        match = _AGE.match(older_than)
-        if not match:
-            fail(f"--older-than: expected an age like 30m, 2h or 1d, got {older_than!r}")
-        age = timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
+        try:
+            age = parse_age(older_than)
+        except ValueError as exc:
+            fail(f"--older-than: {exc}", code=EXIT_INVALID)
         with open_ledger_or_exit(ledger) as book:
             released = book.release_stale(age)
         if as_json:
@@ -480,90 +491,54 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"released {released} stale reservation(s)")
 
     @group.command("check")
-    def check(ledger: str | None = LedgerOption, as_json: bool = JsonOption) -> None:
+    def check(
+        ledger: str | None = LedgerOption,
+        spool_dir: str | None = SpoolDirOption,
+        as_json: bool = JsonOption,
+    ) -> None:
         """Check the ledger: storage integrity, costs adding up, budget counters and leftovers.
 
-        Leftovers: reservations still held after their task ended, and tasks still running
-        past the reservation TTL (the process that ran them died). Exits 0 when sound, 2 when
-        any problem is found (each printed on its own line).
+        Leftovers: reservations still held after their task ended, tasks still running past
+        the reservation TTL (the process that ran them died), and paid calls' rows that a
+        gateway spooled to local disk while the database was unreachable and that are not in
+        the ledger yet (looked for in --spool-dir; reported even when the database is down).
+        Exits 0 when sound, 2 when any problem is found (each printed on its own line).
 
         Example: tierwise ledger check --ledger ./tierwise-ledger.db
         """
-        with open_ledger_or_exit(ledger) as book:
-            problems = book.integrity_check()
-            url = book.url
+        from tierwise.cli.ledger_spool import spool_folder, spool_report
+        from tierwise.errors import LedgerError
+        from tierwise.ledger import default_ledger_url, open_ledger
+        from tierwise.ledger.engine import display_url
+        from tierwise.ledger.spool import ledger_identity
+
+        target = ledger or default_ledger_url()
+        try:
+            identity = ledger_identity(target)
+        except LedgerError as exc:
+            fail(str(exc), code=EXIT_INVALID)
+        problems, notes, spooled = spool_report(spool_folder(spool_dir), identity)
+        url = display_url(target) if "://" in target else target
+        error: str | None = None  # the ledger cannot be opened: spooled rows still count
+        try:
+            with open_ledger(target, create=False) as book:
+                problems += book.integrity_check()
+                url = book.url
+        except LedgerError as exc:
+            error = str(exc)
+        ok = not problems and error is None
         if as_json:
-            print_json({"ledger": url, "ok": not problems, "problems": problems})
+            report = {"ledger": url, "ok": ok, "problems": problems, "spool": spooled}
+            print_json({**report, "error": error} if error else report)
         else:
             for line in problems:
                 typer.echo(line)
-            if not problems:
+            if ok:
                 typer.echo(f"ledger OK: {url}")
+        for note in notes:
+            typer.echo(note, err=True)
+        if error is not None:
+            fail(error, code=EXIT_INVALID)
         if problems:
             typer.echo(f"ledger {url}: {len(problems)} problem(s) found", err=True)
             raise typer.Exit(EXIT_INVALID)
-
-    @group.command("export")
-    def export(
-        out: str = typer.Option("-", "--out", "-o", help="Output file ('-' for stdout)."),
-        since: str | None = typer.Option(None, "--since", help=SINCE_HELP),
-        kind: str | None = typer.Option(None, "--kind", "-k", help="Only this task kind."),
-        role: str = typer.Option("live", "--role", help="live, probe, replay or all."),
-        name: str | None = typer.Option(None, "--name", help="Dataset name for the header."),
-        policy: Path | None = typer.Option(
-            None, "--policy", "-p", help="Read the kinds' answer formats from this policy."
-        ),
-        ledger: str | None = LedgerOption,
-    ) -> None:
-        """Write the ledger's tasks as tierwise eval JSONL, for `tierwise eval` and your own tools.
-
-        One record per task: per model that answered it — its own run's tiers and, for tasks
-        shadow mode sampled, the tiers it did not try — score 1 when the answer passed its
-        validators and was not flagged wrong, else 0, with answer, exact cost and tokens; and
-        what the policy did (`served`), which `tierwise eval` reports as a strategy. Prompts
-        and answers are included only for tasks recorded with `store_content = true`.
-
-        Example: tierwise ledger export --since 30d --out logs/fleet.jsonl && tierwise eval logs
-        """
-        import sys
-
-        from tierwise.cli._common import resolve_policy_path
-        from tierwise.evaluation.export import export_formats, ledger_ladder, ledger_rows
-        from tierwise.evaluation.loaders import dump_rows
-
-        if role not in _ROLES:
-            fail(f"--role: expected one of {', '.join(_ROLES)}, got {role!r}")
-        when = _when_or_exit(since, "--since")
-        chosen = None if role == "all" else role
-        with open_ledger_or_exit(ledger) as book:
-            rows = list(ledger_rows(book, since=when, kind=kind, role=chosen))
-            ladder = ledger_ladder(book, role=chosen)
-        source = resolve_policy_path(policy)
-        formats = None
-        if source is not None:
-            formats = export_formats(load_policy_or_exit(source), {r.kind for r in rows})
-        texts = sum(1 for r in rows if r.prompt is not None)
-        title = name or "tierwise-ledger"
-        if out == "-":
-            n = dump_rows(rows, sys.stdout, name=title, ladder=ladder or None, formats=formats)
-        else:
-            target = Path(out)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with target.open("w", encoding="utf-8") as fp:
-                    n = dump_rows(rows, fp, name=title, ladder=ladder or None, formats=formats)
-            except OSError as exc:
-                fail(f"cannot write {target}: {exc.strerror}")
-        full = sum(1 for r in rows if ladder and set(ladder.values()) <= set(r.results))
-        typer.echo(
-            f"exported {n} task(s): {texts} with prompt text, {full} answered by every tier's "
-            "model (what `tierwise eval` compares strategies on; shadow mode fills in the "
-            "tiers a task did not try)",
-            err=True,
-        )
-        if rows and not texts:
-            typer.echo(
-                "note: no prompt text (the policy had store_content = false); "
-                "costs and scores replay, a learned router needs text",
-                err=True,
-            )

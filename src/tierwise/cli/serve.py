@@ -53,6 +53,14 @@ def register(app: typer.Typer) -> None:
             help="Serve requests without a gateway key even off loopback (logged as a warning "
             "at every start). Keys that are presented are still checked.",
         ),
+        spool_dir: str | None = typer.Option(
+            None,
+            "--spool-dir",
+            help="Where paid calls' ledger rows wait while the ledger's database is unreachable "
+            "(one file per worker, written to the ledger when it is back). Default: "
+            "$TIERWISE_SPOOL_DIR, else ./tierwise-spool.",
+            show_default=False,
+        ),
         no_wait_for_ledger: bool = typer.Option(
             False,
             "--no-wait-for-ledger",
@@ -121,6 +129,7 @@ def register(app: typer.Typer) -> None:
             log_level=log_level,
             log_format=log_format,
             workers=workers,
+            spool_dir=str(Path(spool_dir).resolve()) if spool_dir else None,
         )
         shown = "localhost" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"
@@ -144,30 +153,30 @@ def _run(config: GatewayConfig, host: str, port: int, workers: int, log_level: s
     from tierwise.gateway.config import CONFIG_ENV
     from tierwise.gateway.server import bind_socket, uvicorn_config
 
-    if workers > 1:
-        os.environ[CONFIG_ENV] = config.to_json()
-        uvicorn.run(
-            "tierwise.gateway.app:create_app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-            log_config=None,
-            access_log=False,
-            ws="none",
-            timeout_graceful_shutdown=30,
-            # A restarted worker (SIGHUP, a policy reload) imports and compiles before it is
-            # ready; on a busy host that can take longer than uvicorn's default 5 s, and an
-            # aborted restart would silently keep the old policy.
-            timeout_worker_healthcheck=60,
-        )
-        return
     try:
+        # Our own socket, bound with IPPROTO_TCP so that accepted connections get TCP_NODELAY
+        # (uvicorn's own would not: every answer would wait ~40 ms on Nagle and delayed ACKs).
         sock = bind_socket(host, port)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=1)
     try:
+        if workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            os.environ[CONFIG_ENV] = config.to_json()
+            sock.set_inheritable(True)
+            settings = uvicorn_config(
+                "tierwise.gateway.app:create_app_from_env",
+                factory=True,
+                workers=workers,
+                log_level=log_level,
+                # A restarted worker (SIGHUP, a policy reload) imports and compiles before it
+                # is ready; on a busy host that can take longer than uvicorn's default 5 s, and
+                # an aborted restart would silently keep the old policy.
+                timeout_worker_healthcheck=60,
+            )
+            Multiprocess(settings, sockets=[sock]).run()
+            return
         server = uvicorn.Server(uvicorn_config(create_app(config), log_level=log_level))
         server.run(sockets=[sock])
     finally:

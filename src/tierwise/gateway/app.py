@@ -10,6 +10,7 @@ Endpoints:
 * ``GET /v1/tierwise/admin/status`` — policy revision, ladder, key mode (admin key).
 * ``POST /v1/tierwise/admin/reload`` — read the policy file again (admin key); a broken file
   keeps the old policy (400 with the reason). ``SIGHUP`` does the same.
+* ``POST /v1/tierwise/feedback`` — flag a task's output (see :mod:`tierwise.gateway.feedback`).
 
 Status codes, in the caller's error shape: 400 malformed JSON / wrong types / missing fields /
 bad ``x-tierwise-*`` headers (the message names the field); 401 missing or wrong key; 404
@@ -17,7 +18,9 @@ unknown model; 408 a body that did not arrive within ``body_timeout_s``; 413 bod
 ``max_body_bytes``; 429 a budget (policy or the key's daily one)
 is exhausted — with ``x-should-retry: false`` so SDKs do not retry; 502 no tier answered
 (upstream down after retries, or every answer failed validation) with the attempt trail's task
-id; 500 anything unexpected (logged, never a crash of the worker).
+id; 503 the ledger's database cannot be reached (refused before any upstream call; a paid
+call whose rows cannot be committed is answered, its rows spooled to a local file); 500
+anything unexpected (logged, never a crash of the worker).
 
 The lifespan opens the ledger, the upstream connection pool and the group-commit writer, and
 closes them in reverse on shutdown (uvicorn finishes in-flight requests first), so every
@@ -52,6 +55,7 @@ from tierwise.gateway.service import AUTO_MODEL, GatewayService
 from tierwise.gateway.upstream import upstream_seconds
 
 if TYPE_CHECKING:
+    from tierwise.gateway.fleet import FleetGauges
     from tierwise.ledger import ApiKey
 
 __all__ = ["ADMIN_PREFIX", "MissingCredentialsError", "create_app", "create_app_from_env"]
@@ -87,12 +91,14 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     """
     cfg = config or GatewayConfig()
     state: dict[str, GatewayService] = {}
+    fleet: dict[str, FleetGauges] = {}  # the fleet's escalation on /metrics
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from tierwise.evaluation.live import load_learned
         from tierwise.gateway.auth import KeyChecker
         from tierwise.gateway.config import is_loopback
+        from tierwise.gateway.fleet import FleetGauges
         from tierwise.gateway.http import (
             FastTransport,
             HttpxTransport,
@@ -106,6 +112,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         from tierwise.gateway.schema import request_adapter
         from tierwise.gateway.upstream import UpstreamPool
         from tierwise.ledger import open_ledger
+        from tierwise.ledger.spool import Spool, ledger_identity
 
         ledger = open_ledger(cfg.resolved_ledger_url())
         try:
@@ -117,7 +124,8 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         for dialect in ("anthropic", "openai"):  # compile the request checks before serving
             request_adapter(dialect)
         env = cfg.environ()
-        recorder = GroupCommitLedger(ledger)
+        spool = Spool(cfg.resolved_spool_dir(), ledger_identity(ledger))
+        recorder = GroupCommitLedger(ledger, spool=spool, health_ttl_s=cfg.ledger_check_s)
         tls = upstream_ssl_context(cfg.upstream_ca_file)
         transport: Transport = (
             HttpxTransport(max_connections=cfg.max_connections, ssl_context=tls)
@@ -148,6 +156,9 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             )
             state["service"] = service
             app.state.service = service
+            fleet["gauges"] = FleetGauges(
+                ledger, service.metrics.registry, policy.model.fleet.escalation_red_line
+            )
             hangup = _on_sighup(service, cfg)
             try:
                 yield
@@ -183,9 +194,13 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         svc = state.get("service")
         missing = {} if svc is None else svc.pool.missing_keys()
-        if not missing:
+        ledger = {} if svc is None else _ledger_health(svc)
+        if not missing and not ledger:
             return Response(b'{"status":"ok"}', media_type=_JSON)
-        body = {"status": "degraded", "unavailable": missing}
+        body: dict[str, Any] = {"status": "degraded"}
+        if missing:
+            body["unavailable"] = missing
+        body.update(ledger)
         return Response(json.dumps(body).encode(), media_type=_JSON)
 
     async def metrics(request: Request) -> Response:
@@ -199,6 +214,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
                 svc.keys.authorize_admin(request.headers)
         except RequestError as exc:
             return _error("openai", exc)
+        await anyio.to_thread.run_sync(fleet["gauges"].refresh)  # a ledger read, cached
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
     async def admin_reload(request: Request) -> Response:
@@ -229,6 +245,11 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             return _error("openai", exc)
         return Response(json.dumps(_status(svc, cfg)).encode(), media_type=_JSON)
 
+    async def feedback(request: Request) -> Response:
+        from tierwise.gateway.feedback import handle_feedback
+
+        return await handle_feedback(service(), request)
+
     return Starlette(
         routes=[
             Route("/v1/messages", messages, methods=["POST"]),
@@ -239,6 +260,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             Route(f"{ADMIN_PREFIX}/status", admin_status, methods=["GET"]),
             Route(f"{ADMIN_PREFIX}/reload", admin_reload, methods=["POST"]),
+            Route("/v1/tierwise/feedback", feedback, methods=["POST"]),
         ],
         lifespan=lifespan,
     )
@@ -310,6 +332,16 @@ def _anonymous(cfg: GatewayConfig, loopback: bool, has_keys: bool, where: str) -
             cfg.host,
         )
     return False
+
+
+def _ledger_health(svc: GatewayService) -> dict[str, Any]:
+    """What ``/healthz`` says about the ledger when it is not simply fine (no query is made)."""
+    out: dict[str, Any] = {}
+    if not svc.recorder.reachable:
+        out["ledger"] = "unreachable"
+    if svc.recorder.spooled:
+        out["spooled_tasks"] = svc.recorder.spooled
+    return out
 
 
 def _status(svc: GatewayService, cfg: GatewayConfig) -> dict[str, Any]:

@@ -15,7 +15,9 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 
+from tierwise.errors import LedgerUnavailableError
 from tierwise.gateway.dialects import RequestError
+from tierwise.gateway.errors import ledger_unavailable
 from tierwise.ledger import ApiKey, Ledger
 from tierwise.ledger.keys import SECRET_PREFIX
 
@@ -66,7 +68,8 @@ class KeyChecker:
         """The caller's key; ``None`` for a keyless request to an anonymous gateway.
 
         Raises:
-            RequestError: 401 — a key is required and missing, or the key is unknown or revoked.
+            RequestError: 401 — a key is required and missing, or the key is unknown or revoked;
+                503 — the key is not cached and the ledger's database cannot be reached.
         """
         secret = secret_from_headers(headers)
         if not secret or (self.anonymous and not secret.startswith(SECRET_PREFIX)):
@@ -82,7 +85,10 @@ class KeyChecker:
         if cached is None or cached[1] <= now:
             if len(self._keys) >= _MAX_CACHE:
                 self._keys.clear()
-            cached = (self.ledger.verify_api_key(secret), now + self.ttl_s)
+            try:
+                cached = (self.ledger.verify_api_key(secret), now + self.ttl_s)
+            except LedgerUnavailableError:
+                raise ledger_unavailable() from None
             self._keys[digest] = cached
         key = cached[0]
         if key is None:

@@ -60,6 +60,13 @@ class GatewayConfig:
             checked against, instead of the default store (a private CA, a TLS-inspecting
             proxy). Default: ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set, else the system's
             store, as for the official SDKs.
+        spool_dir: where this process keeps a paid call's ledger rows while the database cannot
+            be reached (one file per process, replayed when it is back); default
+            ``$TIERWISE_SPOOL_DIR``, else ``./tierwise-spool``. Give every process on a host
+            the same one, and ``tierwise ledger check`` too.
+        ledger_check_s: how long the last ledger commit's (or ping's) verdict on the database
+            is trusted before a request pings it again; within it a request is refused with
+            503, before any upstream call, when the database was found down.
     """
 
     policy: Policy | None = None
@@ -78,6 +85,8 @@ class GatewayConfig:
     log_format: str = "text"
     workers: int = 1
     upstream_ca_file: str | None = None
+    spool_dir: str | None = None
+    ledger_check_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.upstream_ca_file is not None and not Path(self.upstream_ca_file).is_file():
@@ -90,6 +99,8 @@ class GatewayConfig:
             raise ValueError(f"body_timeout_s must be positive, got {self.body_timeout_s}")
         if self.key_cache_s < 0:
             raise ValueError(f"key_cache_s must not be negative, got {self.key_cache_s}")
+        if self.ledger_check_s < 0:
+            raise ValueError(f"ledger_check_s must not be negative, got {self.ledger_check_s}")
 
     def policy_source(self) -> Path | None:
         """The policy file this config serves (``None`` for an object or the embedded one)."""
@@ -119,6 +130,12 @@ class GatewayConfig:
 
         return ledger_url(self.ledger_url) if self.ledger_url else default_ledger_url()
 
+    def resolved_spool_dir(self) -> Path:
+        """The spool directory (see ``spool_dir``)."""
+        from tierwise.ledger.spool import default_spool_dir
+
+        return Path(self.spool_dir) if self.spool_dir else default_spool_dir()
+
     def environ(self) -> Mapping[str, str]:
         """Where upstream API keys are read from."""
         return os.environ if self.env is None else self.env
@@ -146,6 +163,8 @@ class GatewayConfig:
                 "log_format": self.log_format,
                 "workers": self.workers,
                 "upstream_ca_file": self.upstream_ca_file,
+                "spool_dir": self.spool_dir,
+                "ledger_check_s": self.ledger_check_s,
             }
         )
 

@@ -16,14 +16,21 @@ the upstream rate-limited every try           429     ``retry-after`` when it ga
 5xx, timeouts, connection failures, replies   502
 that are not valid answers
 a model the gateway cannot price              502     a configuration error
+the ledger's database cannot be reached       503     ``ledger_unavailable``, before any
+before an upstream call                               upstream call: nothing is charged;
+                                                      ``retry-after: 1``
 ============================================  ======  ==================================
+
+(A database that fails *after* a paid call is no error for the caller: the call's rows are
+spooled to a local file and written when the database returns; see
+:mod:`tierwise.gateway.recorder`.)
 
 When several tiers failed, the *last* tier's error decides (the one nearest the answer the
 caller asked for). Every error carries ``x-tierwise-task-id`` (the attempt trail in the ledger)
 and what the request cost so far: ``x-tierwise-attempts``, ``x-tierwise-cost-usd`` and, when an
 attempt was made, ``x-tierwise-tier``. Errors produced after the gateway's own retries say
-``x-should-retry: false`` so SDKs do not retry them again, except an upstream 429 (``true``:
-the caller should back off and try again).
+``x-should-retry: false`` so SDKs do not retry them again, except an upstream 429 and an
+unreachable ledger (``true``: the caller should back off and try again).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from decimal import Decimal
 from tierwise.errors import (
     BudgetExceededError,
     EscalationExhaustedError,
+    LedgerUnavailableError,
     ProviderError,
     RateLimitedError,
     StreamInterruptedError,
@@ -43,7 +51,7 @@ from tierwise.errors import (
 from tierwise.gateway.dialects import RequestError
 from tierwise.records import SIDE_ROLES, AttemptRecord
 
-__all__ = ["failure_error", "trail_headers", "upstream_status"]
+__all__ = ["failure_error", "ledger_unavailable", "trail_headers", "upstream_status"]
 
 #: Upstream statuses that mean "the gateway's problem", not the caller's: never passed through.
 _NOT_PASSED = frozenset({401, 403, 408, 429})
@@ -112,6 +120,8 @@ def failure_error(task_id: str, exc: TierwiseError) -> RequestError:
         )
     if isinstance(exc, ProviderError):
         return _upstream(task_id, exc, ())
+    if isinstance(exc, LedgerUnavailableError):
+        return ledger_unavailable(task_id)
     if isinstance(exc, UnknownModelError):
         return RequestError(
             f"the gateway cannot price model {exc.model!r} ({exc}); task {task_id}",
@@ -147,4 +157,22 @@ def _upstream(
         f"upstream unavailable after retries: {error}; {trail}",
         status=502,
         headers=trail_headers(task_id, attempts),
+    )
+
+
+def ledger_unavailable(task_id: str | None = None) -> RequestError:
+    """503: the ledger's database cannot be reached, so the request was refused before its
+    (next) upstream call. The gateway fails closed: a call it cannot record or hold a budget
+    for is not made. Worth retrying shortly; the SDKs do (``x-should-retry: true``)."""
+    headers = {"x-should-retry": "true", "retry-after": "1"}
+    where = ""
+    if task_id is not None:
+        headers["x-tierwise-task-id"] = task_id
+        where = f"; task {task_id}"
+    return RequestError(
+        "the gateway's ledger database cannot be reached, so the request was stopped before "
+        f"any (further) upstream call and is not charged for one; try again shortly{where}",
+        status=503,
+        code="ledger_unavailable",
+        headers=headers,
     )

@@ -36,7 +36,7 @@ from tierwise.cascade.seams import Failure, RequestBuilder
 from tierwise.errors import TierwiseError
 from tierwise.gateway.call import Call, Reply, Route, Routing
 from tierwise.gateway.dialects import Dialect, RequestError
-from tierwise.gateway.errors import failure_error
+from tierwise.gateway.errors import failure_error, ledger_unavailable
 from tierwise.gateway.plan import PLAN_KIND, PLAN_MODEL, serve_plan
 from tierwise.gateway.shadowing import ShadowScheduler
 from tierwise.gateway.translate import (
@@ -384,8 +384,12 @@ class GatewayService:
         """Run *call* through the cascade and answer in the caller's shape.
 
         Raises:
-            RequestError: every failure, mapped by :func:`tierwise.gateway.errors.failure_error`.
+            RequestError: every failure, mapped by :func:`tierwise.gateway.errors.failure_error`;
+                503 before any upstream call when the ledger's database cannot be reached (a
+                call that cannot be recorded is not made).
         """
+        if not await self.recorder.ready():  # fresh from the last commit, or one shared ping
+            raise ledger_unavailable(call.task.id)
         if call.route == "plan":
             return await serve_plan(self, call)
         if self.wants_live_stream(call):
@@ -522,8 +526,11 @@ class GatewayService:
     async def commit(self, task_id: str) -> None:
         """Commit the task's rows before its answer leaves (unless configured not to wait).
 
+        With the database unreachable the rows are spooled to a local file instead (durable
+        before this returns) and written to the ledger when it is back.
+
         Raises:
-            RequestError: 500 — the rows could not be written.
+            RequestError: 500 — the rows could be neither written nor spooled.
         """
         if not self.wait_for_ledger:
             self.recorder.flush_later(task_id)

@@ -18,16 +18,19 @@ from tierwise.ledger.engine import (
     default_ledger_url,
     ledger_url,
 )
+from tierwise.ledger.feedback import FLAGS, Feedback
 from tierwise.ledger.keys import ApiKey
 from tierwise.ledger.migrate import MigrationStatus
 from tierwise.ledger.rollups import PruneResult
 from tierwise.ledger.store import TASK_OUTCOMES, Ledger, open_ledger
 
 __all__ = [
+    "FLAGS",
     "HEAD_REVISION",
     "TASK_OUTCOMES",
     "ApiKey",
     "BudgetState",
+    "Feedback",
     "Ledger",
     "LedgerSettings",
     "MigrationStatus",

@@ -216,15 +216,19 @@ def close(
     state: str,
     now: datetime,
     deltas: list[Delta],
+    *,
+    replay: bool = False,
 ) -> None:
     """Settle (``state='settled'``) or release a held reservation at *actual_usd*.
 
     The counter changes are appended to *deltas*, for :func:`apply` before the commit. A
     reservation released meanwhile as expired is settled all the same: its actual cost is
-    added to ``spent`` (its hold was already dropped).
+    added to ``spent`` (its hold was already dropped). With *replay* (a spooled settlement
+    written again) a reservation already settled or released is left as it is.
 
     Raises:
-        LedgerError: the reservation is unknown, or was already settled or released.
+        LedgerError: the reservation is unknown, or (without *replay*) was already settled or
+            released.
     """
     if reservation.id is None:
         return
@@ -247,6 +251,8 @@ def close(
     if found is None:
         raise LedgerError(f"reservation {reservation.id} is not in the ledger")
     if found.state != "expired":
+        if replay:
+            return
         raise LedgerError(f"reservation {reservation.id} is already {found.state}")
     reopened = conn.execute(  # the owner was alive after all: record what it spent
         sa.update(reservations)

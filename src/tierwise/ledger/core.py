@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Any, Self
 
 import sqlalchemy as sa
 
-from tierwise.errors import LedgerError
+from tierwise.errors import LedgerError, LedgerUnavailableError
 from tierwise.ledger import budgets as _budgets
+from tierwise.ledger import feedback as _feedback
 from tierwise.ledger import keys as _keys
 from tierwise.ledger import plans as _plans
 from tierwise.ledger import queries as _queries
 from tierwise.ledger import rollups as _rollups
-from tierwise.ledger.engine import READ_OPTION, LedgerSettings, display_url, reason
+from tierwise.ledger.engine import READ_OPTION, LedgerSettings, display_url, reason, unavailable
+from tierwise.ledger.feedback import Feedback
 from tierwise.ledger.keys import ApiKey
 from tierwise.ledger.prepared import savepoint
 from tierwise.ledger.redact import Redactor
@@ -150,6 +152,23 @@ class LedgerCore:
             finally:
                 self._local.tx = None
 
+    def failure(self, what: str, exc: BaseException) -> LedgerError:
+        """The :class:`LedgerError` for a driver error: :class:`LedgerUnavailableError` when the
+        database cannot be used right now (see :func:`tierwise.ledger.engine.unavailable`)."""
+        message = f"{what}: {reason(exc)}"
+        if unavailable(exc, self._engine.dialect.loaded_dbapi):
+            return LedgerUnavailableError(message)
+        return LedgerError(message)
+
+    def ping(self) -> None:
+        """One round trip to the database (``SELECT 1``).
+
+        Raises:
+            LedgerUnavailableError: the database cannot be reached.
+        """
+        with self._read() as conn:
+            conn.exec_driver_sql("SELECT 1").all()
+
     def _shared_tx(self) -> Tx | None:
         tx: Tx | None = getattr(self._local, "tx", None)
         return tx
@@ -194,7 +213,7 @@ class LedgerCore:
                         del shared.deltas[marks[1] :]
                         raise
             except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
-                raise LedgerError(f"ledger write failed: {reason(exc)}") from None
+                raise self.failure("ledger write failed", exc) from None
             return
         try:
             with self._engine.begin() as conn:
@@ -211,7 +230,7 @@ class LedgerCore:
                 finally:
                     tx.cursor.close()
         except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
-            raise LedgerError(f"ledger write failed: {reason(exc)}") from None
+            raise self.failure("ledger write failed", exc) from None
         for callback in tx.on_commit:
             callback()
 
@@ -226,7 +245,16 @@ class LedgerCore:
                 with conn.begin():
                     yield conn
         except sa.exc.SQLAlchemyError as exc:
-            raise LedgerError(f"ledger read failed: {reason(exc)}") from None
+            raise self.failure("ledger read failed", exc) from None
+
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """One read transaction, for analytics and reports that run their own Core queries.
+
+        Every query inside sees the same committed state; on SQLite it never waits for writers.
+        """
+        with self._read() as conn:
+            yield conn
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -264,7 +292,8 @@ class LedgerCore:
             return _queries.task(conn, task_id)
 
     def task_ids(self, prefix: str, limit: int = 2) -> list[str]:
-        """Ids of tasks starting with *prefix* (at most *limit*), to resolve a short id."""
+        """Ids of up to *limit* tasks whose id is or starts with *prefix* (as ``ledger tail``
+        shows them), an exact match alone; used to resolve a short id."""
         with self._read() as conn:
             return _queries.task_ids(conn, prefix, limit)
 
@@ -319,6 +348,47 @@ class LedgerCore:
         """
         with self._read() as conn:
             return _rollups.daily(conn, since=since, until=until, kind=kind, role=role)
+
+    # -- feedback ------------------------------------------------------------------------------
+
+    def record_feedback(
+        self,
+        task_id: str,
+        flag: str,
+        *,
+        author: str,
+        note: str | None = None,
+        key_id: int | None = None,
+    ) -> Feedback | None:
+        """Flag a task's output: ``wrong``, ``needed_frontier`` or ``cheaper_would_do``.
+
+        The latest flag per task and author stands: flagging again replaces *author*'s earlier
+        flag and note (the same flag twice changes nothing). The note is stored with secrets
+        masked. See :mod:`tierwise.ledger.feedback` for what each flag means.
+
+        Returns:
+            The author's flag as stored (``change`` says whether it was created, replaced or
+            unchanged), or ``None`` when no task has this id.
+
+        Raises:
+            ValueError: an unknown flag, an empty author, a note over 4,000 characters.
+            LedgerError: the write failed.
+        """
+        with self._write() as tx:
+            return _feedback.record(
+                tx.conn,
+                task_id,
+                flag,
+                author=author,
+                note=self._redact(note),
+                key_id=key_id,
+                now=self._now(),
+            )
+
+    def feedback_of(self, task_id: str) -> list[Feedback]:
+        """Every author's current flag on one task, oldest first."""
+        with self._read() as conn:
+            return _feedback.of_task(conn, task_id)
 
     def integrity_check(self) -> list[str]:
         """Problems found (empty when sound): storage integrity, foreign keys, costs, budgets,

@@ -112,6 +112,27 @@ def reason(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {text}"
 
 
+def unavailable(exc: BaseException, dbapi: Any) -> bool:
+    """Whether a driver error means the database cannot be used *now* (not that it refused).
+
+    *dbapi* is the engine's driver module. True for PEP 249's ``OperationalError`` and
+    ``InterfaceError`` (server down or restarting, connection refused or cut, SQLite's
+    ``database is locked`` after its busy timeout, a full disk), a connection SQLAlchemy saw
+    invalidated, and a pool that had no connection to give within its timeout. Constraint, type
+    and syntax errors are the write's own fault, and are not.
+    """
+    if isinstance(exc, sa.exc.TimeoutError | sa.exc.DisconnectionError):
+        return True
+    orig: Any = exc
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+    names = ("OperationalError", "InterfaceError")
+    transient = tuple(c for c in (getattr(dbapi, n, None) for n in names) if isinstance(c, type))
+    return bool(transient) and isinstance(orig, transient)
+
+
 def display_url(url: str | URL) -> str:
     """The URL with any password masked, safe for messages and logs."""
     return make_url(url).render_as_string(hide_password=True)

@@ -13,7 +13,7 @@ cannot import test modules) can fill a ledger without a model::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -129,5 +129,100 @@ def record_task(
         attempts=len(records),
         output=last.output if last and final == "accepted" else None,
         store_content=store_content,
+    )
+    return task, records
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One attempt of a hand-built trail (:func:`record_trail`): its tier index, outcome and
+    cost, the role it was made in, and any :class:`AttemptRecord` field to override (``model``,
+    ``failure``, ``error_class``, ``verdicts``, ``latency_s``)."""
+
+    tier: int
+    outcome: Outcome = "accepted"
+    cost: Decimal | str = "0.001"
+    role: Role = "live"
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        tier: int,
+        outcome: Outcome = "accepted",
+        cost: Decimal | str = "0.001",
+        role: Role = "live",
+        **overrides: Any,
+    ) -> Step:
+        return cls(tier, outcome, cost, role, tuple(sorted(overrides.items())))
+
+
+def record_trail(
+    ledger: Ledger,
+    steps: Sequence[Step],
+    *,
+    kind: str = "extract",
+    start_tier: int = 0,
+    role: Role = "live",
+    task_outcome: str | None = None,
+    latency_s: float = 0.5,
+    session: str | None = None,
+    key_id: int | None = None,
+    tiers: Sequence[str] = TIERS,
+) -> tuple[Task, list[AttemptRecord]]:
+    """Write one task whose attempts are exactly *steps*, in order (any tier, role, outcome).
+
+    For trails :func:`record_task` cannot express: validator calls, probes or shadow calls
+    inside a live task, an alternate model after a provider error on the same tier, a
+    concrete-model call (``start_tier=-1``, recorded under ``passthrough``). The task outcome
+    defaults to ``accepted`` when an attempt in the task's own role was accepted, else
+    ``exhausted``; ``final_tier`` is the accepted attempt's tier.
+    """
+    task = Task.create(kind, "x", session=session).with_(key_id=key_id)
+    ledger.record_policy_revision(POLICY_REVISION, "{}", None)
+    decision = (
+        Decision("passthrough", -1, "passthrough", kind)
+        if start_tier < 0
+        else make_decision(kind, start_tier, tiers)
+    )
+    ledger.begin_task(
+        task, decision, policy_revision=POLICY_REVISION, role=role, store_content=False
+    )
+    records = []
+    for no, step in enumerate(steps):
+        label = "passthrough" if step.tier < 0 else tiers[step.tier]
+        failed = step.outcome in ("rejected", "error", "partial")
+        fields: dict[str, Any] = {
+            "tier": label,
+            "model": f"{label}-model",
+            "escalated_from": None,
+            "verdicts": (Verdict("json", not failed, "not JSON" if failed else ""),)
+            if step.outcome in ("accepted", "rejected") and step.role != "validator"
+            else (),
+        }
+        fields.update(step.overrides)
+        record = make_attempt(
+            task,
+            no,
+            tier_index=step.tier,
+            outcome=step.outcome,
+            cost_usd=step.cost,
+            role=step.role,
+            tiers=tiers,
+            **fields,
+        )
+        ledger.record_attempt(record, store_content=False)
+        records.append(record)
+    own = [r for r in records if r.role == role and r.outcome == "accepted"]
+    final = task_outcome or ("accepted" if own else "exhausted")
+    ledger.finish_task(
+        task.id,
+        outcome=final,
+        final_tier=own[-1].tier if own and final == "accepted" else None,
+        cost_usd=sum((r.cost_usd for r in records), Decimal(0)),
+        latency_s=latency_s,
+        attempts=len(records),
+        output=None,
+        store_content=False,
     )
     return task, records

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tierwise.ledger.escalation import by_start as escalation_by_start
 from tierwise.ledger.schema import (
     api_keys,
     attempts,
@@ -25,7 +26,6 @@ from tierwise.ledger.schema import (
     tasks,
 )
 from tierwise.ledger.shadow import shadow_spend
-from tierwise.records import SIDE_ROLES
 
 _WASTED = ("rejected", "error")
 _USAGE = (
@@ -133,6 +133,11 @@ def task(conn: sa.Connection, task_id: str) -> dict[str, Any] | None:
 
 
 def task_ids(conn: sa.Connection, prefix: str, limit: int) -> list[str]:
+    prefix = prefix.strip()
+    if not prefix:
+        return []
+    if conn.execute(sa.select(tasks.c.id).where(tasks.c.id == prefix)).first() is not None:
+        return [prefix]
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     stmt = (
         sa.select(tasks.c.id)
@@ -185,11 +190,13 @@ def stats(
     """Aggregates over tasks created and attempts started in [since, until).
 
     Returns a dict with overall ``tasks``, ``attempts``, ``spend_usd``, ``wasted_usd`` (cost of
-    rejected and error attempts), ``escalated_tasks``, ``escalation_rate`` (share of tasks with
-    attempts on more than one tier), ``outcomes`` and task ``latency_p50_s``/``latency_p95_s``;
-    the same per kind under ``by_kind``; and per (kind, tier) under ``by_kind_tier`` and per
-    tier under ``by_tier``, where ``tasks`` counts tasks that tried the tier, ``escalated`` those
-    that went on to a higher tier, and ``escalation_rate`` their ratio.
+    rejected and error attempts), ``outcomes``, task ``latency_p50_s``/``latency_p95_s`` and the
+    escalation rate by the one definition (:mod:`tierwise.ledger.escalation`, the same figures
+    as ``tierwise learn status``): ``resolved_tasks`` (live ladder tasks accepted or exhausted),
+    ``escalated_tasks`` and ``escalation_rate``; the same per kind under ``by_kind``; and per
+    (kind, tier) under ``by_kind_tier`` and per tier under ``by_tier``, where attempts, spend
+    and waste are by the tier the attempts ran on, and ``tasks`` (resolved), ``escalated`` and
+    ``escalation_rate`` by the tier the tasks *started* on.
     ``by_key`` lists the spend of tasks per gateway key (``key`` is ``None`` for tasks made
     without one), dearest first.
     ``role`` filters by the task's role (``live``, ``probe``, ``replay``; ``None`` for all);
@@ -220,51 +227,7 @@ def stats(
         .group_by(a.kind, a.tier)
     ).all()
 
-    # escalation per (kind, tier): tasks that tried the tier and later a higher one
-    main = [*where, a.role.not_in(sorted(SIDE_ROLES))]  # side calls are no rung of a climb
-    pairs = (
-        sa.select(a.task_id, a.kind, a.tier, a.tier_index)
-        .select_from(joined)
-        .where(*main)
-        .group_by(a.task_id, a.kind, a.tier, a.tier_index)
-        .subquery()
-    )
-    tops = (
-        sa.select(
-            a.task_id,
-            sa.func.max(a.tier_index).label("top"),
-            sa.func.min(a.tier_index).label("bottom"),
-        )
-        .select_from(joined)
-        .where(*main)
-        .group_by(a.task_id)
-        .subquery()
-    )
-    esc_rows = conn.execute(
-        sa.select(
-            pairs.c.kind,
-            pairs.c.tier,
-            sa.func.count(),
-            sa.func.sum(sa.case((pairs.c.tier_index < tops.c.top, 1), else_=0)),
-        )
-        .select_from(pairs.join(tops, pairs.c.task_id == tops.c.task_id))
-        .group_by(pairs.c.kind, pairs.c.tier)
-    ).all()
-    escalation = {(r[0], r[1]): (int(r[2]), int(r[3] or 0)) for r in esc_rows}
-
-    # per kind: tasks that tried more than one tier
-    kind_esc_rows = conn.execute(
-        sa.select(
-            a.kind,
-            sa.func.count(sa.distinct(tops.c.task_id)),
-            sa.func.sum(sa.case((tops.c.top > tops.c.bottom, 1), else_=0)),
-        )
-        .select_from(tops.join(attempts, sa.and_(a.task_id == tops.c.task_id, a.attempt_no == 0)))
-        .group_by(a.kind)
-    ).all()
-    kind_escalation = {r[0]: (int(r[1]), int(r[2] or 0)) for r in kind_esc_rows}
-
-    # tasks per kind: counts, outcomes and latencies
+    # escalation per (kind, starting tier), by the one definition (tierwise.ledger.escalation)
     task_where: list[sa.ColumnElement[bool]] = []
     if since is not None:
         task_where.append(t.created_at >= since)
@@ -274,6 +237,10 @@ def stats(
         task_where.append(t.kind == kind)
     if role is not None:
         task_where.append(t.role == role)
+    windowed = since is not None or until is not None
+    escalation = escalation_by_start(conn, task_where, by_time=windowed)
+
+    # tasks per kind: counts, outcomes and latencies
     task_rows = conn.execute(sa.select(t.kind, t.outcome, t.latency_s).where(*task_where)).all()
 
     by_kind: dict[str, dict[str, Any]] = {}
@@ -289,6 +256,7 @@ def stats(
                 "spend_usd": Decimal(0),
                 "wasted_usd": Decimal(0),
                 "outcomes": defaultdict(int),
+                "resolved_tasks": 0,
                 "escalated_tasks": 0,
                 "escalation_rate": None,
                 "latency_p50_s": None,
@@ -306,19 +274,26 @@ def stats(
 
     by_kind_tier: list[dict[str, Any]] = []
     by_tier: dict[str, dict[str, Any]] = {}
-    for k, tier, tier_index, n, spend, waste, acc, rej, err in per_tier_rows:
-        tried, escalated = escalation.get((k, tier), (0, 0))
+    per_tier = {(r[0], r[1]): r for r in per_tier_rows}
+    for key in sorted(set(per_tier) | set(escalation)):
+        k, tier = key
+        start_index, resolved, escalated = escalation.get(key, (0, 0, 0))
+        found = per_tier.get(key)
+        if found is None:  # tasks started here, but no attempt ran on the tier in the window
+            index, n, spend, waste, acc, rej, err = start_index, 0, 0, 0, 0, 0, 0
+        else:
+            _, _, index, n, spend, waste, acc, rej, err = found
         row = {
             "kind": k,
             "tier": tier,
-            "tier_index": int(tier_index),
-            "tasks": tried,
+            "tier_index": int(index),
+            "tasks": resolved,
             "attempts": int(n),
             "accepted": int(acc or 0),
             "rejected": int(rej or 0),
             "errors": int(err or 0),
             "escalated": escalated,
-            "escalation_rate": _rate(escalated, tried),
+            "escalation_rate": _rate(escalated, resolved),
             "spend_usd": from_pico(spend),
             "wasted_usd": from_pico(waste),
         }
@@ -327,10 +302,12 @@ def stats(
         entry["attempts"] += row["attempts"]
         entry["spend_usd"] += row["spend_usd"]
         entry["wasted_usd"] += row["wasted_usd"]
+        entry["escalated_tasks"] += escalated
+        entry["resolved_tasks"] += resolved
         agg = by_tier.setdefault(
             tier,
             {
-                "tier_index": int(tier_index),
+                "tier_index": int(index),
                 "tasks": 0,
                 "attempts": 0,
                 "accepted": 0,
@@ -341,8 +318,8 @@ def stats(
                 "wasted_usd": Decimal(0),
             },
         )
-        for key in ("tasks", "attempts", "accepted", "rejected", "errors", "escalated"):
-            agg[key] += row[key]
+        for name in ("tasks", "attempts", "accepted", "rejected", "errors", "escalated"):
+            agg[name] += row[name]
         agg["spend_usd"] += row["spend_usd"]
         agg["wasted_usd"] += row["wasted_usd"]
     for agg in by_tier.values():
@@ -350,17 +327,14 @@ def stats(
     by_kind_tier.sort(key=lambda r: (r["kind"], r["tier_index"], r["tier"]))
 
     all_latencies: list[float] = []
-    escalated_total = tried_total = 0
     for k, entry in by_kind.items():
-        tried, escalated = kind_escalation.get(k, (0, 0))
-        entry["escalated_tasks"] = escalated
-        entry["escalation_rate"] = _rate(escalated, tried)
+        entry["escalation_rate"] = _rate(entry["escalated_tasks"], entry["resolved_tasks"])
         entry["latency_p50_s"] = percentile(latencies[k], 50)
         entry["latency_p95_s"] = percentile(latencies[k], 95)
         entry["outcomes"] = dict(entry["outcomes"])
         all_latencies.extend(latencies[k])
-        escalated_total += escalated
-        tried_total += tried
+    escalated_total = sum(e["escalated_tasks"] for e in by_kind.values())
+    resolved_total = sum(e["resolved_tasks"] for e in by_kind.values())
 
     # spend per gateway key: tasks created in the window, by the key that created them
     key_rows = conn.execute(
@@ -392,8 +366,9 @@ def stats(
         "attempts": sum(e["attempts"] for e in by_kind.values()),
         "spend_usd": sum((e["spend_usd"] for e in by_kind.values()), Decimal(0)),
         "wasted_usd": sum((e["wasted_usd"] for e in by_kind.values()), Decimal(0)),
+        "resolved_tasks": resolved_total,
         "escalated_tasks": escalated_total,
-        "escalation_rate": _rate(escalated_total, tried_total),
+        "escalation_rate": _rate(escalated_total, resolved_total),
         "outcomes": dict(outcomes),
         "latency_p50_s": percentile(all_latencies, 50),
         "latency_p95_s": percentile(all_latencies, 95),

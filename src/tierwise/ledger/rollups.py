@@ -16,8 +16,12 @@ Conventions (also in :data:`tierwise.ledger.schema.daily_rollups`):
 * Task columns (``tasks``, ``tasks_<outcome>``, ``tasks_escalated``, ``task_cost_pusd``,
   ``task_latency_s_sum`` over ``tasks_timed`` finished tasks) are keyed by the tier the router
   chose; attempt columns (``attempts``, outcomes, costs, tokens, ``validator_*``) by the tier
-  the attempt ran on; ``tier_tasks``/``tier_escalated`` count tasks whose own attempts tried the
-  tier and, of those, the ones that climbed higher — the escalation rate learning uses.
+  the attempt ran on. Escalation follows the one definition (:mod:`tierwise.ledger.escalation`):
+  ``tier_tasks`` counts the resolved (accepted or exhausted) tasks that started on the tier,
+  ``tier_escalated`` (and ``tasks_escalated``, the same count) those that escalated; their
+  ratio over the ``live`` rows is the escalation rate ``tierwise learn status`` shows. (Days
+  pruned by a tierwise older than that definition counted "tasks whose attempts tried the tier,
+  and of those the ones that climbed higher" in these two columns.)
 * Latency percentiles cannot be summed: only the sum and count are kept.
 
 Rows are additive: every pruned batch inserts its own rows in the same transaction as it deletes
@@ -37,10 +41,12 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from tierwise.ledger.escalation import task_facts
 from tierwise.ledger.schema import (
     attempts,
     budget_counters,
     daily_rollups,
+    feedback,
     from_pico,
     reservations,
     sessions,
@@ -109,20 +115,11 @@ def aggregate(
             found["tier_index"] = min(found["tier_index"], int(tier_index))
         return found
 
-    main = sa.and_(a.role.not_in(sorted(SIDE_ROLES)))  # side calls are no rung of a climb
-    tops = (
-        sa.select(
-            a.task_id,
-            sa.func.max(a.tier_index).label("top"),
-            sa.func.min(a.tier_index).label("bottom"),
-        )
-        .select_from(attempts.join(tasks, a.task_id == t.id))
-        .where(main, *where)
-        .group_by(a.task_id)
-        .subquery()
-    )
+    facts_query = task_facts(where)
+    facts = facts_query.c
     day = _day(t.created_at)
     finished = sa.and_(t.outcome != "running", t.latency_s.is_not(None))
+    on_ladder = sa.and_(facts.start_index >= 0, facts.resolved == 1)
     task_rows = conn.execute(
         sa.select(
             day,
@@ -132,12 +129,13 @@ def aggregate(
             sa.func.min(t.decision_tier_index),
             sa.func.count(),
             *(sa.func.sum(sa.case((t.outcome == o, 1), else_=0)) for o in _TASK_OUTCOMES),
-            sa.func.sum(sa.case((tops.c.top > tops.c.bottom, 1), else_=0)),
+            sa.func.sum(facts.escalated),
             sa.func.sum(t.cost_pusd),
             sa.func.sum(sa.case((finished, 1), else_=0)),
             sa.func.sum(sa.case((finished, t.latency_s), else_=0.0)),
+            sa.func.sum(sa.case((on_ladder, 1), else_=0)),
         )
-        .select_from(tasks.outerjoin(tops, tops.c.task_id == t.id))
+        .select_from(tasks.join(facts_query, facts.task_id == t.id))
         .where(*where)
         .group_by(day, t.kind, t.decision_tier, t.role)
     ).all()
@@ -150,6 +148,8 @@ def aggregate(
         e["task_cost_pusd"] += _int(row[12])
         e["tasks_timed"] += _int(row[13])
         e["task_latency_s_sum"] += float(row[14] or 0.0)
+        e["tier_tasks"] += _int(row[15])
+        e["tier_escalated"] += _int(row[11])
 
     validator = a.role.in_(sorted(SIDE_ROLES - {"shadow"}))  # validators' and the judge's
     # Shadow calls are rolled up on lines of their own (role "shadow"), not their task's.
@@ -182,32 +182,6 @@ def aggregate(
         for i, name in enumerate(names):
             e[name] += _int(row[5 + i])
 
-    pairs = (
-        sa.select(a.task_id, a.tier, sa.func.min(a.tier_index).label("tier_index"))
-        .select_from(attempts.join(tasks, a.task_id == t.id))
-        .where(main, *where)
-        .group_by(a.task_id, a.tier)
-        .subquery()
-    )
-    tier_rows = conn.execute(
-        sa.select(
-            day,
-            t.kind,
-            pairs.c.tier,
-            t.role,
-            sa.func.min(pairs.c.tier_index),
-            sa.func.count(),
-            sa.func.sum(sa.case((pairs.c.tier_index < tops.c.top, 1), else_=0)),
-        )
-        .select_from(
-            pairs.join(tops, tops.c.task_id == pairs.c.task_id).join(tasks, t.id == pairs.c.task_id)
-        )
-        .group_by(day, t.kind, pairs.c.tier, t.role)
-    ).all()
-    for row in tier_rows:
-        e = entry(row[0:4], row[4])
-        e["tier_tasks"] += _int(row[5])
-        e["tier_escalated"] += _int(row[6])
     return out
 
 
@@ -395,6 +369,7 @@ def prune(
                 conn.execute(sa.insert(daily_rollups), _rows(groups))
             touched.update(key[0] for key in groups)
             n_attempts += conn.execute(sa.delete(attempts).where(a.task_id.in_(ids))).rowcount
+            conn.execute(sa.delete(feedback).where(feedback.c.task_id.in_(ids)))
             conn.execute(sa.delete(tasks).where(t.id.in_(ids)))
         done += len(ids)
         if progress is not None:

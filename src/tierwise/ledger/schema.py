@@ -329,6 +329,26 @@ plan_subtasks = sa.Table(
 )
 
 
+#: Flags people put on outputs after the fact (``tierwise feedback``, ``POST
+#: /v1/tierwise/feedback``). One row per (task, author): a later flag by the same author replaces
+#: the earlier one, so the latest flag per task and author stands. ``key_id`` is the gateway key
+#: that flagged it (its id, never the secret); empty from the CLI, the library or a keyless
+#: gateway. ``flag`` is ``wrong``, ``needed_frontier`` or ``cheaper_would_do``.
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    _pk(),
+    sa.Column("task_id", sa.String(64), sa.ForeignKey("tasks.id"), nullable=False),
+    sa.Column("author", sa.String(255), nullable=False),
+    sa.Column("flag", sa.String(32), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("key_id", sa.Integer, nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.UniqueConstraint("task_id", "author"),
+)
+
+
 def _answer_columns(side: str) -> list[sa.Column[Any]]:
     """One side of a compared pair: which tier, model and attempt answered, and its verdict."""
     return [
@@ -360,6 +380,8 @@ shadow_agreements = sa.Table(
     _ts("created_at"),
     sa.Index(None, "kind", "created_at"),
     sa.Index(None, "task_id"),
+    # a spooled row replayed after a crash is written once
+    sa.UniqueConstraint("task_id", "low_attempt_no", "high_attempt_no"),
 )
 
 
@@ -369,9 +391,9 @@ def _count(name: str) -> sa.Column[Any]:
 
 #: Exact daily totals of pruned rows (see :mod:`tierwise.ledger.rollups`). Rows are additive:
 #: a (day, kind, tier, role) group may have several rows until ``prune`` compacts the day, and
-#: readers always SUM. Task columns count tasks by the tier the router chose for them; attempt
-#: columns count attempts by the tier they ran on. Every task and attempt is counted on the UTC
-#: day its task was created.
+#: readers always SUM. Task columns (escalation included) count tasks by the tier the router
+#: chose for them; attempt columns count attempts by the tier they ran on. Every task and
+#: attempt is counted on the UTC day its task was created.
 daily_rollups = sa.Table(
     "daily_rollups",
     metadata,
@@ -406,7 +428,8 @@ daily_rollups = sa.Table(
     _count("cache_write_1h_tokens"),
     _count("cache_read_tokens"),
     _count("output_tokens"),
-    # escalation: tasks whose own attempts tried this tier, and of those, climbed higher
+    # escalation (tierwise.ledger.escalation): resolved tasks that started on this tier, and of
+    # those, the ones that escalated
     _count("tier_tasks"),
     _count("tier_escalated"),
     sa.Index(None, "day", "kind"),

@@ -12,8 +12,7 @@ tiers that answered a shadowed task) and the reads over it:
   dearer one, or passed where the dearer one failed — is the shadow-proven bound a learner may
   take as evidence that the kind could start lower;
 * :func:`shadow_spend` — what shadow calls cost, on its own line;
-* :func:`wrong_flags` — the tasks people flagged ``wrong`` (the ``feedback`` table of migration
-  0004; an empty set on a ledger without it).
+* :func:`wrong_flags` — the tasks people flagged ``wrong`` (``tierwise feedback``).
 """
 
 from __future__ import annotations
@@ -27,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from tierwise.ledger.schema import attempts, from_pico, shadow_agreements, tasks
+from tierwise.ledger.rows import Row
+from tierwise.ledger.schema import attempts, feedback, from_pico, shadow_agreements, tasks
+from tierwise.ledger.sql import insert_ignore
 
 if TYPE_CHECKING:
     from tierwise.ledger.core import Tx
@@ -37,7 +38,6 @@ __all__ = ["ShadowBook", "agreement", "shadow_spend", "wilson", "wrong_flags"]
 
 #: z for a two-sided 95% interval.
 Z95 = 1.959963984540054
-_FEEDBACK = sa.table("feedback", sa.column("task_id"), sa.column("flag"))
 
 
 def wilson(k: int, n: int, z: float = Z95) -> dict[str, Any]:
@@ -69,44 +69,44 @@ def _side(prefix: str, answer: TierAnswer) -> dict[str, Any]:
     }
 
 
-def insert_agreements(conn: sa.Connection, records: Sequence[AgreementRecord]) -> None:
-    """Write agreement verdicts (no answer text is stored)."""
-    if not records:
-        return
-    conn.execute(
-        sa.insert(shadow_agreements),
-        [
-            {
-                "task_id": r.task_id,
-                "kind": r.kind,
-                **_side("low", r.low),
-                **_side("high", r.high),
-                "agree": r.agree,
-                "method": r.method,
-                "similarity": r.similarity,
-                "created_at": r.created_at,
-            }
-            for r in records
-        ],
-    )
+def agreement_values(r: AgreementRecord) -> dict[str, Any]:
+    """The ``shadow_agreements`` row of one verdict (no answer text)."""
+    return {
+        "task_id": r.task_id,
+        "kind": r.kind,
+        **_side("low", r.low),
+        **_side("high", r.high),
+        "agree": r.agree,
+        "method": r.method,
+        "similarity": r.similarity,
+        "created_at": r.created_at,
+    }
+
+
+#: What makes a verdict the same one again (a spooled row replayed after a crash).
+_UNIQUE = ("task_id", "low_attempt_no", "high_attempt_no")
+
+
+def insert_agreement(conn: sa.Connection, values: dict[str, Any], *, replay: bool) -> None:
+    """Write one verdict; with *replay* one already written is left as it is."""
+    if replay:
+        insert_ignore(conn, shadow_agreements, _UNIQUE, values)
+    else:
+        conn.execute(sa.insert(shadow_agreements), [values])
 
 
 def wrong_flags(conn: sa.Connection, task_ids: Iterable[str] | None = None) -> set[str]:
-    """The ids of tasks someone flagged ``wrong`` (of *task_ids*, or all).
-
-    Flags live in the ``feedback`` table (migration 0004, written by ``tierwise feedback``);
-    on a ledger without it this returns an empty set rather than failing.
-    """
-    if not sa.inspect(conn).has_table("feedback"):
-        return set()
-    stmt = sa.select(_FEEDBACK.c.task_id).where(_FEEDBACK.c.flag == "wrong").distinct()
+    """The ids of tasks someone flagged ``wrong`` (of *task_ids*, or all): the latest flag of
+    any author (``tierwise feedback``) says the answer the caller got was wrong."""
+    f = feedback.c
+    stmt = sa.select(f.task_id).where(f.flag == "wrong").distinct()
     if task_ids is None:
         return {str(r[0]) for r in conn.execute(stmt)}
     wanted = list(dict.fromkeys(task_ids))
     found: set[str] = set()
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
-        found.update(str(r[0]) for r in conn.execute(stmt.where(_FEEDBACK.c.task_id.in_(chunk))))
+        found.update(str(r[0]) for r in conn.execute(stmt.where(f.task_id.in_(chunk))))
     return found
 
 
@@ -324,7 +324,18 @@ class ShadowBook:
         if not agreements:
             return
         with self._write() as tx:
-            insert_agreements(tx.conn, agreements)
+            for record in agreements:
+                insert_agreement(tx.conn, agreement_values(record), replay=False)
+
+    @staticmethod
+    def row_of_agreement(agreement: AgreementRecord) -> Row:
+        """What :meth:`record_agreements` writes for one verdict, as a :class:`Row` (group
+        commits and spool files)."""
+        return Row("agreement", agreement.task_id, agreement_values(agreement))
+
+    def _insert_agreement(self, values: dict[str, Any], *, replay: bool) -> None:
+        with self._write(single=True) as tx:
+            insert_agreement(tx.conn, values, replay=replay)
 
     def agreement(
         self,
@@ -365,6 +376,6 @@ class ShadowBook:
         return [{k: v for k, v in r._mapping.items() if k not in ("id", "task_id")} for r in rows]
 
     def wrong_flags(self, task_ids: Iterable[str] | None = None) -> set[str]:
-        """Tasks flagged ``wrong`` (none on a ledger without the feedback table)."""
+        """Tasks flagged ``wrong`` (see :func:`wrong_flags`)."""
         with self._read() as conn:
             return wrong_flags(conn, task_ids)

@@ -7,12 +7,10 @@ takes its next hop and before the caller sees a result.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +21,7 @@ import sqlalchemy as sa
 from tierwise.errors import BudgetExceededError, LedgerError
 from tierwise.ledger import budgets as _budgets
 from tierwise.ledger import rollups as _rollups
+from tierwise.ledger import rows as _rows
 from tierwise.ledger.budgets import BudgetState, Reservation
 from tierwise.ledger.core import LedgerCore, Tx, _utcnow
 from tierwise.ledger.engine import (
@@ -35,7 +34,8 @@ from tierwise.ledger.engine import (
 )
 from tierwise.ledger.migrate import migrate
 from tierwise.ledger.redact import Redactor, secret_values, storable
-from tierwise.ledger.schema import policy_revisions, to_pico
+from tierwise.ledger.rows import Row, RowOp
+from tierwise.ledger.schema import from_pico, policy_revisions, tasks
 from tierwise.ledger.shadow import ShadowBook
 from tierwise.ledger.sql import insert_ignore
 from tierwise.ledger.statements import WriteStatements
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from tierwise.ledger.rollups import PruneProgress, PruneResult
-    from tierwise.records import AttemptRecord, PlanRef
+    from tierwise.records import AttemptRecord
     from tierwise.task import Decision, Task
 
 TASK_OUTCOMES = ("running", "accepted", "exhausted", "budget", "error")
@@ -53,11 +53,6 @@ log = logging.getLogger("tierwise.ledger")
 
 #: How many expired reservations one sweep transaction releases.
 _SWEEP_BATCH = 500
-
-
-def _sha256(text: str) -> str:
-    # surrogatepass: an upstream's lone surrogate must not stop its attempt from being recorded
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def open_ledger(
@@ -104,18 +99,6 @@ def open_ledger(
         where = display_url(engine.url)
         raise LedgerError(f"cannot open the ledger {where}: {reason(exc)}") from None
     return ledger
-
-
-def _plan_values(ref: PlanRef | None) -> dict[str, str | None]:
-    """A task's cost-tree columns (all NULL outside a plan)."""
-    if ref is None:
-        return dict.fromkeys(("plan_id", "subtask_id", "parent_id", "plan_role"))
-    return {
-        "plan_id": ref.plan_id,
-        "subtask_id": ref.subtask_id,
-        "parent_id": ref.parent_id,
-        "plan_role": ref.plan_role,
-    }
 
 
 def _hour(now: datetime) -> datetime:
@@ -242,12 +225,13 @@ class Ledger(LedgerCore, ShadowBook):
                 ``Task.id``), or the write failed.
         """
         now = self._now()
+        values = self._task_values(task, decision, policy_revision, role, store_content, now)
         duplicate = LedgerError(
             f"task {task.id} is already in the ledger; each run needs its own task "
             "id, e.g. task.with_(id=uuid.uuid4().hex)"
         )
         try:
-            self._insert_task(task, decision, policy_revision, role, store_content, now)
+            self._insert_task(values)
         except LedgerError as failed:
             # The primary key refused the row (the only way this insert fails once the policy
             # revision is known); say so plainly instead of the driver's words.
@@ -259,7 +243,7 @@ class Ledger(LedgerCore, ShadowBook):
                 raise duplicate from None
             raise
 
-    def _insert_task(
+    def _task_values(
         self,
         task: Task,
         decision: Decision,
@@ -267,44 +251,35 @@ class Ledger(LedgerCore, ShadowBook):
         role: str,
         store_content: bool,
         now: datetime,
-    ) -> None:
-        rule = decision.rule_name or (
-            None if decision.rule_index is None else f"#{decision.rule_index}"
+    ) -> dict[str, Any]:
+        return _rows.task_values(
+            task,
+            decision,
+            policy_revision=policy_revision,
+            role=role,
+            store_content=store_content,
+            now=now,
+            redact=self._redact,
         )
-        if decision.step == "frontier":
-            rule = decision.constraint_name or f"frontier#{decision.constraint_index}"
-        values = {
-            "id": task.id,
-            "kind": task.kind,
-            "session_id": task.session,
-            "role": role,
-            "policy_revision": policy_revision,
-            "decision_tier": decision.tier,
-            "decision_tier_index": decision.tier_index,
-            "decision_step": decision.step,
-            "decision_rule": rule,
-            "decision_floor": decision.floor,
-            "decision_json": json.dumps(decision.as_dict()),
-            "prompt_sha256": _sha256(task.prompt),
-            "prompt_chars": len(task.prompt),
-            "prompt_text": self._redact(task.prompt) if store_content else None,
-            "outcome": "running",
-            "created_at": now,
-            "key_id": task.key_id,
-            **_plan_values(task.plan),
-        }
-        statement = self._statements().insert_task
+
+    def _insert_task(self, values: Mapping[str, Any], *, replay: bool = False) -> None:
+        now: datetime = values["created_at"]
+        policy_revision: str = values["policy_revision"]
+        session: str | None = values["session_id"]
+        row = self._fit(dict(values))
         # Only the task row itself, when the revision and session are known committed: a
         # single statement needs no savepoint.
         single = policy_revision in self._revisions and (
-            not task.session
-            or (task.session in self._sessions and self._session_hour == _hour(now))
+            not session or (session in self._sessions and self._session_hour == _hour(now))
         )
-        with self._write(single=single) as tx:
+        with self._write(single=single and not replay) as tx:
             self._ensure_revision(tx, policy_revision)
-            if task.session:
-                self._touch_session(tx, task.session, now)
-            statement.run(tx.cursor, self._fit(values))
+            if session:
+                self._touch_session(tx, session, now)
+            if replay:  # written before, perhaps: keep what is there
+                insert_ignore(tx.conn, tasks, ["id"], row)
+            else:
+                self._statements().insert_task.run(tx.cursor, row)
 
     def record_attempt(self, attempt: AttemptRecord, *, store_content: bool) -> int:
         """Write one attempt, replacing any earlier row for (task_id, attempt_no); return its id.
@@ -312,48 +287,13 @@ class Ledger(LedgerCore, ShadowBook):
         Usage buckets, cost, verdicts and failure go in every row; the output as a SHA-256 and a
         size, its text only with *store_content*. Committed before returning.
         """
-        output = attempt.output
-        verdicts = [
-            {
-                "validator": v.validator,
-                "ok": v.ok,
-                "reason": self._redact(v.reason),
-                "score": v.score,
-            }
-            for v in attempt.verdicts
-        ]
-        values: dict[str, Any] = {
-            "task_id": attempt.task_id,
-            "attempt_no": attempt.attempt_no,
-            "kind": attempt.kind,
-            "session_id": attempt.session,
-            "role": attempt.role,
-            "tier": attempt.tier,
-            "tier_index": attempt.tier_index,
-            "model": storable(attempt.model) if isinstance(attempt.model, str) else attempt.model,
-            "provider": attempt.provider,
-            "outcome": attempt.outcome,
-            **attempt.usage.as_dict(),
-            "cost_pusd": to_pico(attempt.cost_usd),
-            "latency_s": float(attempt.latency_s),
-            "verdicts_json": json.dumps(verdicts),
-            "failure": self._redact(attempt.failure),
-            "error_class": attempt.error_class,
-            "escalated_from": attempt.escalated_from,
-            "stop_reason": attempt.stop_reason,
-            "output_sha256": None if output is None else _sha256(output),
-            "output_chars": None if output is None else len(output),
-            "output_text": self._redact(output) if store_content else None,
-            "started_at": attempt.started_at,
-            "recorded_at": self._now(),
-            "plan_id": attempt.plan_id,
-            "subtask_id": attempt.subtask_id,
-            "parent_id": attempt.parent_id,
-            "plan_role": attempt.plan_role,
-        }
+        row = self.row_of_attempt(attempt, store_content=store_content)
+        return self._upsert_attempt(row.values)
+
+    def _upsert_attempt(self, values: Mapping[str, Any]) -> int:
         statement = self._statements().upsert_attempt
         with self._write(single=True) as tx:
-            row = statement.run(tx.cursor, self._fit(values)).fetchone()
+            row = statement.run(tx.cursor, self._fit(dict(values))).fetchone()
         return int(row[0])
 
     def finish_task(
@@ -373,25 +313,136 @@ class Ledger(LedgerCore, ShadowBook):
         Raises:
             LedgerError: the task was never begun, or the write failed.
         """
-        if outcome not in TASK_OUTCOMES:
-            raise ValueError(f"task outcome must be one of {TASK_OUTCOMES}, got {outcome!r}")
-        values = {
-            "b_id": task_id,
-            "outcome": outcome,
-            "final_tier": final_tier,
-            "cost_pusd": to_pico(cost_usd),
-            "latency_s": float(latency_s),
-            "attempts": attempts,
-            "output_sha256": None if output is None else _sha256(output),
-            "output_chars": None if output is None else len(output),
-            "output_text": self._redact(output) if store_content and output else None,
-            "finished_at": self._now(),
-        }
+        row = self.row_of_finish(
+            task_id,
+            outcome=outcome,
+            final_tier=final_tier,
+            cost_usd=cost_usd,
+            latency_s=latency_s,
+            attempts=attempts,
+            output=output,
+            store_content=store_content,
+        )
+        self._finish_task(row.values)
+
+    def _finish_task(self, values: Mapping[str, Any]) -> None:
         statement = self._statements().finish_task
         with self._write(single=True) as tx:
-            updated = statement.run(tx.cursor, self._fit(values)).rowcount
+            updated = statement.run(tx.cursor, self._fit(dict(values))).rowcount
         if updated != 1:
-            raise LedgerError(f"task {task_id} is not in the ledger; call begin_task first")
+            raise LedgerError(f"task {values['b_id']} is not in the ledger; call begin_task first")
+
+    # -- rows: writes as data (group commits and spool files) --------------------------------------
+
+    def row_of_task(
+        self,
+        task: Task,
+        decision: Decision,
+        *,
+        policy_revision: str,
+        role: str,
+        store_content: bool,
+    ) -> Row:
+        """What :meth:`begin_task` would write, as a :class:`Row` for :meth:`write_rows`."""
+        values = self._task_values(
+            task, decision, policy_revision, role, store_content, self._now()
+        )
+        return Row("task", task.id, values)
+
+    def row_of_attempt(self, attempt: AttemptRecord, *, store_content: bool) -> Row:
+        """What :meth:`record_attempt` would write, as a :class:`Row`."""
+        values = _rows.attempt_values(
+            attempt,
+            store_content=store_content,
+            now=self._now(),
+            redact=self._redact,
+            storable=storable,
+        )
+        return Row("attempt", attempt.task_id, values)
+
+    def row_of_finish(
+        self,
+        task_id: str,
+        *,
+        outcome: str,
+        final_tier: str | None,
+        cost_usd: Decimal,
+        latency_s: float,
+        attempts: int,
+        output: str | None,
+        store_content: bool,
+    ) -> Row:
+        """What :meth:`finish_task` would write, as a :class:`Row`.
+
+        Raises:
+            ValueError: *outcome* is not one of :data:`TASK_OUTCOMES`.
+        """
+        if outcome not in TASK_OUTCOMES:
+            raise ValueError(f"task outcome must be one of {TASK_OUTCOMES}, got {outcome!r}")
+        values = _rows.finish_values(
+            task_id,
+            outcome=outcome,
+            final_tier=final_tier,
+            cost_usd=cost_usd,
+            latency_s=latency_s,
+            attempts=attempts,
+            output=output,
+            store_content=store_content,
+            now=self._now(),
+            redact=self._redact,
+        )
+        return Row("finish", task_id, values)
+
+    @staticmethod
+    def row_of_closing(reservation: Reservation, actual_usd: Decimal | None) -> Row:
+        """Settling *reservation* at *actual_usd* (``None``: releasing it), as a :class:`Row`."""
+        op: RowOp = "release" if actual_usd is None else "settle"
+        values = _rows.closing_values(reservation, actual_usd or Decimal(0))
+        return Row(op, reservation.task_id, values)
+
+    def write_rows(self, rows: Iterable[Row], *, replay: bool = False) -> None:
+        """Write *rows* in one transaction (joining an open :meth:`batch`), in order.
+
+        With *replay* the rows may have been written before — a spool file replayed after a
+        crash between the commit and the spool's truncation — and writing them again changes
+        nothing: a task already in the ledger keeps its row (its end is written again, the
+        same), attempts are upserted by (task, attempt number), a shadow agreement verdict by
+        (task, the pair's attempt numbers) is written once, and a reservation already settled or
+        released is left as it is.
+
+        Raises:
+            LedgerUnavailableError: the database cannot be reached; nothing was written.
+            LedgerError: a row was refused (without *replay*: a task already in the ledger);
+                nothing was written.
+        """
+        with self.batch():
+            for row in rows:
+                values = row.values
+                if row.op == "task":
+                    self._insert_task(values, replay=replay)
+                elif row.op == "attempt":
+                    self._upsert_attempt(values)
+                elif row.op == "finish":
+                    self._finish_task(values)
+                elif row.op == "agreement":
+                    self._insert_agreement(dict(values), replay=replay)
+                else:
+                    self._close_row(row, replay=replay)
+
+    def _close_row(self, row: Row, *, replay: bool) -> None:
+        values = row.values
+        reservation = Reservation(
+            int(values["id"]),
+            row.task_id,
+            tuple(values["scopes"]),
+            from_pico(int(values["amount_pusd"])),
+        )
+        actual = from_pico(int(values["actual_pusd"]))
+        state = "settled" if row.op == "settle" else "released"
+        with self._write(single=True) as tx:
+            _budgets.close(
+                tx.conn, reservation, actual, state, self._now(), tx.deltas, replay=replay
+            )
 
     # -- budgets -------------------------------------------------------------------------------
 
@@ -433,7 +484,7 @@ class Ledger(LedgerCore, ShadowBook):
         try:
             _budgets.apply(tx.conn, tx.deltas, self._now())
         except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
-            raise LedgerError(f"ledger write failed: {reason(exc)}") from None
+            raise self.failure("ledger write failed", exc) from None
         tx.deltas.clear()
 
     def settle(self, reservation: Reservation, actual_usd: Decimal) -> None:

@@ -1,7 +1,7 @@
 """Plan-execute-review: the cost tree's columns on tasks and attempts, plans and their subtasks.
 
 Revision ID: 0005
-Revises: 0003 (0004 is being written beside it; the merge re-chains them)
+Revises: 0004 (0004 is being written beside it; the merge re-chains them)
 Create Date: 2025-08-01
 
 Self-contained (adds four nullable columns and an index to ``tasks`` and ``attempts``, creates
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -44,6 +44,12 @@ def upgrade() -> None:
         sa.Column("similarity", sa.Float, nullable=True),
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_shadow_agreements"),
+        sa.UniqueConstraint(
+            "task_id",
+            "low_attempt_no",
+            "high_attempt_no",
+            name="uq_shadow_agreements_task_id_low_attempt_no_high_attempt_no",
+        ),
     )
     op.create_index(
         "ix_shadow_agreements_kind_created_at", "shadow_agreements", ["kind", "created_at"]
