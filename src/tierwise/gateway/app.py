@@ -11,6 +11,8 @@ Endpoints:
 * ``POST /v1/tierwise/admin/reload`` — read the policy file again (admin key); a broken file
   keeps the old policy (400 with the reason). ``SIGHUP`` does the same.
 * ``POST /v1/tierwise/feedback`` — flag a task's output (see :mod:`tierwise.gateway.feedback`).
+* ``/dashboard`` — the weekly report as a page, admin sign-in and applying learning proposals
+  (see :mod:`tierwise.gateway.dashboard`).
 
 Status codes, in the caller's error shape: 400 malformed JSON / wrong types / missing fields /
 bad ``x-tierwise-*`` headers (the message names the field); 401 missing or wrong key; 404
@@ -48,6 +50,7 @@ from starlette.routing import Route
 
 from tierwise.gateway.call import Call
 from tierwise.gateway.config import GatewayConfig
+from tierwise.gateway.dashboard import DashboardContext, dashboard_routes
 from tierwise.gateway.dialects import Dialect, RequestError, error_body
 from tierwise.gateway.logs import RequestLog
 from tierwise.gateway.schema import parse_request
@@ -250,8 +253,13 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
 
         return await handle_feedback(service(), request)
 
+    def dashboard() -> DashboardContext:
+        svc = service()
+        return DashboardContext(svc.ledger, lambda: svc.policy, svc.keys, svc.loopback)
+
     return Starlette(
         routes=[
+            *dashboard_routes(dashboard),
             Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/chat/completions", chat, methods=["POST"]),
