@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"note: {note} (tierwise keys create --name NAME --role admin)", err=True)
         try:
             sock = bind_socket(host, port)
+            sock.listen(128)  # connections queue from now on, before the line below is printed
         except OSError as exc:
             fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=1)
         shown = "localhost" if host in ("0.0.0.0", "::") else host

@@ -132,7 +132,16 @@ def _secs(data: Mapping[str, Any], key: str, path: str) -> str:
 def _text(data: Mapping[str, Any], key: str, path: str, empty: str = "-") -> str:
     """A name or label from the report (escaped; ``empty`` when null)."""
     value = data.get(key)
-    return f'<span data-testid="{_e(path)}">{_e(empty if value is None else value)}</span>'
+    return _fig(path, value, empty if value is None else str(value))
+
+
+def _time(data: Mapping[str, Any], key: str, path: str) -> str:
+    """An ISO timestamp from the report, shown to the minute (UTC)."""
+    from datetime import datetime
+
+    value = data.get(key)
+    shown = "-" if value is None else f"{datetime.fromisoformat(value):%Y-%m-%d %H:%M}"
+    return _fig(path, value, shown)
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int]) -> str:
@@ -256,7 +265,7 @@ def _latency(d: Mapping[str, Any]) -> str:
     ]
     return (
         "<section><h2>Latency</h2>"
-        + _table(["tasks", "count", "p50", "p95"], rows, (1, 2, 3))
+        + _table(["", "tasks", "p50", "p95"], rows, (1, 2, 3))
         + "</section>"
     )
 
@@ -345,7 +354,7 @@ def _top_kinds(d: Mapping[str, Any]) -> str:
         if k.get("floor"):
             now += " (floor " + _text(k, "floor", f"{p}.floor") + ")"
         proposals = ", ".join(
-            f'<span data-testid="{p}.proposals.{j}.id">#{_e(x["id"])}</span>'
+            "#" + _count(x, "id", f"{p}.proposals.{j}.id")
             for j, x in enumerate(k.get("proposals", []))
         )
         rows.append(
@@ -422,7 +431,7 @@ def _proposals(
         path = f"proposals.{i}"
         rows = [
             ("reason", _text(p, "reason", f"{path}.reason")),
-            ("proposed", _text(p, "created_at", f"{path}.created_at")),
+            ("proposed", _time(p, "created_at", f"{path}.created_at") + " UTC"),
         ]
         rows += _evidence(evidence.get(pid, {}), f"proposals.{i}.evidence")
         csrf = (
@@ -468,8 +477,8 @@ def _header(d: Mapping[str, Any], viewer: Viewer, window: Window) -> str:
     )
     return (
         "<header><div><h1>tierwise dashboard</h1>"
-        f'<div class="sub">tasks created {_text(d, "since", "since")} to '
-        f"{_text(d, 'until', 'until')} (UTC, end excluded)</div></div>"
+        f'<div class="sub">tasks created {_time(d, "since", "since")} to '
+        f"{_time(d, 'until', 'until')} UTC (end excluded)</div></div>"
         f"{chooser}{who}</header>"
     )
 
