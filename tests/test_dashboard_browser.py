@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 
 from tierwise.cli import build_app
 from tierwise.demo import demo_tasks, run_demo
-from tierwise.gateway import GatewayConfig, GatewayServer
+from tierwise.gateway import GatewayConfig
+from tierwise.gateway.server import GatewayServer
 from tierwise.ledger import open_ledger
 from tierwise.policy import default_policy, default_policy_text
 

@@ -315,7 +315,9 @@ def dashboard_routes(context: Callable[[], DashboardContext]) -> list[Route]:
                 return _refuse(403, "refused: sign in with an admin key first (read-only)")
             form = await _form(request)
         except RequestError as exc:
-            return _refuse(exc.status, exc.message)
+            if exc.status != 400:
+                return _refuse(exc.status, exc.message)
+            form = {}  # not a form at all: no CSRF token either
         except LedgerError:
             return _refuse(503, "the ledger cannot be read right now; nothing was changed")
         sent = form.get("csrf", "")
