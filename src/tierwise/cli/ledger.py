@@ -9,7 +9,9 @@ from typing import Any
 
 import typer
 
-from tierwise.analytics.when import is_age, parse_age, parse_when
+from tierwise.analytics.when import is_age
+from tierwise.analytics.when import parse_age as parse_age  # re-exported: other commands
+from tierwise.analytics.when import parse_when as parse_when  # import them from here
 from tierwise.cli._common import (
     EXIT_INVALID,
     JsonOption,

@@ -311,15 +311,16 @@ def dashboard_routes(context: Callable[[], DashboardContext]) -> list[Route]:
             return _refuse(403, "refused: the form was not sent from this dashboard")
         try:
             key, secret = await session(request)
-            if key is None or secret is None:
-                return _refuse(403, "refused: sign in with an admin key first (read-only)")
+        except LedgerError:
+            return _refuse(503, "the ledger cannot be read right now; nothing was changed")
+        if key is None or secret is None:
+            return _refuse(403, "refused: sign in with an admin key first (read-only)")
+        try:
             form = await _form(request)
         except RequestError as exc:
             if exc.status != 400:
                 return _refuse(exc.status, exc.message)
             form = {}  # not a form at all: no CSRF token either
-        except LedgerError:
-            return _refuse(503, "the ledger cannot be read right now; nothing was changed")
         sent = form.get("csrf", "")
         if not sent or not hmac.compare_digest(sent.encode(), csrf_token(secret).encode()):
             return _refuse(403, "refused: the form's CSRF token is missing or wrong; reload")
