@@ -64,8 +64,7 @@ def register(app: typer.Typer) -> None:
             fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=1)
         shown = "localhost" if host in ("0.0.0.0", "::") else host
         typer.echo(
-            f"tierwise dashboard on http://{shown}:{sock.getsockname()[1]}/dashboard; "
-            f"ledger {url}",
+            f"tierwise dashboard on http://{shown}:{sock.getsockname()[1]}/dashboard; ledger {url}",
             err=True,
         )
         app_ = create_dashboard_app(url, loaded, host=host)
