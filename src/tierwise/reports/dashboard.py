@@ -64,6 +64,7 @@ th{color:#5b6875;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric
 .proposal{border:1px solid #dde3e9;border-radius:6px;padding:.5em .8em;margin:.5em 0}
 .proposal dl{display:grid;grid-template-columns:max-content 1fr;gap:.1em 1em;margin:.4em 0}
 .proposal dt{color:#5b6875}.proposal dd{margin:0;overflow-wrap:anywhere}
+pre{white-space:pre-wrap;margin:0;font-size:.9em}
 """
 
 
@@ -407,6 +408,8 @@ def _evidence(change: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
             out += [(f"{key}.{label}", fig) for label, fig in _evidence(value, here)]
         elif isinstance(value, list):
             out.append((str(key), _fig(here, value, ", ".join(str(v) for v in value))))
+        elif isinstance(value, str) and "\n" in value:  # a TOML patch: keep its lines
+            out.append((str(key), f"<pre>{_fig(here, value, value)}</pre>"))
         else:
             out.append((str(key), _fig(here, value, "-" if value is None else str(value))))
     return out
