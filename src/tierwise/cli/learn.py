@@ -270,7 +270,7 @@ def add_status(group: typer.Typer) -> None:
         from a tier above the one it started on, or that failed on every tier.
 
         Exits 1 when the fleet's escalation rate over the day before --until is above the
-        policy's [fleet] escalation_red_line (for cron and CI), 0 otherwise, 2 on bad input.
+        policy's \\[fleet] escalation_red_line (for cron and CI), 0 otherwise, 2 on bad input.
 
         Example: tierwise learn status --window 7d --json
         """

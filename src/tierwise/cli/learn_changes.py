@@ -120,7 +120,7 @@ def add_propose(group: typer.Typer) -> None:
             None, "--until", help="Judge as of this UTC date/time (default: now)."
         ),
         window: str | None = typer.Option(
-            None, "--window", help="Days of evidence (14d, 2w). Default: [fleet] window_days."
+            None, "--window", help="Days of evidence (14d, 2w). Default: \\[fleet] window_days."
         ),
         dry_run: bool = typer.Option(
             False, "--dry-run", help="Show the proposals without recording or applying any."
@@ -132,12 +132,12 @@ def add_propose(group: typer.Typer) -> None:
         """Propose raising or lowering kinds' floors from the ledger's evidence.
 
         Promote a kind one tier when the lower bound of its failure rate on its floor reaches
-        [fleet] promotion_threshold over at least min_sample tasks and the next tier passes
+        \\[fleet] promotion_threshold over at least min_sample tasks and the next tier passes
         them; demote it when probes one tier below pass with confidence (demotion_threshold).
         Each proposal shows the evidence, the money (failed attempts no longer paid for against
         dearer first attempts) and latency, and the equivalent edit of the policy file.
 
-        In [fleet] mode = "suggest" (the default) proposals are only recorded: apply one with
+        In \\[fleet] mode = "suggest" (the default) proposals are only recorded: apply one with
         `tierwise learn apply ID`. In "auto" mode they are applied at once. Run it from cron
         (hourly, say); a kind moves at most once per cool-down.
 
@@ -304,7 +304,7 @@ def _print_history(rows: list[PolicyChange], revision: str, in_force: tuple[int,
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for name in ("id", "when (UTC)", "kind", "action", "floor", "status", "by", "revisions"):
-        table.add_column(name, overflow="fold")
+        table.add_column(name, overflow="fold", no_wrap=name in ("id", "when (UTC)", "status"))
     table.add_column("reason", overflow="fold", ratio=1)
     for c in rows:
         when = c.decided_at or c.created_at
@@ -319,12 +319,17 @@ def _print_history(rows: list[PolicyChange], revision: str, in_force: tuple[int,
             f"{_floor(c.floor_before)} → {_floor(c.floor_after)}",
             c.status,
             c.actor or "-",
-            f"{_short(c.revision_before)[:8]} → {_short(c.revision_after)[:8]}"
+            f"{_short(c.revision_before)[:8]}→{_short(c.revision_after)[:8]}"
             if c.revision_after
             else "-",
-            c.reason or "",
+            _clip(c.reason or ""),
         )
     console.print(table)
+    console.print("full reasons and evidence: --json", markup=False, highlight=False)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _until(text: str, now: datetime) -> datetime:

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["Counts", "Evidence", "FloorEvidence", "KindEvidence", "ProbeEvidence", "gather"]
 
 _LATE = ("wrong", "needed_frontier")
+#: The gateway's own kinds that no floor routes: concrete-model calls and plan-execute-review.
+_UNMOVABLE = frozenset({"passthrough", "plan-execute"})
 _TOKENS = (
     "input_tokens",
     "cache_write_5m_tokens",
@@ -235,6 +237,7 @@ def gather(
                 .order_by(t.kind)
             ).all()
         ]
+        kinds = [k for k in kinds if k not in _UNMOVABLE]
         line = red_line(conn, settings.red_line, since=since, until=until)
         excess = {c.kind: c.excess for c in line.contributors}
         found = []

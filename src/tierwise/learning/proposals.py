@@ -153,10 +153,11 @@ def break_even(low_cost: Decimal, high_cost: Decimal) -> float | None:
 
 
 def _pct(rate: Rate) -> str:
+    """``80% (95% CI 68–88%)``."""
     interval = rate.interval
     if rate.value is None or interval is None:
         return "-"
-    return f"{rate.value:.0%} (95% CI {interval[0]:.0%}–{interval[1]:.0%})"
+    return f"{rate.value:.0%} (95% CI {interval[0] * 100:.0f}–{interval[1] * 100:.0f}%)"
 
 
 def _usd(value: Decimal) -> str:
@@ -210,9 +211,14 @@ def decide(e: KindEvidence, settings: LearnSettings, policy: Policy) -> Proposal
         return promoted
     if e.below is not None:
         demoted = _demotion(e, settings, policy)
-        if isinstance(demoted, Proposal) or promoted.reason == "small_sample":
+        # a floored kind whose floor does fine: what the probes say is the news
+        if isinstance(demoted, Proposal) or promoted.reason in _QUIET:
             return demoted
     return promoted
+
+
+#: Promotion holds that say only "the floor does fine" (a floored kind then reports its probes).
+_QUIET = ("small_sample", "below_threshold", "top")
 
 
 def _promotion(e: KindEvidence, settings: LearnSettings, policy: Policy) -> Proposal | Hold:
@@ -293,7 +299,7 @@ def _promotion(e: KindEvidence, settings: LearnSettings, policy: Policy) -> Prop
         )
     summary = (
         f"{e.kind}: {_floor(e.floor, settings)} → {ev.next_tier}: {rate.count} of {rate.of} "
-        f"tasks failed on {ev.tier} ({_pct(rate)}), {ev.next_tier} passed "
+        f"tasks failed on {ev.tier}, {_pct(rate)}; {ev.next_tier} passed "
         f"{nxt.of - nxt.count} of {nxt.of}; " + "; ".join(words) + why
     )
     return Proposal(
@@ -355,7 +361,7 @@ def _demotion(e: KindEvidence, settings: LearnSettings, policy: Policy) -> Propo
     saving = "" if money is None else f"; saves {_usd(money.net_usd)} over the window"
     summary = (
         f"{e.kind}: {_floor(e.floor, settings)} → {below.tier}: probes on {below.tier} failed "
-        f"{rate.count} of {rate.of} ({_pct(rate)}; {below.passed} passed, {below.rejected} "
+        f"{rate.count} of {rate.of}, {_pct(rate)} ({below.passed} passed, {below.rejected} "
         f"rejected, {below.flagged} flagged later, {below.cheaper_flags} 'cheaper would do' "
         f"flags); probes cost {_usd(below.spend_usd)}{saving}"
     )
