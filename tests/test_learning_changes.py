@@ -92,7 +92,9 @@ def test_apply_then_revert_gives_back_the_revision_exactly(
     assert applied.revision_after == after.revision != pol.revision
     assert changes.ids == (item.change.id,) and after.kind("extract").floor == "mid"
     assert after.kind("extract").floor_source == "learned"
-    assert book.policy_revision(after.revision) is not None  # explain can look it up
+    recorded = book.policy_revision(after.revision)  # explain can look it up
+    assert recorded is not None and recorded["source"].endswith(f"+ changes #{item.change.id}")
+    assert json.loads(recorded["policy_json"])["kinds"]["extract"]["floor"] == "mid"
 
     override = set_floor(book, pol, "chat", "strong", reason="launch week", actor="bob")
     assert override.revision_before == after.revision

@@ -28,9 +28,19 @@ if TYPE_CHECKING:
     from tierwise.policy import Policy
     from tierwise.routing import Router
 
-__all__ = ["PolicyFollower"]
+__all__ = ["PolicyFollower", "changes_source"]
 
 log = logging.getLogger("tierwise.cascade")
+
+
+def changes_source(policy: Policy) -> str | None:
+    """What a revision's ``source`` says for an effective policy: the file and the changes in
+    force (``tierwise.toml + changes #3, #7``), so a file's last good revision is never one
+    with changes baked in."""
+    if not policy.changes:
+        return None if policy.source is None else str(policy.source)
+    ids = ", ".join(f"#{i}" for i in policy.changes)
+    return f"{policy.source or '<policy>'} + changes {ids}"
 
 
 class PolicyFollower:
@@ -86,7 +96,7 @@ class PolicyFollower:
             self.ledger.record_policy_revision(
                 effective.revision,
                 json.dumps(effective.model.model_dump(mode="json")),
-                None if effective.source is None else str(effective.source),
+                changes_source(effective),
             )
         router = Router(effective) if self._own_router else self.router
         self.policy = effective  # two assignments; a run reads both at its start

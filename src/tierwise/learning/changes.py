@@ -46,11 +46,13 @@ def effective_policy(
 
 def _record(ledger: Ledger, policy: Policy, now: datetime | None) -> None:
     """Record the effective revision after a change (``tierwise explain`` looks it up)."""
+    from tierwise.cascade.following import changes_source
+
     effective, _ = effective_policy(policy, ledger, now=now)
     ledger.record_policy_revision(
         effective.revision,
         json.dumps(effective.model.model_dump(mode="json")),
-        None if effective.source is None else str(effective.source),
+        changes_source(effective),
     )
 
 
