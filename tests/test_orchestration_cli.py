@@ -118,6 +118,18 @@ def test_calibration_and_flag(demo: tuple[Path, dict[str, Any]], tmp_path: Path)
     assert table.exit_code == 0 and "no assigned tier fails significantly" in table.stdout
 
 
+def test_learn_status_shows_the_planner_calibration(demo: tuple[Path, dict[str, Any]]) -> None:
+    ledger, _ = demo
+    calibration = json.loads(
+        invoke("plan", "calibration", "--ledger", str(ledger), "--json").stdout
+    )
+    status = invoke("learn", "status", "--ledger", str(ledger), "--json")
+    assert status.exit_code in (0, 1), status.output  # 1: above the red line
+    assert json.loads(status.stdout)["planner_calibration"] == calibration
+    text = invoke("learn", "status", "--ledger", str(ledger))
+    assert "planner calibration, by assigned tier: cheap 1 of 3 failed (33%)" in text.stdout
+
+
 def test_the_schema_command_prints_the_published_schema() -> None:
     from tierwise.orchestration import PLAN_SCHEMA
 

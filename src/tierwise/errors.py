@@ -17,6 +17,9 @@
      ├── BudgetExceededError         a budget would be overrun; carries the attempts so far
      ├── EscalationExhaustedError    every tier of the ladder failed; carries the whole trail
      ├── StreamInterruptedError      a relayed stream broke after bytes reached the caller
+     ├── PolicyChangeError           a learned change or override cannot be applied or
+     │                               reverted: an unknown id, a change in the wrong state,
+     │                               a stale proposal, an override in the way
      ├── LedgerError                 the ledger cannot be opened, migrated or written
      │    ├── LedgerUnavailableError the database cannot be reached or refused for now
      │    │                          (connection refused or cut, server shutting down, a
@@ -225,6 +228,18 @@ class StreamInterruptedError(TierwiseError):
         self.attempts = tuple(attempts)
         self.cause = cause
         super().__init__(f"task {task_id}: the stream broke after it had started: {cause}")
+
+
+class PolicyChangeError(TierwiseError):
+    """A change to the effective policy (``tierwise learn apply | revert | set``) was refused.
+
+    ``unknown`` is true when no change has the id given (the gateway answers 404); otherwise
+    the change exists but cannot be made as asked (409): the message says why and what to do.
+    """
+
+    def __init__(self, message: str, *, unknown: bool = False) -> None:
+        self.unknown = unknown
+        super().__init__(message)
 
 
 class LedgerError(TierwiseError):

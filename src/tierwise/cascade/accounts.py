@@ -130,7 +130,7 @@ class Accounts:
             self.ledger.begin_task(
                 run.task,
                 run.decision,
-                policy_revision=self.policy.revision,
+                policy_revision=run.revision or self.policy.revision,
                 role=run.role,
                 store_content=self.policy.model.store_content,
             )

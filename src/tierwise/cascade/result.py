@@ -37,4 +37,6 @@ class CascadeResult:
 
     @property
     def escalated(self) -> bool:
-        return len({a.tier for a in self.attempts if a.role not in SIDE_ROLES}) > 1
+        # A probe below the routed tier is no rung of the climb (tierwise.ledger.escalation).
+        rungs = {a.tier for a in self.attempts if a.role not in SIDE_ROLES and a.role != "probe"}
+        return len(rungs) > 1

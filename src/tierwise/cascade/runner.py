@@ -36,16 +36,19 @@ from collections.abc import (
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from tierwise.cascade.budget import MemoryBudgets, budget_limits
+from tierwise.cascade.drivers import Drivers
+from tierwise.cascade.following import PolicyFollower
 from tierwise.cascade.judge import (
     JudgeCache,
 )
+from tierwise.cascade.probe import probe_tier
 from tierwise.cascade.result import CascadeResult, Role, Verdict
 from tierwise.cascade.seams import (
+    ChangeSource,
     Failure,
     LearnedModels,
     LedgerSink,
@@ -58,20 +61,16 @@ from tierwise.cascade.shadow import ShadowState, ShadowStep
 from tierwise.cascade.steps import (
     Call,
     Context,
-    Effect,
     Open,
     Relay,
     RelayEnd,
-    Reserve,
     Run,
     Side,
     Slot,
     Steps,
     Tried,
     Validate,
-    asleep,
     close_shielded,
-    keep_billed,
     priced,
     warm,
 )
@@ -89,7 +88,6 @@ from tierwise.errors import (
 from tierwise.providers.base import (
     AsyncProvider,
     Completion,
-    Provider,
     ProviderStream,
     StreamingProvider,
 )
@@ -106,7 +104,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class Cascade(ShadowStep):
+class Cascade(Drivers, ShadowStep, PolicyFollower):
     """Run tasks up the ladder until a validated answer, recording every attempt.
 
     Args:
@@ -119,6 +117,10 @@ class Cascade(ShadowStep):
             ``learned`` or use ``learned`` validators (:func:`tierwise.evaluation.load_learned`).
         catalog: prices; default ``PriceCatalog(policy.model.prices)``.
         role: what the rows are: ``live`` traffic, a ``probe`` or a ``replay``.
+        changes: where the applied policy changes in force are read
+            (:mod:`tierwise.cascade.following`); default: the ledger, when it can tell.
+        follow_changes: ``False`` serves *policy* as given, ignoring applied changes.
+        changes_poll_s: read the changes again at most this often (at the start of a run).
         request_builder: turns a task into a provider request (a run may pass its own).
         env: where the default provider pool reads API keys (default ``os.environ``).
         sleep / clock / now: injectable time, for tests.
@@ -137,6 +139,9 @@ class Cascade(ShadowStep):
         role: Role = "live",
         request_builder: RequestBuilder | None = None,
         env: Mapping[str, str] | None = None,
+        changes: ChangeSource | None = None,
+        follow_changes: bool = True,
+        changes_poll_s: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.perf_counter,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -167,6 +172,7 @@ class Cascade(ShadowStep):
         self.providers: ProviderSource | ProviderPool = providers
         self.ledger = ledger
         self.router = router or Router(policy)
+        self._own_router = router is None
         self.scorer = scorer
         self.learned = learned
         self.catalog = catalog or PriceCatalog(policy.model.prices)
@@ -195,6 +201,9 @@ class Cascade(ShadowStep):
             ledger.record_policy_revision(
                 policy.revision, json.dumps(policy.model.model_dump(mode="json")), _src(policy)
             )
+        if changes is None and follow_changes and isinstance(ledger, ChangeSource):
+            changes = ledger
+        self._start_following(changes if follow_changes else None, changes_poll_s)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -360,79 +369,6 @@ class Cascade(ShadowStep):
             return self.router.start_at(task, start_tier)
         return self.router.route(task)
 
-    # -- drivers -----------------------------------------------------------------------------
-
-    def _drive_sync(self, steps: Steps[T]) -> T:
-        from tierwise.cascade.validators import run_validators
-        from tierwise.providers.retry import retrying
-
-        value: object = None
-        try:
-            while True:
-                effect = steps.send(value)
-                if isinstance(effect, Call):
-                    if not isinstance(effect.provider, Provider):
-                        raise TypeError(
-                            f"provider {effect.provider.name!r} has no blocking call: use arun"
-                        )
-                    billed: list[ProviderError] = []
-                    try:
-                        result: object = retrying(
-                            partial(effect.provider.complete, effect.request),
-                            self._once if effect.once else self.retry,
-                            sleep=self._sleep,
-                            on_retry=keep_billed(billed),
-                        )
-                    except ProviderError as exc:
-                        result = exc
-                    value = Tried(result, tuple(billed))
-                elif isinstance(effect, Validate):
-                    value = run_validators(effect.validators, effect.output, effect.context)
-                elif isinstance(effect, Reserve):
-                    value = self._hold(effect)
-                else:
-                    raise TypeError("streams are relayed by Cascade.astream only")
-        except StopIteration as stop:
-            return cast(T, stop.value)
-
-    async def _drive_async(self, steps: Steps[T]) -> T:
-        value: object = None
-        try:
-            while True:
-                value = await self._perform_async(steps.send(value))
-        except StopIteration as stop:
-            return cast(T, stop.value)
-
-    async def _perform_async(self, effect: Effect) -> object:
-        """Carry out one effect on the running loop (a relay is :meth:`astream`'s own)."""
-        from tierwise.cascade.validators import arun_validators
-        from tierwise.providers.retry import aretrying
-
-        if isinstance(effect, Validate):
-            return await arun_validators(effect.validators, effect.output, effect.context)
-        if isinstance(effect, Reserve):
-            if isinstance(self._budgets, MemoryBudgets):
-                return self._hold(effect)  # in memory: no I/O to wait for
-            import asyncio
-
-            return await asyncio.to_thread(self._hold, effect)  # a database write: off the loop
-        if isinstance(effect, Relay):
-            raise TypeError("streams are relayed by Cascade.astream only")
-        billed: list[ProviderError] = []
-        keep = keep_billed(billed)
-        result: object
-        try:
-            if isinstance(effect, Call):
-                op = partial(effect.provider.acomplete, effect.request)
-                retry = self._once if effect.once else self.retry
-                result = await aretrying(op, retry, sleep=asleep, on_retry=keep)
-            else:
-                opening = partial(effect.provider.aopen, effect.request)
-                result = await aretrying(opening, self.retry, sleep=asleep, on_retry=keep)
-        except ProviderError as exc:
-            result = exc
-        return Tried(result, tuple(billed))
-
     # -- the loop ----------------------------------------------------------------------------
 
     def _steps(
@@ -448,6 +384,8 @@ class Cascade(ShadowStep):
         avoid: frozenset[str] = frozenset(),
         side: Side | None = None,
     ) -> Steps[CascadeResult]:
+        if side is None:
+            self._poll_changes()
         if pin is not None:
             decision = Decision(
                 pin.label,
@@ -472,6 +410,7 @@ class Cascade(ShadowStep):
             first_no=0 if side is None else side.first_no,
             joined=side is not None,
             begun=side is not None,
+            revision=self.policy.revision,
         )
         kind = self.policy.kind(task.kind)
         checks: tuple[Validator, ...] = ()
@@ -483,6 +422,7 @@ class Cascade(ShadowStep):
         escalations: list[tuple[str, str]] = []
         interrupted: BaseException | None = None
         last_error: ProviderError | None = None
+        probe: tuple[str, int] | None = None
         try:
             if pin is not None:
                 plan = [(pin.tier, pin.label, pin.index)]
@@ -491,10 +431,22 @@ class Cascade(ShadowStep):
                     yield from self._judge(run)
                 ladder = self.policy.ladder
                 plan = [(t, t, i) for i, t in enumerate(ladder) if i >= run.decision.tier_index]
+                if side is None:
+                    probe = probe_tier(
+                        self.policy,
+                        self.role,
+                        run,
+                        relay=relay,
+                        checked=bool(checks),
+                        explicit=start_tier is not None,
+                    )
+                    if probe is not None:  # one tier below the floor first (cascade.probe)
+                        plan.insert(0, (probe[0], probe[0], probe[1]))
             if pin is None and run.limits and self.policy.model.budgets.climb != "per_attempt":
                 skip = yield from self._cover_climb(run, plan, kind.max_tokens, avoid)
                 plan = plan[skip:]
             for config_name, tier_name, index in plan:
+                probing = probe is not None and index == probe[1]
                 tier = self.policy.tier(config_name)
                 max_tokens = task.max_tokens or kind.max_tokens or tier.max_tokens
                 candidates = (
@@ -513,8 +465,11 @@ class Cascade(ShadowStep):
                     failure,
                     previous,
                     relay=relay,
+                    role="probe" if probing else None,
                 )
                 last_error = outcome if isinstance(outcome, ProviderError) else None
+                if probing and isinstance(outcome, ProviderError):
+                    continue  # a probe that errored leaves the run as if it had not been made
                 if isinstance(outcome, ProviderError):
                     reason = f"provider error: {type(outcome).__name__}: {outcome}"
                     previous = run.next_no() - 1
@@ -548,6 +503,8 @@ class Cascade(ShadowStep):
                     attempt_no = self._record_attempt_outcome(run, verdicts, failed)
                     if failed is None:
                         return self._finish_ok(run, tier_name, completion, tuple(escalations))
+                if probing:
+                    continue  # the floor tier starts afresh: no handoff, no escalation counted
                 # The next tier hears the whole story (detail); callers and the ledger the reason.
                 earlier = () if failure is None or failure.output is None else failure.earlier
                 if failure is not None and failure.output is not None:
@@ -587,12 +544,14 @@ class Cascade(ShadowStep):
         previous: int | None,
         *,
         relay: bool,
+        role: Role | None = None,
     ) -> Steps[Completion | ProviderError | RelayEnd]:
         """One tier: the primary model, then alternates while calls keep failing.
 
         Returns the completion (its attempt recorded later, once validated), how a relay ended
         (recorded), or the last provider error (recorded). Budgets are reserved before each
-        model is tried. Attempts are recorded under *recorded_as* (tier name and index).
+        model is tried. Attempts are recorded under *recorded_as* (tier name and index), in
+        *role* (default: the run's).
         """
         label, index = recorded_as
         last_error: ProviderError | None = None
@@ -611,7 +570,9 @@ class Cascade(ShadowStep):
                 tried = yield Call(provider, request)
             assert isinstance(tried, Tried)
             result = tried.result
-            slot = Slot(label, index, model, provider.name, started_at, t0, run.role, previous)
+            slot = Slot(
+                label, index, model, provider.name, started_at, t0, role or run.role, previous
+            )
             spent = self._record_billed(run, slot, tried.billed, prices)
             if isinstance(result, ProviderError):
                 self.cooldown.record_failure(model)

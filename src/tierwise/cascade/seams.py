@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from tierwise.cascade.result import AttemptRecord
 from tierwise.providers.base import AsyncProvider, CompletionRequest
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from tierwise.policy.schema import Tier
 
 __all__ = [
+    "ChangeSource",
     "Failure",
+    "FloorChanges",
     "LearnedModels",
     "LedgerSink",
     "ProviderSource",
@@ -76,6 +78,28 @@ class LearnedModels(Protocol):
     def propose(self, task: Task) -> str | None: ...
 
     def validator(self, name: str) -> Validator: ...
+
+
+class FloorChanges(Protocol):
+    """The applied policy changes in force (:class:`tierwise.ledger.ChangesInForce`): each
+    changed kind's floor, the changes' ids, and the kinds whose floor a person set."""
+
+    @property
+    def floors(self) -> Mapping[str, str]: ...
+
+    @property
+    def ids(self) -> tuple[int, ...]: ...
+
+    @property
+    def overridden(self) -> frozenset[str]: ...
+
+
+@runtime_checkable
+class ChangeSource(Protocol):
+    """Where a cascade reads the changes in force (:class:`tierwise.ledger.Ledger` is one), to
+    serve the file plus the applied changes and follow new ones without a restart."""
+
+    def applied_changes(self) -> FloorChanges: ...
 
 
 class LedgerSink(Protocol):

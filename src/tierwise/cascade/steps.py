@@ -183,6 +183,8 @@ class Run:
     first_no: int = 0
     #: The task's row belongs to another run (a side run): never begun or finished here.
     joined: bool = False
+    #: The effective policy revision the run was decided under (recorded on the task).
+    revision: str = ""
 
     def next_no(self) -> int:
         return self.first_no + len(self.attempts)

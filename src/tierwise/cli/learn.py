@@ -1,9 +1,7 @@
-"""`tierwise learn`: how routing is doing (``status``), and — as later work adds them — the
-learner's proposals and changes.
+"""`tierwise learn`: how routing is doing (``status``), and the learner's proposals and changes
+(``propose``, ``apply``, ``revert``, ``history``, ``set``: :mod:`tierwise.cli.learn_changes`).
 
-Each subcommand is a function that adds itself to the group (:data:`SUBCOMMANDS`); a new one
-(``propose``, ``apply``, ``revert``, ``history``, ``set``) is one more ``add_…`` function in its
-own module, appended there, sharing the options defined here.
+Each subcommand is a function that adds itself to the group (:data:`SUBCOMMANDS`).
 """
 
 from __future__ import annotations
@@ -25,10 +23,12 @@ from tierwise.cli._common import (
     open_ledger_or_exit,
     print_json,
 )
+from tierwise.cli.learn_changes import add_apply, add_history, add_propose, add_revert, add_set
 from tierwise.cli.ledger import LedgerOption, parse_age, parse_when
 
 if TYPE_CHECKING:
     from tierwise.analytics import Analytics, GroupStats, Latency, Rate, RedLine
+    from tierwise.orchestration.calibration import Calibration
 
 #: ``learn status`` exits 1 when the fleet's escalation rate over the last day is above the line.
 EXIT_ABOVE_RED_LINE = 1
@@ -235,6 +235,19 @@ def print_status(report: Analytics) -> None:
         console.print(note, markup=False, highlight=False)
 
 
+def print_calibration(calibration: Calibration) -> None:
+    """Planner calibration in a few lines: per assigned tier, and what stands out."""
+    parts = [
+        f"{t.tier} {t.failed} of {t.subtasks} failed"
+        + (f" ({t.failure_rate:.0%})" if t.failure_rate is not None else "")
+        for t in calibration.tiers
+        if t.subtasks
+    ]
+    typer.echo("planner calibration, by assigned tier: " + "; ".join(parts))
+    for finding in calibration.findings:
+        typer.echo(f"  {finding.text()}")
+
+
 def add_status(group: typer.Typer) -> None:
     """``tierwise learn status``."""
 
@@ -252,38 +265,54 @@ def add_status(group: typer.Typer) -> None:
         Over the window (default the last 14 days, UTC): tasks, first-try pass rate, escalation
         rate with a 95% interval and its reasons, cost per accepted output, money spent on
         attempts that were thrown away, latency of direct against escalated tasks, people's
-        flags, and kinds no validator measures. Escalation: a task whose accepted output came
+        flags, kinds no validator measures, and how the planner's tier assignments turned out
+        (when plans ran). Escalation: a task whose accepted output came
         from a tier above the one it started on, or that failed on every tier.
 
         Exits 1 when the fleet's escalation rate over the day before --until is above the
-        policy's [fleet] escalation_red_line (for cron and CI), 0 otherwise, 2 on bad input.
+        policy's \\[fleet] escalation_red_line (for cron and CI), 0 otherwise, 2 on bad input.
 
         Example: tierwise learn status --window 7d --json
         """
         from tierwise.analytics import Settings, analyze
+        from tierwise.orchestration import planner_calibration
 
         start, end, length = window_or_exit(since, until, window)
-        settings = Settings.from_policy(load_policy_or_exit(policy))
+        pol = load_policy_or_exit(policy)
+        settings = Settings.from_policy(pol)
         with open_ledger_or_exit(ledger) as book:
             try:
                 report = analyze(book, settings, since=start, until=end, window=length)
             except ValueError as exc:
                 fail(f"--since/--until: {exc}", code=EXIT_INVALID)
+            rows = book.calibration_rows(since=report.since, until=report.until)
+        calibration = planner_calibration(rows, pol.ladder) if rows else None
         if as_json:
-            print_json(report.as_dict())
+            data = report.as_dict()
+            data["planner_calibration"] = None if calibration is None else calibration.as_dict()
+            print_json(data)
         else:
             print_status(report)
+            if calibration is not None:
+                print_calibration(calibration)
         raise typer.Exit(EXIT_ABOVE_RED_LINE if report.red_line.above else EXIT_OK)
 
 
 #: Every ``learn`` subcommand, in help order; later ones append their ``add_…`` function.
-SUBCOMMANDS: list[Callable[[typer.Typer], None]] = [add_status]
+SUBCOMMANDS: list[Callable[[typer.Typer], None]] = [
+    add_status,
+    add_propose,
+    add_apply,
+    add_revert,
+    add_history,
+    add_set,
+]
 
 
 def register(app: typer.Typer) -> None:
     """Add ``tierwise learn`` and its subcommands to *app*."""
     group = typer.Typer(
-        help="How routing is doing: escalation per kind and tier, the red line, people's flags.",
+        help="How routing is doing, and the learner: proposals, applied changes, overrides.",
         no_args_is_help=True,
     )
     app.add_typer(group, name="learn")

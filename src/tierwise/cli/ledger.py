@@ -249,6 +249,15 @@ def register(app: typer.Typer) -> None:
                 markup=False,
                 highlight=False,
             )
+        probes = data.get("probes") or {}
+        if probes.get("attempts"):
+            console.print(
+                f"demotion probes (included above, on the tier they ran on): "
+                f"{probes['attempts']} attempts, {probes['passed']} passed, "
+                f"{probes['rejected']} rejected, {_usd(probes['spend_usd'])}",
+                markup=False,
+                highlight=False,
+            )
         keys = [k for k in data["by_key"] if k["key_id"] is not None]
         if keys:
             spend = ", ".join(

@@ -10,6 +10,9 @@ Endpoints:
 * ``GET /v1/tierwise/admin/status`` — policy revision, ladder, key mode (admin key).
 * ``POST /v1/tierwise/admin/reload`` — read the policy file again (admin key); a broken file
   keeps the old policy (400 with the reason). ``SIGHUP`` does the same.
+* ``POST /v1/tierwise/admin/learn/apply`` and ``…/learn/revert`` — apply a learner proposal, or
+  undo a change or lift an override (admin key; see :mod:`tierwise.gateway.learning`). Every
+  worker follows the policy changes in force in the ledger within ``changes_poll_s``.
 * ``POST /v1/tierwise/feedback`` — flag a task's output (see :mod:`tierwise.gateway.feedback`).
 * ``/dashboard`` — the weekly report as a page, admin sign-in and applying learning proposals
   (see :mod:`tierwise.gateway.dashboard`).
@@ -31,6 +34,8 @@ accepted request leaves its ledger rows.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -48,6 +53,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tierwise.errors import LedgerError
 from tierwise.gateway.call import Call
 from tierwise.gateway.config import GatewayConfig
 from tierwise.gateway.dashboard import DashboardContext, dashboard_routes
@@ -109,6 +115,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             proxy_configured,
             upstream_ssl_context,
         )
+        from tierwise.gateway.learning import follow_forever
         from tierwise.gateway.metrics import GatewayMetrics
         from tierwise.gateway.recorder import GroupCommitLedger
         from tierwise.gateway.reload import load_or_last_good
@@ -124,6 +131,11 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         except BaseException:
             ledger.close()
             raise
+        try:  # the learner's changes and people's overrides, served on top of the file
+            changes = ledger.applied_changes()
+        except LedgerError as exc:  # requests get 503 until it is back; the poller catches up
+            log.warning("could not read the policy changes in force: %s", exc)
+            changes = None
         for dialect in ("anthropic", "openai"):  # compile the request checks before serving
             request_adapter(dialect)
         env = cfg.environ()
@@ -156,6 +168,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
                 wait_for_ledger=cfg.wait_for_ledger,
                 loopback=loopback,
                 learned=learned,
+                changes=changes,
             )
             state["service"] = service
             app.state.service = service
@@ -163,10 +176,16 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
                 ledger, service.metrics.registry, policy.model.fleet.escalation_red_line
             )
             hangup = _on_sighup(service, cfg)
+            follower = asyncio.ensure_future(
+                follow_forever(lambda: state.get("service"), cfg.changes_poll_s)
+            )
             try:
                 yield
             finally:
                 hangup()
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
         finally:
             state.pop("service", None)
             recorder.close()
@@ -253,6 +272,16 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
 
         return await handle_feedback(service(), request)
 
+    async def learn_apply(request: Request) -> Response:
+        from tierwise.gateway.learning import handle_learn
+
+        return await handle_learn(service(), request, "learn/apply")
+
+    async def learn_revert(request: Request) -> Response:
+        from tierwise.gateway.learning import handle_learn
+
+        return await handle_learn(service(), request, "learn/revert")
+
     def dashboard() -> DashboardContext:
         svc = service()
         return DashboardContext(svc.ledger, lambda: svc.policy, svc.keys, svc.loopback)
@@ -268,6 +297,8 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             Route(f"{ADMIN_PREFIX}/status", admin_status, methods=["GET"]),
             Route(f"{ADMIN_PREFIX}/reload", admin_reload, methods=["POST"]),
+            Route(f"{ADMIN_PREFIX}/learn/apply", learn_apply, methods=["POST"]),
+            Route(f"{ADMIN_PREFIX}/learn/revert", learn_revert, methods=["POST"]),
             Route("/v1/tierwise/feedback", feedback, methods=["POST"]),
         ],
         lifespan=lifespan,
@@ -354,11 +385,15 @@ def _ledger_health(svc: GatewayService) -> dict[str, Any]:
 
 def _status(svc: GatewayService, cfg: GatewayConfig) -> dict[str, Any]:
     """What an operator wants to know about a running gateway (the admin status route)."""
+    import os
     from importlib.metadata import version
 
     return {
         "version": version("tierwise"),
+        "pid": os.getpid(),
         "policy_revision": svc.policy.revision,
+        "file_revision": svc.policy.file_revision,
+        "changes_in_force": list(svc.policy.changes),
         "policy_source": str(svc.policy.source) if svc.policy.source else None,
         "ladder": list(svc.policy.ladder),
         "host": cfg.host,

@@ -16,7 +16,7 @@ from tierwise.task import Task
 
 if TYPE_CHECKING:
     from tierwise.cascade.result import CascadeResult
-    from tierwise.cascade.seams import LearnedModels
+    from tierwise.cascade.seams import FloorChanges, LearnedModels
     from tierwise.cascade.shadow import ShadowState
     from tierwise.gateway.recorder import GroupCommitLedger
     from tierwise.policy import Policy
@@ -33,7 +33,9 @@ class Routing:
     """Everything a policy decides, swapped as one value when the policy is reloaded.
 
     A request takes the routing in force when it arrives and keeps it to the end, so a reload
-    never mixes two policies within one request.
+    never mixes two policies within one request. ``policy`` is the team's file; the cascade
+    serves it plus the policy changes in force (``cascade.policy``), which it follows between
+    reloads (:mod:`tierwise.gateway.learning`).
     """
 
     policy: Policy
@@ -50,15 +52,19 @@ class Routing:
         recorder: GroupCommitLedger,
         shadow_state: ShadowState | None = None,
         learned: LearnedModels | None = None,
+        changes: FloorChanges | None = None,
     ) -> Routing:
         """The routing of *policy* over *pool*, recording through *recorder*; *shadow_state*
         is shared with the routing it replaces (a reload keeps shadowing's pause); *learned*
-        are the saved models the policy uses (:func:`tierwise.evaluation.load_learned`).
+        are the saved models the policy uses (:func:`tierwise.evaluation.load_learned`);
+        *changes* the policy changes in force, served on top of *policy* (the file's).
 
         Raises:
             PolicyError: the policy uses learned models and *learned* is ``None``.
         """
         cascade = Cascade(policy, providers=pool, ledger=recorder, learned=learned)
+        if changes is not None:
+            cascade.follow(changes)
         if shadow_state is not None:
             cascade.shadow_state = shadow_state
         return cls(

@@ -67,6 +67,8 @@ class GatewayConfig:
         ledger_check_s: how long the last ledger commit's (or ping's) verdict on the database
             is trusted before a request pings it again; within it a request is refused with
             503, before any upstream call, when the database was found down.
+        changes_poll_s: how often each worker reads the policy changes in force from the
+            ledger (:mod:`tierwise.gateway.learning`): a change is served within this time.
     """
 
     policy: Policy | None = None
@@ -87,6 +89,7 @@ class GatewayConfig:
     upstream_ca_file: str | None = None
     spool_dir: str | None = None
     ledger_check_s: float = 1.0
+    changes_poll_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.upstream_ca_file is not None and not Path(self.upstream_ca_file).is_file():
@@ -101,6 +104,8 @@ class GatewayConfig:
             raise ValueError(f"key_cache_s must not be negative, got {self.key_cache_s}")
         if self.ledger_check_s < 0:
             raise ValueError(f"ledger_check_s must not be negative, got {self.ledger_check_s}")
+        if self.changes_poll_s <= 0:
+            raise ValueError(f"changes_poll_s must be positive, got {self.changes_poll_s}")
 
     def policy_source(self) -> Path | None:
         """The policy file this config serves (``None`` for an object or the embedded one)."""
@@ -165,6 +170,7 @@ class GatewayConfig:
                 "upstream_ca_file": self.upstream_ca_file,
                 "spool_dir": self.spool_dir,
                 "ledger_check_s": self.ledger_check_s,
+                "changes_poll_s": self.changes_poll_s,
             }
         )
 

@@ -130,7 +130,8 @@ class GatewayMetrics:
             ):
                 if value:
                     self.tokens.labels(bucket).inc(value)
-            reason = escalation_reason(a)
+            # a failed probe (one tier below the floor) is no climb: the task carries on
+            reason = escalation_reason(a) if a.role != "probe" else None
             if reason is not None:
                 self.escalations.labels(reason).inc()
 

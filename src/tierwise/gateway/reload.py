@@ -69,12 +69,13 @@ def reload_policy(service: GatewayService, config: GatewayConfig) -> ReloadResul
         reason = _one_line(exc)
         log.error("policy reload refused, still serving revision %s: %s", previous[:12], reason)
         return ReloadResult(False, previous, previous, reason)
-    if policy.revision == previous and learned is None:
+    if policy.revision == service.routing.policy.revision and learned is None:
         log.info("policy reload: the file is unchanged (revision %s)", previous[:12])
         return ReloadResult(True, previous, previous)
-    service.reload(policy, learned)
-    log.info("policy reloaded: revision %s -> %s", previous[:12], policy.revision[:12])
-    return ReloadResult(True, previous, policy.revision)
+    service.reload(policy, learned)  # with the policy changes in force, read again
+    revision = service.policy.revision
+    log.info("policy reloaded: revision %s -> %s", previous[:12], revision[:12])
+    return ReloadResult(True, previous, revision)
 
 
 def check_policy(config: GatewayConfig) -> tuple[Policy | None, str | None]:

@@ -53,7 +53,7 @@ from tierwise.records import AttemptRecord
 from tierwise.task import Message, Task, parse_annotations, parse_attribute
 
 if TYPE_CHECKING:
-    from tierwise.cascade.seams import LearnedModels
+    from tierwise.cascade.seams import FloorChanges, LearnedModels
     from tierwise.gateway.auth import KeyChecker
     from tierwise.gateway.metrics import GatewayMetrics
     from tierwise.gateway.recorder import GroupCommitLedger
@@ -99,6 +99,7 @@ class GatewayService:
         wait_for_ledger: bool = True,
         loopback: bool = True,
         learned: LearnedModels | None = None,
+        changes: FloorChanges | None = None,
     ) -> None:
         #: Whether the gateway is served on loopback only (decided at start).
         self.loopback = loopback
@@ -110,12 +111,13 @@ class GatewayService:
         #: Shadow calls after answers (:mod:`tierwise.gateway.shadowing`).
         self.shadows = ShadowScheduler(metrics, recorder, self.request_builder)
         #: The policy in force and what it builds; replaced as one value by :meth:`reload`.
-        self.routing = Routing.build(policy, pool, recorder, self.shadows.state, learned)
+        self.routing = Routing.build(policy, pool, recorder, self.shadows.state, learned, changes)
 
     @property
     def policy(self) -> Policy:
-        """The policy in force."""
-        return self.routing.policy
+        """The policy in force: the file plus the policy changes in force (its revision is the
+        one tasks record)."""
+        return self.routing.cascade.policy
 
     @property
     def pool(self) -> UpstreamPool:
@@ -127,14 +129,25 @@ class GatewayService:
         """The cascade of the policy in force."""
         return self.routing.cascade
 
-    def reload(self, policy: Policy, learned: LearnedModels | None = None) -> Routing:
-        """Serve *policy* (with the saved *learned* models it uses) from now on; requests under
+    def reload(
+        self,
+        policy: Policy,
+        learned: LearnedModels | None = None,
+        changes: FloorChanges | None = None,
+    ) -> Routing:
+        """Serve *policy* (the file, with the saved *learned* models it uses, plus *changes*:
+        default, the changes in force read from the ledger now) from now on; requests under
         way finish with the one they started.
 
         The upstream transport is shared; nothing is closed. Returns the new routing.
         """
+        if changes is None:
+            try:
+                changes = self.ledger.applied_changes()
+            except TierwiseError as exc:  # the poller catches up once the ledger is back
+                log.warning("could not read the policy changes in force: %s", exc)
         pool = UpstreamPool(policy, self.pool.transport, self.pool.env)
-        routing = Routing.build(policy, pool, self.recorder, self.shadows.state, learned)
+        routing = Routing.build(policy, pool, self.recorder, self.shadows.state, learned, changes)
         self.routing = routing  # one assignment: the swap is atomic on the event loop
         self.metrics.kind_label = policy.kind_label
         return routing

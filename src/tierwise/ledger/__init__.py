@@ -11,6 +11,7 @@ and read back as :class:`~decimal.Decimal` USD.
 """
 
 from tierwise.ledger.budgets import BudgetState, Reservation
+from tierwise.ledger.changes import ChangesInForce, PolicyChange
 from tierwise.ledger.engine import (
     HEAD_REVISION,
     LedgerSettings,
@@ -30,11 +31,13 @@ __all__ = [
     "TASK_OUTCOMES",
     "ApiKey",
     "BudgetState",
+    "ChangesInForce",
     "Feedback",
     "Ledger",
     "LedgerSettings",
     "MigrationStatus",
     "MissingDriverError",
+    "PolicyChange",
     "PruneResult",
     "Reservation",
     "default_ledger_url",

@@ -377,6 +377,53 @@ def stats(
         "by_kind_tier": by_kind_tier,
         # shadow calls: paid from the shadow budget, in none of the figures above
         "shadow": shadow_spend(conn, since=since, until=until, kind=kind),
+        # probes: part of their tasks' spend above, and on a line of their own
+        "probes": probe_spend(conn, where),
+    }
+
+
+def probe_spend(conn: sa.Connection, where: list[sa.ColumnElement[bool]]) -> dict[str, Any]:
+    """Demotion probes (attempts with role ``probe``) among the attempts matching *where* (on
+    attempts joined to their tasks): ``attempts``, ``passed``, ``rejected``, ``errors``,
+    ``spend_usd``, and per kind and tier under ``by_kind_tier``."""
+    a, t = attempts.c, tasks.c
+    rows = conn.execute(
+        sa.select(
+            a.kind,
+            a.tier,
+            sa.func.min(a.tier_index),
+            sa.func.count(),
+            sa.func.sum(sa.case((a.outcome == "accepted", 1), else_=0)),
+            sa.func.sum(sa.case((a.outcome == "rejected", 1), else_=0)),
+            sa.func.sum(a.cost_pusd),
+        )
+        .select_from(attempts.join(tasks, a.task_id == t.id))
+        .where(*where, a.role == "probe")
+        .group_by(a.kind, a.tier)
+    ).all()
+    by = sorted(
+        (
+            {
+                "kind": k,
+                "tier": tier,
+                "tier_index": int(index),
+                "attempts": int(n),
+                "passed": int(ok or 0),
+                "rejected": int(bad or 0),
+                "errors": int(n) - int(ok or 0) - int(bad or 0),
+                "spend_usd": from_pico(spend),
+            }
+            for k, tier, index, n, ok, bad, spend in rows
+        ),
+        key=lambda r: (r["kind"], r["tier_index"]),
+    )
+    return {
+        "attempts": sum(r["attempts"] for r in by),
+        "passed": sum(r["passed"] for r in by),
+        "rejected": sum(r["rejected"] for r in by),
+        "errors": sum(r["errors"] for r in by),
+        "spend_usd": sum((r["spend_usd"] for r in by), Decimal(0)),
+        "by_kind_tier": by,
     }
 
 

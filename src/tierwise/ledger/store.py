@@ -23,6 +23,7 @@ from tierwise.ledger import budgets as _budgets
 from tierwise.ledger import rollups as _rollups
 from tierwise.ledger import rows as _rows
 from tierwise.ledger.budgets import BudgetState, Reservation
+from tierwise.ledger.changes import ChangeBook
 from tierwise.ledger.core import LedgerCore, Tx, _utcnow
 from tierwise.ledger.engine import (
     LedgerSettings,
@@ -105,7 +106,7 @@ def _hour(now: datetime) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0)
 
 
-class Ledger(LedgerCore, ShadowBook):
+class Ledger(LedgerCore, ShadowBook, ChangeBook):
     """A durable record of tasks and attempts, budget counters and gateway keys.
 
     Build it with :func:`open_ledger`. Thread-safe (each call takes its own pooled

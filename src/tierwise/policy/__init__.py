@@ -19,6 +19,7 @@ from tierwise.policy.core import (
     KindConfig,
     Policy,
     UnknownTierError,
+    changes_revision,
     policy_revision,
 )
 from tierwise.policy.loader import (
@@ -40,6 +41,7 @@ __all__ = [
     "Rule",
     "Tier",
     "UnknownTierError",
+    "changes_revision",
     "check_policy",
     "default_policy",
     "default_policy_text",

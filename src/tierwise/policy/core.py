@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +28,9 @@ from tierwise.policy.schema import (
     ValidatorSpec,
 )
 
-FloorSource = Literal["policy", "learned"]
+#: Where a kind's floor comes from: the file, an applied learner change, or a person's override
+#: (``tierwise learn set``).
+FloorSource = Literal["policy", "learned", "override"]
 
 
 class UnknownTierError(TierwiseError, KeyError):
@@ -107,7 +109,12 @@ class Policy:
         model: the validated policy document (effective: learned floors included).
         source: the file it came from, ``None`` for text or the embedded default.
         base_dir: directory relative paths in the policy (schema files) resolve against.
-        revision: sha256 hex of the canonical JSON of the effective policy (not its ``version``).
+        revision: sha256 hex of the canonical JSON of the effective policy (not its ``version``);
+            with applied changes (:meth:`with_changes`), the hash of the file's revision and
+            the changes' ids.
+        file_revision: the revision of the team's file alone (equal to ``revision`` when no
+            change is applied).
+        changes: the ids of the applied changes (``policy_changes`` rows) in this policy.
         ladder: tier names, bottom (cheapest) to top.
         kinds: the kinds the policy lists.
         warnings: what the loader found valid but probably not meant (e.g. a ``[prices]``
@@ -115,16 +122,20 @@ class Policy:
     """
 
     __slots__ = (
+        "_base",
         "_constraints",
         "_default_kind",
         "_kinds",
         "_learned",
         "_lines",
         "_listed",
+        "_overridden",
         "_text",
         "_tier_index",
         "_tiers",
         "base_dir",
+        "changes",
+        "file_revision",
         "kinds",
         "ladder",
         "model",
@@ -137,12 +148,16 @@ class Policy:
     source: Path | None
     base_dir: Path
     revision: str
+    file_revision: str
+    changes: tuple[int, ...]
     ladder: tuple[str, ...]
     kinds: tuple[str, ...]
     warnings: tuple[PolicyIssue, ...]
     _text: str | None
     _lines: Mapping[tuple[str | int, ...], int] | None
+    _base: Policy | None
     _learned: frozenset[str]
+    _overridden: frozenset[str]
     _listed: frozenset[str]
     _tiers: dict[str, Tier]
     _tier_index: dict[str, int]
@@ -161,6 +176,10 @@ class Policy:
         listed: frozenset[str] | None = None,
         warnings: tuple[PolicyIssue, ...] = (),
         key_lines: Mapping[tuple[str | int, ...], int] | None = None,
+        overridden: frozenset[str] = frozenset(),
+        file_revision: str | None = None,
+        changes: tuple[int, ...] = (),
+        base: Policy | None = None,
     ) -> None:
         """Wrap a validated model. Prefer the loader functions, which check cross-references.
 
@@ -168,7 +187,8 @@ class Policy:
         the kinds whose floor came from learning rather than the file; ``listed`` the kinds the
         team's file lists (default: every kind in *model*), which are the ``known`` ones;
         ``warnings`` what the loader warns about; ``key_lines`` the line of each key path in
-        ``text``, when the loader has it already.
+        ``text``, when the loader has it already; ``overridden`` the learned kinds whose floor
+        a person set; ``file_revision`` and ``changes``: see :meth:`with_changes`.
         """
         put = object.__setattr__
         put(self, "model", model)
@@ -178,8 +198,13 @@ class Policy:
         put(self, "warnings", warnings)
         put(self, "_lines", key_lines)
         put(self, "_learned", learned)
+        put(self, "_overridden", overridden)
+        put(self, "_base", base)
         put(self, "_listed", frozenset(model.kinds) if listed is None else listed)
-        put(self, "revision", policy_revision(model))
+        own = policy_revision(model)
+        put(self, "file_revision", own if file_revision is None else file_revision)
+        put(self, "changes", changes)
+        put(self, "revision", changes_revision(self.file_revision, changes) if changes else own)
         put(self, "ladder", tuple(t.name for t in model.tiers))
         put(self, "_tiers", {t.name: t for t in model.tiers})
         put(self, "_tier_index", {t.name: i for i, t in enumerate(model.tiers)})
@@ -314,6 +339,51 @@ class Policy:
             key_lines=self._lines,
         )
 
+    def with_changes(
+        self,
+        floors: Mapping[str, str],
+        ids: Sequence[int],
+        *,
+        overridden: Collection[str] = (),
+    ) -> Policy:
+        """The effective policy: this (the team's file) with the applied changes' *floors*.
+
+        *ids* are the applied changes in force (``policy_changes`` rows); the revision becomes
+        the hash of this policy's revision and those ids (:func:`changes_revision`), so the
+        same file with the same changes always has the same revision, and undoing the last
+        change gives back the revision before it. *overridden* names the kinds whose floor a
+        person set (the decision reports their floor's source as ``override``). Changes always
+        apply to the file's policy (:attr:`base`), never on top of earlier changes; without
+        ids that is what is returned.
+
+        Raises:
+            PolicyError: a floor names no tier of the ladder.
+        """
+        if self._base is not None:
+            return self._base.with_changes(floors, ids, overridden=overridden)
+        if not ids:
+            return self
+        floored = self.with_floors(floors) if floors else self
+        return Policy(
+            floored.model,
+            source=self.source,
+            base_dir=self.base_dir,
+            text=self._text,
+            learned=self._learned | frozenset(floors),
+            listed=self._listed,
+            warnings=self.warnings,
+            key_lines=self._lines,
+            overridden=frozenset(overridden) & frozenset(floors),
+            file_revision=self.file_revision,
+            changes=tuple(sorted(ids)),
+            base=self,
+        )
+
+    @property
+    def base(self) -> Policy:
+        """The team's file alone: this policy without the applied changes (itself when none)."""
+        return self._base if self._base is not None else self
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _resolve(self, name: str, settings: KindSettings | None) -> KindConfig:
@@ -335,6 +405,8 @@ class Policy:
         source: FloorSource | None = None
         if floor is not None:
             source = "learned" if name in self._learned and s.floor is not None else "policy"
+            if source == "learned" and name in self._overridden:
+                source = "override"
         return KindConfig(
             name=name,
             known=name in self._listed,
@@ -391,6 +463,12 @@ def policy_revision(model: PolicyModel) -> str:
     data = model.model_dump(mode="json", by_alias=True)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def changes_revision(file_revision: str, ids: Sequence[int]) -> str:
+    """sha256 hex of a file's revision and the ids of the changes applied on top of it."""
+    text = f"{file_revision}+{','.join(str(i) for i in sorted(ids))}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _frontier_constraints(

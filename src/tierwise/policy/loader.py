@@ -543,6 +543,14 @@ def reference_issues(
         if isinstance(spec, AgreementValidatorSpec):
             for j, tier_name in enumerate(spec.tiers):
                 check_tier(("validators", name, "tiers", j), tier_name)
+    fleet = model.fleet
+    if fleet.demotion_threshold >= fleet.promotion_threshold:
+        error(
+            ("fleet", "demotion_threshold"),
+            f"must be below promotion_threshold ({fleet.promotion_threshold:g}), got "
+            f"{fleet.demotion_threshold:g}: the gap between them keeps a kind near the line from "
+            "moving back and forth",
+        )
     issues.extend(price_issues(model, lines))
     return sorted(issues, key=lambda i: (i.line or 0, i.path))
 

@@ -331,11 +331,25 @@ class Budgets(_Strict):
 
 
 class Fleet(_Strict):
-    """Fleet-wide learning settings (used by the learning and reporting work)."""
+    """Fleet-wide learning settings: the red line, and how the learner moves kinds' floors
+    (:mod:`tierwise.learning`)."""
 
     escalation_red_line: float = Field(default=0.09, gt=0, lt=1)
+    #: Promote when the lower bound of a kind's failure rate on its floor reaches this.
     promotion_threshold: float = Field(default=0.60, gt=0, le=1)
+    #: Demote when the upper bound of the failure rate one tier below (probes) is at most this;
+    #: below ``promotion_threshold`` (hysteresis).
+    demotion_threshold: float = Field(default=0.25, ge=0, lt=1)
     min_sample: int = Field(default=50, ge=1)
+    #: ``suggest``: proposals are recorded and shown, a person applies them; ``auto``: the
+    #: learner applies its own proposals.
+    mode: Literal["suggest", "auto"] = "suggest"
+    #: Share of a promoted or pinned kind's tasks tried one tier below its floor (probes).
+    probe_share: float = Field(default=0.02, ge=0, le=1)
+    #: Days a kind's floor stays put after it moved, whatever the evidence says.
+    cooldown_days: float = Field(default=7.0, ge=0)
+    #: Days of evidence the learner reads (``tierwise learn propose --window`` overrides).
+    window_days: float = Field(default=14.0, gt=0)
 
 
 class Passthrough(_Strict):
