@@ -30,6 +30,7 @@ from tierwise.gateway import GatewayConfig
 from tierwise.gateway.server import GatewayServer
 from tierwise.ledger import open_ledger
 from tierwise.policy import default_policy, default_policy_text
+from tierwise.task import Task
 
 CHROMIUM = os.environ.get("TIERWISE_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("TIERWISE_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -67,6 +68,8 @@ REQUIRED = (
     "per_session_usd",
     "per_accepted_task_usd",
     "estimates.tiers.0.cost_usd",
+    "proposals.0.id",
+    "proposals.0.floor_after",
 )
 
 
@@ -118,7 +121,9 @@ def demo(
     where = tmp_path_factory.mktemp("dashboard")
     ledger, policy = where / "ledger.db", where / "tierwise.toml"
     policy.write_text(default_policy_text())
-    run_demo(default_policy(), demo_tasks(80), ledger)
+    run_demo(default_policy(), [*demo_tasks(80), *_disputes(50)], ledger)
+    code, out, err = _cli("learn", "propose", "--ledger", str(ledger), "--policy", str(policy))
+    assert code == 0 and "promote new #1" in out, (out, err)
     with open_ledger(ledger) as book:
         admin = book.create_api_key("ops", role="admin")
     config = GatewayConfig(
@@ -131,6 +136,34 @@ def demo(
         yield server, ledger, policy, admin
 
 
+def _disputes(n: int) -> list[Task]:
+    """Customer replies about chargebacks: the demo's cheap model refuses them, mid answers —
+    enough of them for the learner to propose raising draft_reply's floor (change #1)."""
+    return [
+        Task.create(
+            "draft_reply",
+            f"REPLY to this customer: I am writing about a chargeback on order {i}.",
+            id=f"dispute-{i:03d}",
+            session="agent-disputes",
+        )
+        for i in range(n)
+    ]
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(build_app(), list(args), env={"COLUMNS": "200"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _history(ledger: Path, policy: Path) -> dict[int, dict[str, Any]]:
+    """`tierwise learn history --json`, by change id."""
+    code, out, err = _cli(
+        "learn", "history", "--json", "--ledger", str(ledger), "--policy", str(policy)
+    )
+    assert code == 0, err
+    return {c["id"]: c for c in json.loads(out)["changes"]}
+
+
 def _window() -> tuple[str, str]:
     """A fixed window around the demo's tasks (so the page and the CLI read the same one)."""
     now = datetime.now(UTC).replace(microsecond=0)
@@ -138,15 +171,12 @@ def _window() -> tuple[str, str]:
 
 
 def _report_json(ledger: Path, policy: Path, since: str, until: str) -> dict[str, Any]:
-    result = CliRunner().invoke(
-        build_app(),
-        [
-            *("report", "--json", "--ledger", str(ledger), "--policy", str(policy)),
-            *("--since", since, "--until", until),
-        ],
+    code, out, err = _cli(
+        *("report", "--json", "--ledger", str(ledger), "--policy", str(policy)),
+        *("--since", since, "--until", until),
     )
-    assert result.exit_code == 0, result.stderr
-    data: dict[str, Any] = json.loads(result.stdout)
+    assert code == 0, err
+    data: dict[str, Any] = json.loads(out)
     return data
 
 
@@ -200,14 +230,19 @@ def test_every_figure_on_the_page_is_the_one_report_json_gives(
     since, until = _window()
     browser.get(f"{server.base_url}/dashboard?since={since}&until={until}")
     data = _report_json(ledger, policy, since, until)
+    history = _history(ledger, policy)
     figures = _figures(browser)
     ids = {f["id"] for f in figures}
     assert set(REQUIRED) <= ids, set(REQUIRED) - ids
+    assert "proposals.0.change.money.net_usd" in ids  # the learner's record, from learn history
     wrong = []
     for figure in figures:
-        if figure["id"].startswith("proposals.") and ".evidence." in figure["id"]:
-            continue  # the learner's evidence, checked against `learn history` below
-        expected = _at(data, figure["id"])
+        where = figure["id"].split(".")
+        if where[0] == "proposals" and where[2] == "change":  # the learner's own record
+            change = history[data["proposals"][int(where[1])]["id"]]["change"]
+            expected = _at(change, ".".join(where[3:]))
+        else:
+            expected = _at(data, figure["id"])
         if json.loads(figure["value"]) != expected or not _shown(figure["text"], expected):
             wrong.append((figure["id"], figure["value"], figure["text"], expected))
     assert not wrong
@@ -259,3 +294,70 @@ def test_the_page_asks_nothing_of_any_origin_but_the_gateway(
         "return performance.getEntriesByType('resource').map(e => e.name)"
     )
     assert all(e.startswith(server.base_url + "/") or e.startswith("data:") for e in entries)
+
+
+def _click(driver: Any, testid: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]').click()
+
+
+def _text_of(driver: Any, testid: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    text: str = driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]').text
+    return text
+
+
+def test_apply_is_refused_read_only_and_without_csrf_and_accepted_when_signed_in(
+    browser: Any, demo: tuple[GatewayServer, Path, Path, str]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    server, ledger, policy, admin = demo
+    page = f"{server.base_url}/dashboard"
+    browser.delete_all_cookies()
+    browser.get(page)
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="admin"]')
+    _click(browser, "apply-1")  # read-only: the button posts without a session
+    assert "sign in with an admin key first" in _text_of(browser, "message")
+    assert history_status(ledger, policy) == "proposed"
+
+    browser.get(page)
+    browser.find_element(By.CSS_SELECTOR, '[data-testid="admin-key"]').send_keys(admin)
+    _click(browser, "sign-in")
+    assert _text_of(browser, "admin") == "signed in: ops"
+    cookie = browser.get_cookie("tierwise_dashboard")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/dashboard"
+    assert admin not in cookie["value"]
+    assert browser.execute_script("return document.cookie") == ""  # no script can read it
+
+    browser.execute_script(  # the same form, its CSRF token taken out
+        "document.querySelector('[data-testid=\"proposal-1\"] input[name=csrf]').remove()"
+    )
+    _click(browser, "apply-1")
+    assert "CSRF token is missing or wrong" in _text_of(browser, "message")
+    assert history_status(ledger, policy) == "proposed"
+
+    browser.get(page)
+    _click(browser, "apply-1")
+    assert "Change #1 applied by key:ops: draft_reply floor none → mid" in _text_of(
+        browser, "notice"
+    )
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="apply-1"]')
+    change = _history(ledger, policy)[1]
+    assert (change["status"], change["actor"], change["floor_after"]) == (
+        "applied",
+        "key:ops",
+        "mid",
+    )
+    browser.save_screenshot(str(_artifacts() / "dashboard-applied.png"))
+
+    _click(browser, "sign-out")
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="admin"]')
+    assert browser.get_cookie("tierwise_dashboard") is None
+
+
+def history_status(ledger: Path, policy: Path) -> str:
+    status: str = _history(ledger, policy)[1]["status"]
+    return status

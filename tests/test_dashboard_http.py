@@ -6,6 +6,7 @@ the ledger, so a second gateway on it accepts them; nothing secret is logged."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -16,23 +17,49 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from typer.testing import CliRunner
 
+from tierwise.cli import build_app
 from tierwise.demo import demo_tasks, run_demo
 from tierwise.gateway import GatewayConfig
-from tierwise.gateway.server import GatewayServer
 from tierwise.gateway.dashboard import SESSION_COOKIE, create_dashboard_app, csrf_token
+from tierwise.gateway.server import GatewayServer
 from tierwise.ledger import open_ledger
 from tierwise.policy import default_policy, default_policy_text
+from tierwise.task import Task
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 
 
+def disputes(n: int) -> list[Task]:
+    """Customer replies about chargebacks: the demo's cheap model refuses them, mid answers."""
+    return [
+        Task.create(
+            "draft_reply",
+            f"REPLY to this customer: I am writing about a chargeback on order {i}.",
+            id=f"dispute-{i:03d}",
+            session="agent-disputes",
+        )
+        for i in range(n)
+    ]
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(build_app(), list(args), env={"COLUMNS": "200"})
+    return result.exit_code, result.stdout, result.stderr
+
+
 @pytest.fixture(scope="module")
 def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ledger from the offline demo (60 tasks), an admin key and a client key in it."""
+    """A ledger from the offline demo (60 tasks and 50 chargeback replies) on which the learner
+    (`tierwise learn propose`, default policy) proposed raising draft_reply's floor: change #1."""
     where = tmp_path_factory.mktemp("demo")
     path = where / "ledger.db"
-    run_demo(default_policy(), demo_tasks(60), path)
+    run_demo(default_policy(), [*demo_tasks(60), *disputes(50)], path)
+    code, out, err = cli("learn", "propose", "--ledger", str(path), "--json")
+    assert code == 0, err
+    [proposal] = json.loads(out)["proposals"]
+    assert (proposal["id"], proposal["kind"], proposal["floor_after"]) == (1, "draft_reply", "mid")
     return path
 
 
@@ -183,6 +210,38 @@ def test_apply_is_refused_without_a_session_without_csrf_or_with_another_session
     with open_ledger(path) as book, book.reading() as conn:
         statuses = conn.exec_driver_sql("SELECT status FROM policy_changes").all()
     assert all(s != "applied" for (s,) in statuses)
+
+
+def test_apply_with_the_session_and_its_token_applies_the_learners_proposal(
+    served: tuple[GatewayServer, str, str, Path], tmp_path: Path
+) -> None:
+    """The change is the learner's audited record, by the signed-in key; the gateway serves it
+    at once; a second apply, or an unknown id, is refused with the learner's reason."""
+    server, admin, _, path = served
+    with _client(server) as http:
+        _sign_in(http, admin)
+        page = http.get("/dashboard")
+        assert 'data-testid="apply-1"' in page.text
+        [token] = set(CSRF.findall(page.text))
+        done = http.post("/dashboard/proposals/1/apply?since=7d", data={"csrf": token})
+        assert done.status_code == 303, done.text
+        assert done.headers["location"] == "/dashboard?since=7d&applied=1"
+        after = http.get(done.headers["location"])
+        assert "Change #1 applied by key:ops: draft_reply floor none → mid" in after.text
+        assert 'data-testid="apply-1"' not in after.text  # no longer an open proposal
+        again = http.post("/dashboard/proposals/1/apply", data={"csrf": token})
+        assert again.status_code == 409 and "only a proposed change can be applied" in again.text
+        unknown = http.post("/dashboard/proposals/99/apply", data={"csrf": token})
+        assert unknown.status_code == 404 and "no policy change #99" in unknown.text
+        status = http.get(
+            "/v1/tierwise/admin/status", headers={"authorization": f"Bearer {admin}"}
+        ).json()
+    assert 1 in status["changes_in_force"]
+    code, out, err = cli("learn", "history", "--ledger", str(path), "--json")
+    assert code == 0, err
+    [change] = [c for c in json.loads(out)["changes"] if c["id"] == 1]
+    assert (change["status"], change["actor"]) == ("applied", "key:ops")
+    assert change["revision_before"] != change["revision_after"]
 
 
 def test_a_post_from_another_site_is_refused_even_with_the_session(

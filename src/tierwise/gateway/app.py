@@ -283,8 +283,16 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         return await handle_learn(service(), request, "learn/revert")
 
     def dashboard() -> DashboardContext:
+        from tierwise.gateway.learning import follow_once
+
         svc = service()
-        return DashboardContext(svc.ledger, lambda: svc.policy, svc.keys, svc.loopback)
+        return DashboardContext(
+            svc.ledger,
+            lambda: svc.routing.policy,
+            svc.keys,
+            svc.loopback,
+            changed=lambda: follow_once(svc.ledger, svc.cascade),
+        )
 
     return Starlette(
         routes=[

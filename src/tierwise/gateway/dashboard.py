@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from tierwise.errors import LedgerError
+from tierwise.errors import LedgerError, PolicyChangeError
 from tierwise.gateway.dialects import RequestError
 from tierwise.reports.dashboard import (
     DASHBOARD_PATH,
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from tierwise.gateway.auth import KeyChecker
-    from tierwise.ledger import ApiKey, Ledger
+    from tierwise.ledger import ApiKey, Ledger, PolicyChange
     from tierwise.policy import Policy
 
 __all__ = [
@@ -89,13 +89,16 @@ class DashboardContext:
     """What the dashboard needs from whoever serves it (the gateway or ``tierwise dashboard``).
 
     ``policy`` is called on each request, so a reloaded policy is used at once; ``open_read``
-    says whether the page may be read without signing in (served on loopback).
+    says whether the page may be read without signing in (served on loopback); ``changed`` is
+    called after a proposal is applied (a gateway worker serves the change at once; the others
+    follow at their next poll of the ledger).
     """
 
     ledger: Ledger
     policy: Callable[[], Policy]
     keys: KeyChecker
     open_read: bool
+    changed: Callable[[], object] | None = None
 
 
 # -- the two seams onto the report and the learner ----------------------------------------
@@ -103,11 +106,11 @@ class DashboardContext:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A window's report: its JSON form, its charts and each open proposal's evidence."""
+    """A window's report: its JSON form, its charts and each open proposal's ``change_json``."""
 
     data: dict[str, Any]
     charts: Charts
-    evidence: dict[int, dict[str, Any]]
+    changes: dict[int, dict[str, Any]]
 
 
 def load_report(
@@ -122,14 +125,17 @@ def load_report(
     raise NotImplementedError("the weekly report (issue 14) has not landed yet")
 
 
-def apply_proposal(ledger: Ledger, policy: Policy, proposal_id: int, actor: str) -> str:
-    """Apply an open learning proposal as *actor*; returns what changed, in one line.
+def apply_proposal(ledger: Ledger, policy: Policy, proposal_id: int, actor: str) -> PolicyChange:
+    """Apply an open learning proposal as *actor* — what ``tierwise learn apply ID`` does.
 
     Raises:
-        LookupError: no open proposal has this id.
-        ValueError: the proposal cannot be applied (say why).
+        PolicyChangeError: no such proposal (``unknown``), or it cannot be applied (stale, held
+            by an override, not proposed: the message says what to do).
+        LedgerError: the ledger could not be reached; nothing was applied.
     """
-    raise NotImplementedError("the learner (issue 15) has not landed yet")
+    from tierwise.learning import apply_change
+
+    return apply_change(ledger, policy, proposal_id, actor=actor)
 
 
 # -- sessions and CSRF -----------------------------------------------------------------------
@@ -233,15 +239,14 @@ def dashboard_routes(context: Callable[[], DashboardContext]) -> list[Route]:
             return _refuse(400, str(exc))
         except LedgerError:
             return _refuse(503, "the ledger cannot be read right now; try again shortly")
-        applied = request.query_params.get("applied", "")
-        notice = f"Proposal #{applied} applied." if applied.isdigit() else None
+        notice = await _applied_notice(ctx.ledger, request.query_params.get("applied", ""))
         window = Window(since=since_text, until=until_text, query=query, notes=tuple(notes))
         html = render_dashboard(
             loaded.data,
             charts=loaded.charts,
             viewer=viewer,
             window=window,
-            evidence=loaded.evidence,
+            changes=loaded.changes,
             notice=notice,
         )
         return _html(html)
@@ -291,19 +296,27 @@ def dashboard_routes(context: Callable[[], DashboardContext]) -> list[Route]:
             return checked
         key, _ = checked
         pid = int(request.path_params["pid"])
+        query = _window_query(request)
+        back = DASHBOARD_PATH + query
         try:
             done = await anyio.to_thread.run_sync(
                 apply_proposal, ctx.ledger, ctx.policy(), pid, f"key:{key.name}"
             )
-        except LookupError as exc:
-            return _refuse(404, str(exc.args[0] if exc.args else exc))
-        except ValueError as exc:
-            return _refuse(409, str(exc))
+        except PolicyChangeError as exc:
+            return _refuse(404 if exc.unknown else 409, str(exc), back=back)
         except LedgerError:
             return _refuse(503, "the ledger cannot be written right now; nothing was applied")
-        log.info("dashboard: key %r applied proposal %d: %s", key.name, pid, done)
-        query = _window_query(request)
-        return _redirect(f"{DASHBOARD_PATH}{query}{'&' if query else '?'}applied={pid}")
+        if ctx.changed is not None:
+            await anyio.to_thread.run_sync(ctx.changed)
+        log.info(
+            "dashboard: key %r applied change #%d (%s: %s -> %s)",
+            key.name,
+            pid,
+            done.kind,
+            done.floor_before or "no floor",
+            done.floor_after,
+        )
+        return _redirect(f"{back}{'&' if query else '?'}applied={pid}")
 
     async def _checked(request: Request) -> Response | tuple[ApiKey, str]:
         """The admin session of a state-changing POST, or the 403 that refuses it."""
@@ -332,6 +345,24 @@ def dashboard_routes(context: Callable[[], DashboardContext]) -> list[Route]:
         Route(f"{DASHBOARD_PATH}/sign-out", sign_out, methods=["POST"]),
         Route(f"{DASHBOARD_PATH}/proposals/{{pid:int}}/apply", apply, methods=["POST"]),
     ]
+
+
+async def _applied_notice(ledger: Ledger, applied: str) -> str | None:
+    """What the redirect after an apply shows: the change as the ledger now records it."""
+    if not applied.isdigit() or len(applied) > 18:
+        return None
+    try:
+        change = await anyio.to_thread.run_sync(ledger.policy_change, int(applied))
+    except LedgerError:
+        return None
+    if change is None or change.status != "applied":
+        return None
+    return (
+        f"Change #{change.id} applied by {change.actor}: {change.kind} floor "
+        f"{change.floor_before or 'none'} → {change.floor_after or 'none'}. Every process "
+        "sharing the ledger follows within seconds (tierwise learn history; revert with "
+        f"tierwise learn revert {change.id})."
+    )
 
 
 def _when(text: str, name: str, notes: list[str]) -> datetime | None:

@@ -63,6 +63,7 @@ th{color:#5b6875;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric
 .above{color:#c62828;font-weight:600}.est{color:#8a5a00}.muted{color:#5b6875}
 .proposal{border:1px solid #dde3e9;border-radius:6px;padding:.5em .8em;margin:.5em 0}
 .proposal dl{display:grid;grid-template-columns:max-content 1fr;gap:.1em 1em;margin:.4em 0}
+.proposal details{margin:.3em 0}.proposal summary{cursor:pointer;color:#2f6fb0}
 .proposal dt{color:#5b6875}.proposal dd{margin:0;overflow-wrap:anywhere}
 pre{white-space:pre-wrap;margin:0;font-size:.9em}
 """
@@ -415,8 +416,12 @@ def _evidence(change: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
     return out
 
 
+#: Keys of a proposal's ``change_json`` shown in its heading rather than among its figures.
+_SHOWN_ABOVE = ("action", "direction", "floor_before", "floor_after", "evidence")
+
+
 def _proposals(
-    d: Mapping[str, Any], evidence: Mapping[int, Mapping[str, Any]], viewer: Viewer, window: Window
+    d: Mapping[str, Any], changes: Mapping[int, Mapping[str, Any]], viewer: Viewer, window: Window
 ) -> str:
     items = d.get("proposals", [])
     if viewer.admin:
@@ -432,11 +437,24 @@ def _proposals(
     for i, p in enumerate(items):
         pid = int(p["id"])
         path = f"proposals.{i}"
+        change = changes.get(pid, {})
         rows = [
-            ("reason", _text(p, "reason", f"{path}.reason")),
+            ("why", _text(p, "reason", f"{path}.reason")),
             ("proposed", _time(p, "created_at", f"{path}.created_at") + " UTC"),
         ]
-        rows += _evidence(evidence.get(pid, {}), f"proposals.{i}.evidence")
+        shown = {k: v for k, v in change.items() if k not in _SHOWN_ABOVE}
+        rows += _evidence(shown, f"{path}.change")
+        evidence = change.get("evidence")
+        details = ""
+        if isinstance(evidence, Mapping):
+            details = (
+                "<details><summary>the evidence, as the learner recorded it</summary><dl>"
+                + "".join(
+                    f"<dt>{_e(label)}</dt><dd>{fig}</dd>"
+                    for label, fig in _evidence(evidence, f"{path}.change.evidence")
+                )
+                + "</dl></details>"
+            )
         csrf = (
             f'<input type="hidden" name="csrf" value="{_e(viewer.csrf)}">'
             if viewer.admin and viewer.csrf
@@ -446,11 +464,15 @@ def _proposals(
         out.append(
             f'<div class="proposal" data-testid="proposal-{pid}">'
             f"<b>#{_fig(f'{path}.id', p['id'], str(pid))} "
-            f"{_text(p, 'kind', f'{path}.kind', '(fleet)')}</b>: floor "
+            f"{_text(p, 'kind', f'{path}.kind', '(fleet)')}</b>: "
+            f"{_e(change.get('direction') or 'change')} the floor "
             f"{_text(p, 'floor_before', f'{path}.floor_before', 'none')} → "
             f"{_text(p, 'floor_after', f'{path}.floor_after', 'none')}"
-            "<dl>" + "".join(f"<dt>{_e(label)}</dt><dd>{fig}</dd>" for label, fig in rows) + "</dl>"
-            f'<form method="post" action="{action}">'
+            "<dl>"
+            + "".join(f"<dt>{_e(label)}</dt><dd>{fig}</dd>" for label, fig in rows)
+            + "</dl>"
+            + details
+            + f'<form method="post" action="{action}">'
             f'{csrf}<button type="submit" data-testid="apply-{pid}">Apply #{pid}</button></form>'
             "</div>"
         )
@@ -492,7 +514,7 @@ def render_dashboard(
     charts: Charts,
     viewer: Viewer,
     window: Window,
-    evidence: Mapping[int, Mapping[str, Any]] | None = None,
+    changes: Mapping[int, Mapping[str, Any]] | None = None,
     notice: str | None = None,
 ) -> str:
     """The whole page for the report *data* (``WeeklyReport.as_dict()``).
@@ -502,7 +524,8 @@ def render_dashboard(
         charts: the report's charts for the same window, already drawn.
         viewer: who is looking (an admin gets the session's CSRF token in each form).
         window: what the window chooser shows, and the query string that keeps it.
-        evidence: each open proposal's ``change_json`` (its evidence), by proposal id.
+        changes: each open proposal's ``change_json`` (the learner's evidence, money, latency
+            and TOML patch), by proposal id; its figures' testids are ``proposals.N.change.…``.
         notice: a line to show above everything (an applied proposal, a sign-in).
     """
     notes = "".join(f'<p class="notice bad">{_e(n)}</p>' for n in window.notes)
@@ -523,7 +546,7 @@ def render_dashboard(
         _spenders(data, "top_keys", "Top gateway keys", "No tasks."),
         _spenders(data, "top_sessions", "Top sessions", "No task carries a session."),
         _top_kinds(data),
-        _proposals(data, evidence or {}, viewer, window),
+        _proposals(data, changes or {}, viewer, window),
         "</div></main>",
     ]
     return _page("tierwise dashboard", "".join(body))
