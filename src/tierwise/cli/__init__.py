@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "serve",
     "keys",
     "explain",
+    "report",
     "eval",
     "plan",
     "learn",
