@@ -90,7 +90,7 @@ class BillSplit:
         other = self.volume + self.unit
         if abs(self.mix) >= abs(other):
             what = "saved" if self.mix < 0 else "cost"
-            return f"the tier mix explains most of it: routing {what} {_plain(self.mix)}"
+            return f"the tier mix explains most of it: routing {what} {_plain(abs(self.mix))}"
         return (
             f"volume and token counts explain most of it ({_plain(other)}); "
             f"the tier mix {_plain(self.mix)}"
