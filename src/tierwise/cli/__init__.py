@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "keys",
     "explain",
     "report",
+    "advise",
     "eval",
     "plan",
     "learn",
