@@ -5,7 +5,6 @@ and pruning; exact percentiles over sorted runs. Both backends."""
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -84,16 +83,24 @@ def fill(ledger: Ledger, clock: list[datetime], n: int, seed: int, hours: int = 
     return ids
 
 
+def _over_window(parts: dict[Any, list[int]]) -> dict[Any, list[int]]:
+    """Sums keyed without their hour (the first part of every key)."""
+    out: dict[Any, list[int]] = {}
+    for key, values in parts.items():
+        found = out.setdefault(key[1:], [0] * len(values))
+        for i, v in enumerate(values):
+            found[i] += v
+    return {k: v for k, v in out.items() if any(v)}
+
+
 def normal(summary: Summary) -> dict[str, Any]:
-    """A summary's content, with sessions summed over the window (the kept form)."""
-    sessions: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for (_, sid), (n, cost) in summary.sessions.items():
-        sessions[sid][0] += n
-        sessions[sid][1] += cost
+    """A summary's content, with tiers, sessions and keys summed over the window (the kept
+    form) and facts and latencies per hour."""
     return {
         "groups": {k: v for k, v in summary.groups.items() if any(v)},
-        "tiers": {k: v for k, v in summary.tiers.items() if any(v)},
-        "sessions": dict(sessions),
+        "tiers": _over_window(summary.tiers),
+        "sessions": _over_window(summary.sessions),
+        "keys": _over_window(summary.keys),
         "latency": {k: sorted(v) for k, v in summary.latency.items() if len(v)},
         "counts": {h: n for h, n in summary.counts.items() if n},
     }

@@ -350,3 +350,32 @@ def test_bad_windows_and_a_missing_ledger_are_one_line_errors(tmp_path: Path) ->
     assert empty.exit_code == 2 and "empty" in empty.stderr
     quiet = runner.invoke(build_app(), ["report", "--ledger", str(book)])
     assert quiet.exit_code == 0 and "no tasks in this window" in quiet.stdout
+
+
+def test_probe_and_shadow_calls_inside_other_tasks_go_on_their_own_lines(
+    ledger_url: str, clock: list[datetime]
+) -> None:
+    with open_ledger(ledger_url, now=lambda: clock[0]) as book:
+        at(clock, T0 + timedelta(hours=1))
+        # a live task whose probe call ran on cheap before the routed mid tier answered
+        record_trail(book, [Step.of(0, "rejected", "0.003", role="probe"),
+                            Step.of(1, "accepted", "0.02")], start_tier=1)  # fmt: skip
+        # a probe task shadowed on strong
+        shadowed = [Step.of(0, "accepted", "0.001", role="probe"),
+                    Step.of(2, "accepted", "0.05", role="shadow")]  # fmt: skip
+        record_trail(book, shadowed, role="probe")
+        # a concrete-model call with a shadow call beside it
+        record_trail(book, [Step.of(-1, "accepted", "0.04"), Step.of(0, "accepted", "0.002",
+                            role="shadow")], start_tier=-1)  # fmt: skip
+        r = weekly_report(
+            book, week_policy(), since=WEEK[0], until=WEEK[1], now=T0 + timedelta(days=8)
+        )
+    lines = {k: Decimal(v) for k, v in r.lines.as_dict().items()}
+    assert lines["routed_usd"] == Decimal("0.02")
+    assert lines["passthrough_usd"] == Decimal("0.04")
+    assert lines["probe_usd"] == Decimal("0.004")
+    assert lines["shadow_usd"] == Decimal("0.052")
+    assert lines["total_usd"] == Decimal("0.116")
+    mix = {t.tier: (t.calls, t.cost_usd) for t in r.tier_mix}  # probe and shadow calls left out
+    assert mix == {"passthrough": (1, Decimal("0.04")), "mid": (1, Decimal("0.02"))}
+    assert r.fleet.escalated == 0 and r.fleet.first_try == 1  # the failed probe is no climb

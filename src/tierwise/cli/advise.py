@@ -55,7 +55,10 @@ def register(app: typer.Typer) -> None:
     """Add ``tierwise advise`` to *app*."""
     from tierwise.cli.cost import AT_HELP
 
-    @app.command("advise")
+    @app.command(
+        "advise",
+        short_help="Does routing pay here? Verdicts with evidence and a policy change each.",
+    )
     def advise(
         since: str | None = typer.Option(
             None, "--since", help="Start of the ledger window (date or age). Default: 30d."
@@ -86,8 +89,9 @@ def register(app: typer.Typer) -> None:
         policy: Path | None = PolicyOption,
         as_json: bool = JsonOption,
     ) -> None:
-        """Does routing pay here? The articles' reasons, each with its evidence and the policy
-        change it suggests: monthly spend (below about $500 a month tiering rarely repays its
+        """Does routing pay here? The reasons of the articles tierwise grew from (listed in the
+        README under "Background: the articles"), each with its evidence and the policy change
+        it suggests: monthly spend (below about $500 a month tiering rarely repays its
         upkeep), volume, how varied the kinds are, whether each kind has a cheap quality signal
         (a validator that is not itself a model call), kinds that must give everyone the same
         answer (pin them), kinds where quality dominates cost (pin them to the top), and each
@@ -97,13 +101,12 @@ def register(app: typer.Typer) -> None:
         From the ledger by default. With no history, describe the workload with the flags of
         `tierwise cost` and a file listing each kind:
 
-        \b
-            [kinds.extract]
+            \\[kinds.extract]
             share = 0.7
             input_tokens = 1500      # default: --input-tokens
             validator = "json_schema" # a validator type, "none" or "model"
             failure_rate = 0.05      # on its start_tier (default: the bottom), if known
-            [kinds.contract_review]
+            \\[kinds.contract_review]
             share = 0.3
             same_answer = true       # and/or quality_first = true
 

@@ -69,10 +69,7 @@ def summary_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | Non
 
 def register(app: typer.Typer) -> None:
     """Add ``tierwise report`` and ``tierwise report compare`` to *app*."""
-    group = typer.Typer(
-        help="The weekly routing report; `report compare` for before and after.",
-        invoke_without_command=True,
-    )
+    group = typer.Typer(invoke_without_command=True)
     app.add_typer(group, name="report")
 
     @group.callback()
@@ -88,7 +85,8 @@ def register(app: typer.Typer) -> None:
         policy: Path | None = PolicyOption,
         as_json: bool = JsonOption,
     ) -> None:
-        """Where the money went and whether quality held, over the tasks created in a window.
+        """The weekly routing report: where the money went and whether quality held, over the
+        tasks created in a window (`report compare` sets two windows side by side).
 
         Spend per day, per session and per accepted task; the tier mix by calls and by money;
         escalation per kind against the red line; money thrown away on failed attempts;

@@ -469,7 +469,7 @@ report_hours = sa.Table(
     _ts("summarised_at"),
 )
 
-#: Tasks per (hour, kind, task role, starting tier, gateway key), classified by
+#: Tasks per (hour, kind, task role, starting tier), classified by
 #: :func:`tierwise.ledger.escalation.task_facts`.
 report_facts = sa.Table(
     "report_facts",
@@ -480,7 +480,6 @@ report_facts = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("start_tier", sa.String(64), nullable=False),
     sa.Column("start_index", sa.Integer, nullable=False),
-    sa.Column("key_id", sa.Integer, nullable=True),
     *(_count(name) for name in REPORT_FACT_SUMS),
     sa.Index(None, "hour"),
 )
@@ -500,13 +499,25 @@ report_tiers = sa.Table(
     sa.Index(None, "hour"),
 )
 
-#: Tasks and their cost per (hour, session).
+#: Tasks and their cost per (hour, session), replayed tasks left out.
 report_sessions = sa.Table(
     "report_sessions",
     metadata,
     _pk(),
     _ts("hour"),
     sa.Column("session_id", sa.String(255), nullable=False),
+    _count("tasks"),
+    _count("cost_pusd"),
+    sa.Index(None, "hour"),
+)
+
+#: Tasks and their cost per (hour, gateway key id; empty without a key), replayed tasks left out.
+report_keys = sa.Table(
+    "report_keys",
+    metadata,
+    _pk(),
+    _ts("hour"),
+    sa.Column("key_id", sa.Integer, nullable=True),
     _count("tasks"),
     _count("cost_pusd"),
     sa.Index(None, "hour"),

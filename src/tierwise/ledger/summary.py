@@ -2,7 +2,7 @@
 
 A :class:`Summary` holds, per UTC hour of creation, exact integer sums (money in pico-USD) of
 
-* **groups** — tasks per (hour, kind, task role, starting tier, gateway key), classified by the
+* **groups** — tasks per (hour, kind, task role, starting tier), classified by the
   one definition of escalation (:func:`tierwise.ledger.escalation.task_facts`): outcomes,
   resolved, escalated, direct, first try, checked, fallbacks, attempts, stored costs (all
   attempts, the own failed ones, validator, probe and shadow calls) and each task's own *work*
@@ -10,15 +10,17 @@ A :class:`Summary` holds, per UTC hour of creation, exact integer sums (money in
   that first attempt) — what an estimate on another tier prices;
 * **tiers** — attempts per (hour, kind, task role, attempt role, the tier they ran on): calls,
   outcomes, cost, waste and tokens, the tier mix;
-* **sessions** — tasks and cost per (hour, session id), replayed tasks left out;
+* **sessions** and **keys** — tasks and cost per (hour, session id) and per (hour, gateway key
+  id), replayed tasks left out (they were never spent);
 * **latency** — the latencies of resolved counted tasks, direct and escalated apart, sorted, per
   hour: percentiles cannot be summed, but they can be selected exactly from sorted runs
   (:func:`percentile_of`).
 
 :func:`compute` builds one from the rows (two streamed queries: the tasks' facts and their
-attempts); :mod:`tierwise.ledger.summary_store` keeps the summaries of ended hours in four
-tables and reads them back. Both give the same :class:`Summary` for the same tasks, which the
-tests hold them to.
+attempts); :mod:`tierwise.ledger.summary_store` keeps the summaries of ended hours in five
+tables and reads them back (the hour of sessions, keys and tiers summed over the window in SQL:
+a window's report needs their totals, not their hours). Both give the same sums for the same
+tasks, which the tests hold them to.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ __all__ = [
     "FACT",
     "TIER",
     "GroupKey",
+    "KeyKey",
+    "SessionKey",
     "Summary",
     "TierKey",
     "compute",
@@ -53,12 +57,15 @@ FACT = {name: i for i, name in enumerate(REPORT_FACT_SUMS)}
 #: Position of each summed column in a tier row's values.
 TIER = {name: i for i, name in enumerate(REPORT_TIER_SUMS)}
 
-#: (hour, kind, task role, starting tier, starting tier index, gateway key id)
-GroupKey = tuple[datetime, str, str, str, int, int | None]
-#: (hour, kind, task role, attempt role, tier, tier index)
-TierKey = tuple[datetime, str, str, str, str, int]
-#: (hour, session id); the hour is ``None`` in sums read back over a whole window
+#: (hour, kind, task role, starting tier, starting tier index)
+GroupKey = tuple[datetime, str, str, str, int]
+#: (hour, kind, task role, attempt role, tier, tier index); the hour is ``None`` in sums read
+#: back over a whole window (and so below)
+TierKey = tuple[datetime | None, str, str, str, str, int]
+#: (hour, session id)
 SessionKey = tuple[datetime | None, str]
+#: (hour, gateway key id; ``None`` for tasks made without a key)
+KeyKey = tuple[datetime | None, int | None]
 
 _TOKENS = (
     "input_tokens",
@@ -90,6 +97,7 @@ class Summary:
     groups: dict[GroupKey, list[int]] = field(default_factory=dict)
     tiers: dict[TierKey, list[int]] = field(default_factory=dict)
     sessions: dict[SessionKey, list[int]] = field(default_factory=dict)
+    keys: dict[KeyKey, list[int]] = field(default_factory=dict)
     latency: dict[tuple[datetime, bool], array[float]] = field(default_factory=dict)
     counts: dict[datetime, int] = field(default_factory=dict)
     pending: dict[datetime, list[str]] = field(default_factory=dict)
@@ -99,6 +107,7 @@ class Summary:
         _add_all(self.groups, other.groups)
         _add_all(self.tiers, other.tiers)
         _add_all(self.sessions, other.sessions)
+        _add_all(self.keys, other.keys)
         for lkey, run in other.latency.items():
             found_run = self.latency.get(lkey)
             if found_run is None:
@@ -111,11 +120,12 @@ class Summary:
             self.pending.setdefault(hour, []).extend(ids)
 
     def only(self, hours: set[datetime]) -> Summary:
-        """The part of this summary in *hours* (sessions summed over the window are dropped)."""
+        """The part of this summary in *hours* (sums over a whole window are dropped)."""
         return Summary(
             groups={k: v for k, v in self.groups.items() if k[0] in hours},
             tiers={k: v for k, v in self.tiers.items() if k[0] in hours},
             sessions={k: v for k, v in self.sessions.items() if k[0] in hours},
+            keys={k: v for k, v in self.keys.items() if k[0] in hours},
             latency={k: v for k, v in self.latency.items() if k[0] in hours},
             counts={h: n for h, n in self.counts.items() if h in hours},
             pending={h: ids for h, ids in self.pending.items() if h in hours},
@@ -194,7 +204,7 @@ def _read_tasks(
         if defer_running and outcome == "running":
             summary.pending.setdefault(hour, []).append(task_id)
             continue
-        key: GroupKey = (hour, row[2], row[3], row[4], int(row[5]), row[6])
+        key: GroupKey = (hour, row[2], row[3], row[4], int(row[5]))
         values = summary.groups.get(key)
         if values is None:
             values = summary.groups[key] = [0] * width
@@ -204,14 +214,12 @@ def _read_tasks(
             values[at] += 1
         for i, position in enumerate(summed_at):
             values[position] += int(row[flags + i] or 0)
-        session = row[7]
-        if session is not None and row[3] != "replay":  # replayed rows were never spent
-            skey: SessionKey = (hour, session)
-            pair = summary.sessions.get(skey)
-            if pair is None:
-                pair = summary.sessions[skey] = [0, 0]
-            pair[0] += 1
-            pair[1] += int(row[flags + len(summed_at) - len(_MONEY)] or 0)
+        if row[3] != "replay":  # replayed rows were never spent
+            cost = int(row[flags + len(summed_at) - len(_MONEY)] or 0)
+            session = row[7]
+            if session is not None:
+                _count_in(summary.sessions, (hour, session), cost)
+            _count_in(summary.keys, (hour, row[6]), cost)
         latency = row[9]
         if row[10] and row[resolved_at] and latency is not None:
             runs[(hour, bool(row[escalated_at]))].append(float(latency))
@@ -220,6 +228,14 @@ def _read_tasks(
         found.sort()
         summary.latency[lkey] = array("d", found)
     return owner
+
+
+def _count_in(into: dict[Any, list[int]], key: Any, cost: int) -> None:
+    pair = into.get(key)
+    if pair is None:
+        pair = into[key] = [0, 0]
+    pair[0] += 1
+    pair[1] += cost
 
 
 def _read_attempts(

@@ -1,11 +1,13 @@
-"""The kept summary: ended hours' :class:`~tierwise.ledger.summary.Summary` in four tables.
+"""The kept summary: ended hours' :class:`~tierwise.ledger.summary.Summary` in five tables.
 
 A weekly report over a million attempts cannot classify every task again each time it runs (the
 analytics take about 20 s for that on SQLite), and it need not: a task that has finished never
 changes. :func:`window_summary` answers a window from
 
 * the **kept hours** (``report_hours`` and the rows of ``report_facts``, ``report_tiers``,
-  ``report_sessions`` for that hour) — a few thousand rows for a week;
+  ``report_sessions``, ``report_keys`` for that hour) — read back as a few thousand rows for a
+  week: the facts per hour (a report shows spend per day), the tiers, sessions and keys summed
+  over the window in SQL;
 * the hours that have ended but were **never summarised**: computed from the rows once, kept
   (one write transaction per day of them), then read like the others;
 * the tasks of kept hours that were **still running** when their hour was summarised, and the
@@ -42,6 +44,7 @@ from tierwise.ledger.schema import (
     REPORT_TIER_SUMS,
     report_facts,
     report_hours,
+    report_keys,
     report_sessions,
     report_tiers,
     tasks,
@@ -111,7 +114,7 @@ def store(conn: sa.Connection, summary: Summary, hours: Iterable[datetime], now:
     chosen = sorted(set(hours))
     wanted = set(chosen)
     for chunk in _chunks(chosen):
-        for table in (report_facts, report_tiers, report_sessions, report_hours):
+        for table in (report_facts, report_tiers, report_sessions, report_keys, report_hours):
             conn.execute(sa.delete(table).where(table.c.hour.in_(chunk)))
     if not chosen:
         return
@@ -139,7 +142,6 @@ def store(conn: sa.Connection, summary: Summary, hours: Iterable[datetime], now:
             "role": key[2],
             "start_tier": key[3],
             "start_index": key[4],
-            "key_id": key[5],
             **dict(zip(REPORT_FACT_SUMS, values, strict=True)),
         }
         for key, values in summary.groups.items()
@@ -163,16 +165,28 @@ def store(conn: sa.Connection, summary: Summary, hours: Iterable[datetime], now:
         for key, values in summary.sessions.items()
         if key[0] in wanted
     ]
-    for table, rows in ((report_facts, facts), (report_tiers, tiers), (report_sessions, sessions)):
+    keys = [
+        {"hour": key[0], "key_id": key[1], "tasks": values[0], "cost_pusd": values[1]}
+        for key, values in summary.keys.items()
+        if key[0] in wanted
+    ]
+    for table, rows in (
+        (report_facts, facts),
+        (report_tiers, tiers),
+        (report_sessions, sessions),
+        (report_keys, keys),
+    ):
         for chunk in _chunks(rows, 5000):
             conn.execute(sa.insert(table), list(chunk))
 
 
 def load(conn: sa.Connection, hours: Sequence[datetime]) -> Summary:
-    """The kept summary of *hours* (sessions summed over them all, under hour ``None``)."""
+    """The kept summary of *hours*: facts and latencies per hour; tiers, sessions and keys
+    summed over them all (under hour ``None``)."""
     out = Summary()
     chosen = sorted(set(hours))
-    h, f, r, s = report_hours.c, report_facts.c, report_tiers.c, report_sessions.c
+    h, f, r = report_hours.c, report_facts.c, report_tiers.c
+    s, k = report_sessions.c, report_keys.c
     for chunk in _chunks(chosen):
         for row in conn.execute(
             sa.select(h.hour, h.tasks, h.pending_json, h.direct_latency, h.escalated_latency).where(
@@ -188,26 +202,35 @@ def load(conn: sa.Connection, hours: Sequence[datetime]) -> Summary:
                 run = _run(blob)
                 if run:
                     out.latency[(hour, escalated)] = run
-        dims = (f.hour, f.kind, f.role, f.start_tier, f.start_index, f.key_id)
+        dims = (f.hour, f.kind, f.role, f.start_tier, f.start_index)
         for row in conn.execute(
             sa.select(*dims, *(f[n] for n in REPORT_FACT_SUMS)).where(f.hour.in_(chunk))
         ):
             values = tuple(row)
-            key = (values[0], values[1], values[2], values[3], int(values[4]), values[5])
-            _add(out.groups, key, values[6:])
-        dims = (r.hour, r.kind, r.task_role, r.role, r.tier, r.tier_index)
+            _add(
+                out.groups, (values[0], values[1], values[2], values[3], int(values[4])), values[5:]
+            )
+        dims = (r.kind, r.task_role, r.role, r.tier, r.tier_index)
         for row in conn.execute(
-            sa.select(*dims, *(r[n] for n in REPORT_TIER_SUMS)).where(r.hour.in_(chunk))
+            sa.select(*dims, *(sa.func.sum(r[n]) for n in REPORT_TIER_SUMS))
+            .where(r.hour.in_(chunk))
+            .group_by(*dims)
         ):
             values = tuple(row)
-            key = (values[0], values[1], values[2], values[3], values[4], int(values[5]))
-            _add(out.tiers, key, values[6:])
+            key = (None, values[0], values[1], values[2], values[3], int(values[4]))
+            _add(out.tiers, key, values[5:])
         for sid, n, cost in conn.execute(
             sa.select(s.session_id, sa.func.sum(s.tasks), sa.func.sum(s.cost_pusd))
             .where(s.hour.in_(chunk))
             .group_by(s.session_id)
         ):
             _add(out.sessions, (None, sid), (n, cost))
+        for key_id, n, cost in conn.execute(
+            sa.select(k.key_id, sa.func.sum(k.tasks), sa.func.sum(k.cost_pusd))
+            .where(k.hour.in_(chunk))
+            .group_by(k.key_id)
+        ):
+            _add(out.keys, (None, key_id), (n, cost))
     return out
 
 

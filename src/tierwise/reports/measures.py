@@ -45,8 +45,10 @@ __all__ = [
     "day_spend",
     "flag_facts",
     "key_names",
+    "key_spend",
     "kind_totals",
     "lines_of",
+    "session_spend",
     "spend_by",
     "tier_mix",
     "totals_of",
@@ -228,8 +230,8 @@ def day_spend(summary: Summary) -> dict[date, tuple[int, int]]:
 
 
 def spend_by(summary: Summary, position: int) -> dict[Any, tuple[int, int]]:
-    """(tasks, pico-USD) per value of one group dimension (1 kind, 5 key id), dearest first;
-    replayed rows left out."""
+    """(tasks, pico-USD) per value of one group dimension (1 kind, 3 starting tier), dearest
+    first; replayed rows left out."""
     out: dict[Any, list[int]] = defaultdict(lambda: [0, 0])
     for key, v in summary.groups.items():
         if _spent(key):
@@ -241,13 +243,23 @@ def spend_by(summary: Summary, position: int) -> dict[Any, tuple[int, int]]:
 
 
 def session_spend(summary: Summary) -> dict[str, tuple[int, int]]:
-    """(tasks, pico-USD) per session, dearest first."""
-    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for (_, session), v in summary.sessions.items():
-        entry = out[session]
+    """(tasks, pico-USD) per session, dearest first; replayed rows left out."""
+    return _dearest(summary.sessions)
+
+
+def key_spend(summary: Summary) -> dict[int | None, tuple[int, int]]:
+    """(tasks, pico-USD) per gateway key id (``None``: no key), dearest first; replayed rows
+    left out."""
+    return _dearest(summary.keys)
+
+
+def _dearest(pairs: dict[Any, list[int]]) -> dict[Any, tuple[int, int]]:
+    out: dict[Any, list[int]] = defaultdict(lambda: [0, 0])
+    for (_, name), v in pairs.items():
+        entry = out[name]
         entry[0] += v[0]
         entry[1] += v[1]
-    ordered = sorted(out.items(), key=lambda kv: (-kv[1][1], kv[0]))
+    ordered = sorted(out.items(), key=lambda kv: (-kv[1][1], str(kv[0])))
     return {k: (e[0], e[1]) for k, e in ordered}
 
 

@@ -402,7 +402,7 @@ def build_report(
         for day, (n, spend) in m.day_spend(summary).items()
     )
     sessions = m.session_spend(summary)
-    keys = m.spend_by(summary, 5)
+    keys = m.key_spend(summary)
     by_kind = m.spend_by(summary, 1)
     total = sum(spend for _, spend in by_kind.values())
     tiers_of = m.start_tiers(summary)

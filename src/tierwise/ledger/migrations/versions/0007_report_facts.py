@@ -4,7 +4,7 @@ Revision ID: 0007
 Revises: 0005
 Create Date: 2027-01-10
 
-Self-contained (four new tables and their indexes, nothing else changed), so it can be
+Self-contained (five new tables and their indexes, nothing else changed), so it can be
 re-chained when other migrations land beside it (0006 is taken by another change). The tables
 are a cache of what the rows say: dropping them loses nothing, the next report rebuilds them.
 """
@@ -95,7 +95,6 @@ def upgrade() -> None:
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("start_tier", sa.String(64), nullable=False),
         sa.Column("start_index", sa.Integer, nullable=False),
-        sa.Column("key_id", sa.Integer, nullable=True),
         *(_total(name) for name in _FACT_SUMS),
         sa.PrimaryKeyConstraint("id", name="pk_report_facts"),
     )
@@ -123,10 +122,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_report_sessions"),
     )
     op.create_index("ix_report_sessions_hour", "report_sessions", ["hour"])
+    op.create_table(
+        "report_keys",
+        _id(),
+        _hour(),
+        sa.Column("key_id", sa.Integer, nullable=True),
+        _total("tasks"),
+        _total("cost_pusd"),
+        sa.PrimaryKeyConstraint("id", name="pk_report_keys"),
+    )
+    op.create_index("ix_report_keys_hour", "report_keys", ["hour"])
 
 
 def downgrade() -> None:
-    for table in ("report_sessions", "report_tiers", "report_facts"):
+    for table in ("report_keys", "report_sessions", "report_tiers", "report_facts"):
         op.drop_index(f"ix_{table}_hour", table_name=table)
         op.drop_table(table)
     op.drop_table("report_hours")
