@@ -40,7 +40,10 @@ pytestmark = pytest.mark.postgres
 
 _TTL_S = 10
 _KIND_LIMIT = Decimal("0.0020")
-_KEY_LIMIT = Decimal("0.0035")
+# A request costs about $0.00015 and reserves about $0.0009 (its whole climb): the key's limit
+# admits about nine at once, so both kinds get in whatever order the 64 arrive in, and it is
+# below what all 64 would cost, so some are always refused.
+_KEY_LIMIT = Decimal("0.0080")
 _POLICY_EXTRA = f"""
 [defaults]
 doubt = "cheap"
@@ -256,6 +259,7 @@ def test_a_database_stop_and_restart_under_load_loses_no_acknowledged_request(
         key_id = book.list_api_keys()[-1].id
     stop = threading.Event()
     results: list[tuple[int, str, str | None, Decimal]] = []
+    unexpected: list[str] = []
     lock = threading.Lock()
     counter = iter(range(1_000_000))
 
@@ -279,6 +283,9 @@ def test_a_database_stop_and_restart_under_load_loses_no_acknowledged_request(
                     exc.response.headers.get("x-tierwise-task-id"),
                     Decimal(0),
                 )
+                if exc.status_code != 503:
+                    with lock:
+                        unexpected.append(f"{exc.status_code}: {exc.response.text}")
             with lock:
                 results.append(entry)
 
@@ -300,7 +307,7 @@ def test_a_database_stop_and_restart_under_load_loses_no_acknowledged_request(
         for t in threads:
             t.join(timeout=60)
     statuses = {status for _, status, _, _ in results}
-    assert statuses <= {"ok", "503"}, statuses
+    assert statuses <= {"ok", "503"}, unexpected[:3]
     answered = [r for r in results if r[1] == "ok"]
     refused = [r for r in results if r[1] == "503"]
     assert refused, "some requests should have met the database down"

@@ -14,11 +14,13 @@ from typing import Literal
 
 __all__ = [
     "SIDE_ROLES",
+    "AgreementRecord",
     "AttemptRecord",
     "Outcome",
     "PlanRef",
     "PlanRole",
     "Role",
+    "TierAnswer",
     "Usage",
     "Verdict",
 ]
@@ -64,10 +66,11 @@ class Usage:
 Outcome = Literal["accepted", "rejected", "error", "partial"]
 #: Why a call was made. ``live``: the caller's own task; ``probe``: a cheaper tier tried on a share
 #: of a kind's traffic to see whether it now passes; ``shadow``: a call made beside the live one
-#: only to compare, whose output is never used; ``validator``: a validator's own model call;
-#: ``judge``: the layer-2 judge asked where the task should go; ``replay``: a recorded answer
-#: replayed by the evaluation. Only ``live`` counts toward the escalation rate
-#: (:mod:`tierwise.ledger.escalation`).
+#: only to compare, whose output is never used (the same request sent to a tier the task did not
+#: try, after the caller had its answer; paid from the shadow budget); ``validator``: a
+#: validator's own model call; ``judge``: the layer-2 judge asked where the task should go;
+#: ``replay``: a recorded answer replayed by the evaluation. Only ``live`` counts toward the
+#: escalation rate (:mod:`tierwise.ledger.escalation`).
 Role = Literal["live", "probe", "shadow", "validator", "replay", "judge"]
 #: Roles of side calls: priced and recorded with their task, but never a rung of its climb.
 SIDE_ROLES: frozenset[str] = frozenset({"validator", "judge", "shadow"})
@@ -139,3 +142,39 @@ class AttemptRecord:
     @property
     def passed(self) -> bool:
         return self.outcome == "accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class TierAnswer:
+    """One tier's answer to a shadowed task, as agreement compares it (the text is not kept).
+
+    ``role`` is ``live`` for the answers the task's own run got, ``shadow`` for the others;
+    ``passed`` whether the answer passed the kind's validators.
+    """
+
+    tier: str
+    tier_index: int
+    model: str
+    attempt_no: int
+    role: Role
+    passed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementRecord:
+    """How two tiers' answers to one shadowed task compare: stored without the answers, so it
+    exists under ``store_content = false`` too. ``low`` is the cheaper tier's answer.
+
+    ``agree`` is ``None`` when neither answer had a value of the kind's answer format;
+    ``method`` says how they were compared (``label``, ``choice``, ``json``, ``number`` or
+    ``text≥0.6``: token-set overlap at that threshold, with ``similarity`` the overlap found).
+    """
+
+    task_id: str
+    kind: str
+    low: TierAnswer
+    high: TierAnswer
+    agree: bool | None
+    method: str
+    similarity: float | None
+    created_at: datetime

@@ -21,7 +21,6 @@ from tierwise.cascade.steps import Reserve, Run, Slot, Steps, priced
 from tierwise.errors import BudgetExceededError, LedgerError, ProviderError, UnknownModelError
 from tierwise.pricing.usage import Usage
 from tierwise.providers.base import AsyncProvider, Completion, CompletionRequest
-from tierwise.records import SIDE_ROLES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -132,7 +131,7 @@ class Accounts:
                 run.task,
                 run.decision,
                 policy_revision=self.policy.revision,
-                role=self.role,
+                role=run.role,
                 store_content=self.policy.model.store_content,
             )
         run.begun = True
@@ -147,8 +146,9 @@ class Accounts:
         self, run: Run, verdicts: tuple[Verdict, ...], failed: Verdict | None
     ) -> int:
         """Finalise the pending main attempt with its verdicts and write it to the ledger."""
-        # The pending attempt is the last main one; validator calls came after it.
-        pos = max(i for i, a in enumerate(run.attempts) if a.role not in SIDE_ROLES)
+        pos = run.pending  # validator calls may have been appended after it
+        assert pos is not None, "no attempt awaits validation"
+        run.pending = None
         pending = run.attempts[pos]
         final = replace(
             pending,
@@ -186,6 +186,7 @@ class Accounts:
             stop_reason=completion.stop_reason,
             escalations=escalations,
             completion=completion,
+            task=run.task,
         )
 
     def _finish(
@@ -200,9 +201,9 @@ class Accounts:
             if run.umbrella is not None:  # the climb's reservation becomes what was spent
                 self._settle(run.umbrella, cost)
                 run.umbrella = None
-            self._begin(run)
-            if self.ledger is None:
+            if run.joined or self.ledger is None:  # a side run's task row is not its own
                 return cost, latency
+            self._begin(run)
             self.ledger.finish_task(
                 run.task.id,
                 outcome=outcome,
@@ -215,8 +216,9 @@ class Accounts:
             )
         return cost, latency
 
-    def _escalated(self, kind: str, tier: str, reason: str) -> None:
-        self.escalations[(kind, tier, reason)] += 1
+    def _escalated(self, run: Run, tier: str, reason: str) -> None:
+        if not run.joined:  # a shadow call that fails is no climb of its task
+            self.escalations[(run.task.kind, tier, reason)] += 1
 
     def _candidates(
         self, tier: str, avoid: frozenset[str] = frozenset()

@@ -15,7 +15,7 @@ from tierwise.records import AttemptRecord as AttemptRecord
 from tierwise.records import Outcome as Outcome
 from tierwise.records import Role as Role
 from tierwise.records import Verdict as Verdict
-from tierwise.task import Decision
+from tierwise.task import Decision, Task
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,7 @@ class CascadeResult:
     stop_reason: str | None = None
     escalations: tuple[tuple[str, str], ...] = field(default=())  # (from tier, reason)
     completion: Completion | None = None  # the accepted attempt's completion (raw body included)
+    task: Task | None = None  # the task that was run (what shadow calls send again)
 
     @property
     def escalated(self) -> bool:

@@ -44,16 +44,17 @@ from tierwise.cascade.budget import MemoryBudgets, budget_limits
 from tierwise.cascade.judge import (
     JudgeCache,
 )
-from tierwise.cascade.judging import JudgeStep
 from tierwise.cascade.result import CascadeResult, Role, Verdict
 from tierwise.cascade.seams import (
     Failure,
+    LearnedModels,
     LedgerSink,
     ProviderSource,
     RequestBuilder,
     Scorer,
     default_request_builder,
 )
+from tierwise.cascade.shadow import ShadowState, ShadowStep
 from tierwise.cascade.steps import (
     Call,
     Context,
@@ -63,6 +64,7 @@ from tierwise.cascade.steps import (
     RelayEnd,
     Reserve,
     Run,
+    Side,
     Slot,
     Steps,
     Tried,
@@ -104,7 +106,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class Cascade(JudgeStep):
+class Cascade(ShadowStep):
     """Run tasks up the ladder until a validated answer, recording every attempt.
 
     Args:
@@ -113,6 +115,8 @@ class Cascade(JudgeStep):
         ledger: where attempts are recorded and budgets reserved; ``None`` keeps budgets in memory.
         router: default ``Router(policy)``.
         scorer: optional pre-routing scorer proposing a start tier (frontier pins still hold).
+        learned: the saved learned router and verifier, for policies whose kinds start
+            ``learned`` or use ``learned`` validators (:func:`tierwise.evaluation.load_learned`).
         catalog: prices; default ``PriceCatalog(policy.model.prices)``.
         role: what the rows are: ``live`` traffic, a ``probe`` or a ``replay``.
         request_builder: turns a task into a provider request (a run may pass its own).
@@ -128,6 +132,7 @@ class Cascade(JudgeStep):
         ledger: LedgerSink | None = None,
         router: Router | None = None,
         scorer: Scorer | None = None,
+        learned: LearnedModels | None = None,
         catalog: PriceCatalog | None = None,
         role: Role = "live",
         request_builder: RequestBuilder | None = None,
@@ -140,6 +145,19 @@ class Cascade(JudgeStep):
         from tierwise.providers.retry import CooldownTracker, RetryPolicy
         from tierwise.routing import Router
 
+        if learned is None and policy.uses_learned:
+            from tierwise.errors import PolicyError, PolicyIssue
+
+            uses = " and ".join(sorted(policy.learned_uses))
+            raise PolicyError(
+                [
+                    PolicyIssue(
+                        "learned.path",
+                        f"this policy uses the saved learned {uses}; pass them to the cascade: "
+                        "Cascade(policy, learned=tierwise.evaluation.load_learned(policy))",
+                    )
+                ]
+            )
         self._owns_providers = providers is None
         if providers is None:
             from tierwise.providers.factory import ProviderPool
@@ -150,6 +168,7 @@ class Cascade(JudgeStep):
         self.ledger = ledger
         self.router = router or Router(policy)
         self.scorer = scorer
+        self.learned = learned
         self.catalog = catalog or PriceCatalog(policy.model.prices)
         self.role: Role = role
         self.request_builder = request_builder or default_request_builder
@@ -157,6 +176,8 @@ class Cascade(JudgeStep):
         self._once = replace(self.retry, attempts=1)
         #: The layer-2 judge's answers by (kind, prompt hash), for ``[judge] cache_s``.
         self.judge_cache = JudgeCache(policy.model.judge.cache_s)
+        #: Shadow mode's pause and counts (:mod:`tierwise.cascade.shadow`).
+        self.shadow_state = ShadowState()
         self.cooldown = CooldownTracker(clock=time.monotonic, policy=self.retry)
         self._sleep = sleep
         self._clock = clock
@@ -328,32 +349,16 @@ class Cascade(JudgeStep):
             await close_shielded(stream)
 
     def decide(self, task: Task, start_tier: str | None = None) -> Decision:
-        """The decision the cascade starts from: explicit tier, scorer proposal, or the router."""
+        """The decision the cascade starts from: an explicit tier, the scorer's proposal, the
+        saved learned router's for a ``start = "learned"`` kind, or the router."""
         if start_tier is None and self.scorer is not None:
             start_tier = self.scorer.propose(task)
+        learned = self.learned
+        if start_tier is None and learned and self.policy.kind(task.kind).start == "learned":
+            start_tier = learned.propose(task)
         if start_tier is not None:
             return self.router.start_at(task, start_tier)
         return self.router.route(task)
-
-    def validators_for(self, task: Task) -> tuple[Validator, ...]:
-        """The kind's validators plus any named ones the task asks for (built once, cached)."""
-        extra = task.validators or ()
-        key = (task.kind, tuple(extra))
-        cached = self._validators.get(key)
-        if cached is None:
-            from tierwise.cascade.validators import build_validator
-
-            base = self.policy.base_dir
-            config = self.policy.kind(task.kind)
-            built = [
-                build_validator(s, base_dir=base, name=n)
-                for s, n in zip(config.validators, config.validator_names, strict=True)
-            ]
-            for name in extra:
-                spec = self.policy.model.validators[name]  # names are checked by the caller
-                built.append(build_validator(spec, base_dir=base, name=name))
-            cached = self._validators[key] = tuple(built)
-        return cached
 
     # -- drivers -----------------------------------------------------------------------------
 
@@ -441,23 +446,37 @@ class Cascade(JudgeStep):
         relay: bool,
         validators: Sequence[Validator] | None = None,
         avoid: frozenset[str] = frozenset(),
+        side: Side | None = None,
     ) -> Steps[CascadeResult]:
         if pin is not None:
             decision = Decision(
-                pin.label, -1, "passthrough", task.kind, kind_known=task.kind in self.policy.kinds
+                pin.label,
+                pin.index,
+                "passthrough",
+                task.kind,
+                kind_known=task.kind in self.policy.kinds,
             )
         else:
             decision = self.decide(task, start_tier)
         run = Run(
             task=task,
             decision=decision,
-            limits=budget_limits(self.policy, task, self._now(), limits),
+            limits=(
+                dict(side.limits)
+                if side is not None
+                else budget_limits(self.policy, task, self._now(), limits)
+            ),
             started=self._clock(),
             builder=builder or self.request_builder,
+            role=self.role if side is None else side.role,
+            first_no=0 if side is None else side.first_no,
+            joined=side is not None,
+            begun=side is not None,
         )
         kind = self.policy.kind(task.kind)
         checks: tuple[Validator, ...] = ()
-        if not relay and pin is None:
+        # A pin is one model, unchecked; a side run's pinned answer is checked as the live one.
+        if not relay and (pin is None or side is not None):
             checks = self.validators_for(task) if validators is None else tuple(validators)
         failure: Failure | None = None
         previous: int | None = None
@@ -466,7 +485,7 @@ class Cascade(JudgeStep):
         last_error: ProviderError | None = None
         try:
             if pin is not None:
-                plan = [(pin.tier, pin.label, -1)]
+                plan = [(pin.tier, pin.label, pin.index)]
             else:
                 if start_tier is None and self._asks_judge(run):
                     yield from self._judge(run)
@@ -502,7 +521,7 @@ class Cascade(JudgeStep):
                     # Nothing was answered: the next tier inherits the last rejected answer, if any.
                     if failure is None or failure.output is None:
                         failure = Failure(tier_name, reason)
-                    self._escalated(task.kind, tier_name, type(outcome).__name__)
+                    self._escalated(run, tier_name, type(outcome).__name__)
                     escalations.append((tier_name, reason))
                     continue
                 if isinstance(outcome, RelayEnd):
@@ -541,7 +560,7 @@ class Cascade(JudgeStep):
                     earlier=earlier,
                 )
                 previous = attempt_no
-                self._escalated(task.kind, tier_name, failed.validator)
+                self._escalated(run, tier_name, failed.validator)
                 escalations.append((tier_name, failure.reason))
         except BudgetExceededError as exc:
             self._finish(run, "budget", None, None)
@@ -592,7 +611,7 @@ class Cascade(JudgeStep):
                 tried = yield Call(provider, request)
             assert isinstance(tried, Tried)
             result = tried.result
-            slot = Slot(label, index, model, provider.name, started_at, t0, self.role, previous)
+            slot = Slot(label, index, model, provider.name, started_at, t0, run.role, previous)
             spent = self._record_billed(run, slot, tried.billed, prices)
             if isinstance(result, ProviderError):
                 self.cooldown.record_failure(model)
@@ -604,6 +623,7 @@ class Cascade(JudgeStep):
                 cost = self._cost(result, prices)
                 # Settled and recorded with its outcome once validated (one commit); pending now.
                 run.held = (reservation, cost + spent)
+                run.pending = len(run.attempts)
                 run.attempts.append(
                     slot.record(run, self._clock(), "accepted", completion=result, cost=cost)
                 )
@@ -636,33 +656,6 @@ class Cascade(JudgeStep):
             return ended
         assert last_error is not None  # for_tier always yields the primary
         return last_error
-
-    def _validator_call(self, run: Run, tier_name: str, task: Task) -> Steps[Completion]:
-        """A validator's own model call: priced, budgeted, recorded as a ``validator`` attempt."""
-        tier = self.policy.tier(tier_name)
-        model, provider = self.providers.for_tier(tier_name)[0]
-        request = self.request_builder(task, tier, model, tier.max_tokens, None)
-        prices = self._prices(model, provider)
-        reservation = yield from self._reserve(run, prices, request)
-        warm(provider)
-        started_at, t0 = self._now(), self._clock()
-        tried = yield Call(provider, request)
-        assert isinstance(tried, Tried)
-        result = tried.result
-        index = self.policy.tier_index(tier_name)
-        slot = Slot(tier_name, index, model, provider.name, started_at, t0, "validator", None)
-        spent = self._record_billed(run, slot, tried.billed, prices)
-        if isinstance(result, ProviderError):
-            self._record_failed(run, slot, result, prices, reservation, spent)
-            raise result
-        assert isinstance(result, Completion)
-        cost = self._cost(result, prices)
-        with self._batch():
-            self._settle(reservation, cost + spent)
-            self._append(
-                run, slot.record(run, self._clock(), "accepted", completion=result, cost=cost)
-            )
-        return result
 
 
 def _src(policy: Policy) -> str | None:

@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tierwise.cascade.result import AttemptRecord
 from tierwise.providers.base import AsyncProvider, CompletionRequest
+from tierwise.records import AgreementRecord
 from tierwise.task import Decision, Message, Task
 
 if TYPE_CHECKING:
+    from tierwise.cascade.validators import Validator
     from tierwise.policy.schema import Tier
 
 __all__ = [
     "Failure",
+    "LearnedModels",
     "LedgerSink",
     "ProviderSource",
     "RequestBuilder",
@@ -65,6 +68,16 @@ class Scorer(Protocol):
     def propose(self, task: Task) -> str | None: ...
 
 
+class LearnedModels(Protocol):
+    """The saved learned router and response verifier a policy uses live
+    (:func:`tierwise.evaluation.live.load_learned` reads them): the scorer of kinds with
+    ``start = "learned"``, and what a ``learned`` validator applies."""
+
+    def propose(self, task: Task) -> str | None: ...
+
+    def validator(self, name: str) -> Validator: ...
+
+
 class LedgerSink(Protocol):
     """What the cascade writes to: :class:`tierwise.ledger.Ledger`, or a wrapper around it
     (the gateway's group-commit recorder). Budgets are reserved through the same object."""
@@ -86,6 +99,8 @@ class LedgerSink(Protocol):
     ) -> None: ...
 
     def record_attempt(self, attempt: AttemptRecord, *, store_content: bool) -> int: ...
+
+    def record_agreements(self, agreements: Sequence[AgreementRecord]) -> None: ...
 
     def finish_task(
         self,

@@ -4,7 +4,8 @@ Internal to :mod:`tierwise.cascade`: :mod:`~tierwise.cascade.runner` yields thes
 :meth:`Cascade._steps <tierwise.cascade.runner.Cascade>` and its drivers perform them;
 :class:`Run` is one task's state, :class:`Slot` where and when one attempt was made. The
 stream items (:class:`StreamOpened`, :class:`StreamChunk`, :class:`StreamDone`) and
-:class:`Pin` are public through :mod:`tierwise.cascade.runner`.
+:class:`Pin` are public through :mod:`tierwise.cascade.runner`; :class:`Side` makes a run join
+a task already recorded (shadow calls, :mod:`tierwise.cascade.shadow`).
 """
 
 from __future__ import annotations
@@ -139,6 +140,23 @@ class Pin:
     model: str
     provider: AsyncProvider
     label: str = "passthrough"
+    #: The tier index recorded (-1: not a rung; a shadow call records its tier's own index).
+    index: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """A run whose attempts join a task already in the ledger: a shadow call.
+
+    Its attempts are numbered from ``first_no`` and recorded with ``role`` (its validators'
+    model calls too), reserved against ``limits`` only (never the task's, session's, kind's or
+    key's budgets), and the task's row is neither begun nor finished. A pinned side run's answer
+    is validated as the live one would be.
+    """
+
+    first_no: int
+    limits: Mapping[str, Decimal]
+    role: Role
 
 
 @dataclass(slots=True)
@@ -155,11 +173,19 @@ class Run:
     begun: bool = False
     #: The reservation of the attempt awaiting validation, with its actual cost.
     held: tuple[object, Decimal] | None = None
+    #: Where in ``attempts`` the attempt awaiting validation is.
+    pending: int | None = None
     #: One reservation covering the whole climb (``[budgets] climb``), settled at the end.
     umbrella: object | None = None
+    #: What this run's attempts are (the cascade's role, or a side run's).
+    role: Role = "live"
+    #: The attempt number of this run's first attempt (a side run continues its task's).
+    first_no: int = 0
+    #: The task's row belongs to another run (a side run): never begun or finished here.
+    joined: bool = False
 
     def next_no(self) -> int:
-        return len(self.attempts)
+        return self.first_no + len(self.attempts)
 
 
 class Context:

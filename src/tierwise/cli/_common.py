@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from tierwise.evaluation.live import LearnedModels
     from tierwise.ledger import Ledger
     from tierwise.policy import Policy
 
@@ -44,6 +45,17 @@ def load_policy_or_exit(path: Path | None) -> Policy:
     resolved = resolve_policy_path(path)
     try:
         return load_policy(resolved) if resolved is not None else default_policy()
+    except PolicyError as exc:
+        fail(str(exc), code=EXIT_INVALID)
+
+
+def load_learned_or_exit(policy: Policy) -> LearnedModels | None:
+    """The saved learned models the policy uses (``None`` when none), or exit 2 saying why."""
+    from tierwise.errors import PolicyError
+    from tierwise.evaluation.live import load_learned
+
+    try:
+        return load_learned(policy)
     except PolicyError as exc:
         fail(str(exc), code=EXIT_INVALID)
 

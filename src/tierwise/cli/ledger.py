@@ -18,6 +18,7 @@ from tierwise.cli._common import (
     open_ledger_or_exit,
     print_json,
 )
+from tierwise.cli.ledger_eval import register as register_evaluation
 from tierwise.cli.ledger_spool import SpoolDirOption
 from tierwise.cli.ledger_spool import register as register_spool
 
@@ -127,6 +128,7 @@ def register(app: typer.Typer) -> None:
     )
     app.add_typer(group, name="ledger")
     register_spool(group, LedgerOption)
+    register_evaluation(group, LedgerOption)
 
     @group.command("tail")
     def tail(
@@ -279,6 +281,14 @@ def register(app: typer.Typer) -> None:
         )
         if tiers:
             console.print(f"escalation rate per tier: {tiers}")
+        shadow = data.get("shadow") or {}
+        if shadow.get("attempts"):
+            console.print(
+                f"shadow calls (shadow budget; in none of the figures above): "
+                f"{shadow['attempts']} attempts, {_usd(shadow['spend_usd'])}",
+                markup=False,
+                highlight=False,
+            )
         keys = [k for k in data["by_key"] if k["key_id"] is not None]
         if keys:
             spend = ", ".join(
@@ -540,58 +550,3 @@ def register(app: typer.Typer) -> None:
         if problems:
             typer.echo(f"ledger {url}: {len(problems)} problem(s) found", err=True)
             raise typer.Exit(EXIT_INVALID)
-
-    @group.command("export")
-    def export(
-        out: str = typer.Option("-", "--out", "-o", help="Output file ('-' for stdout)."),
-        since: str | None = typer.Option(None, "--since", help=SINCE_HELP),
-        kind: str | None = typer.Option(None, "--kind", "-k", help="Only this task kind."),
-        role: str = typer.Option("live", "--role", help="live, probe, replay or all."),
-        name: str | None = typer.Option(None, "--name", help="Dataset name for the header."),
-        ledger: str | None = LedgerOption,
-    ) -> None:
-        """Write the ledger's tasks as tierwise eval JSONL, for `tierwise eval` and your own tools.
-
-        One record per task: per model attempted, score 1 when accepted and 0 when a validator
-        rejected it, with answer, exact cost and tokens. Prompts and answers are included only
-        for tasks recorded with `store_content = true` in the policy.
-
-        Example: tierwise ledger export --since 30d --out logs/fleet.jsonl && tierwise eval logs
-        """
-        import sys
-        from pathlib import Path
-
-        from tierwise.evaluation.export import ledger_ladder, ledger_rows
-        from tierwise.evaluation.loaders import dump_rows
-
-        if role not in _ROLES:
-            fail(f"--role: expected one of {', '.join(_ROLES)}, got {role!r}")
-        when = _when_or_exit(since, "--since")
-        chosen = None if role == "all" else role
-        with open_ledger_or_exit(ledger) as book:
-            rows = list(ledger_rows(book, since=when, kind=kind, role=chosen))
-            ladder = ledger_ladder(book, role=chosen)
-        texts = sum(1 for r in rows if r.prompt is not None)
-        title = name or "tierwise-ledger"
-        if out == "-":
-            n = dump_rows(rows, sys.stdout, name=title, ladder=ladder or None)
-        else:
-            target = Path(out)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with target.open("w", encoding="utf-8") as fp:
-                    n = dump_rows(rows, fp, name=title, ladder=ladder or None)
-            except OSError as exc:
-                fail(f"cannot write {target}: {exc.strerror}")
-        full = sum(1 for r in rows if ladder and set(ladder.values()) <= set(r.results))
-        typer.echo(
-            f"exported {n} task(s): {texts} with prompt text, {full} answered by every tier's "
-            "model (what `tierwise eval` compares strategies on)",
-            err=True,
-        )
-        if rows and not texts:
-            typer.echo(
-                "note: no prompt text (the policy had store_content = false); "
-                "costs and scores replay, a learned router needs text",
-                err=True,
-            )

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tierwise.cli._common import JsonOption, PolicyOption, fail, load_policy_or_exit, print_json
+from tierwise.cli._common import (
+    JsonOption,
+    PolicyOption,
+    fail,
+    load_learned_or_exit,
+    load_policy_or_exit,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from tierwise.ledger import Ledger
@@ -154,7 +161,11 @@ def register(app: typer.Typer) -> None:
             (lambda r: None) if as_json else (lambda r: typer.echo(_progress_line(r), err=True))
         )
         try:
-            with _open(ledger, create=True) as book, Cascade(pol, ledger=book) as cascade:
+            learned = load_learned_or_exit(pol)
+            with (
+                _open(ledger, create=True) as book,
+                Cascade(pol, ledger=book, learned=learned) as cascade,
+            ):
                 runner = PlanRunner(
                     cascade,
                     planner_tier=planner_tier,

@@ -65,6 +65,13 @@ def check(
     else:
         issues = check_policy(loaded)
         revision = loaded.revision
+        if loaded.uses_learned:  # the saved router/verifier: there, readable, for this ladder
+            from tierwise.evaluation.live import load_learned
+
+            try:
+                load_learned(loaded)
+            except PolicyError as exc:
+                issues.extend(exc.issues)
     errors = [i for i in issues if i.severity == "error"]
     warnings = [i for i in issues if i.severity != "error"]
     if errors:

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tierwise.cli._common import JsonOption, PolicyOption, fail, load_policy_or_exit, print_json
+from tierwise.cli._common import (
+    JsonOption,
+    PolicyOption,
+    fail,
+    load_learned_or_exit,
+    load_policy_or_exit,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from tierwise.cascade import CascadeResult
@@ -164,7 +171,7 @@ def register(app: typer.Typer) -> None:
         try:
             with (
                 open_ledger(ledger or default_ledger_url()) as book,
-                Cascade(pol, ledger=book) as cascade,
+                Cascade(pol, ledger=book, learned=load_learned_or_exit(pol)) as cascade,
             ):
                 result = cascade.run(task, start_tier=tier)
         except (EscalationExhaustedError, BudgetExceededError) as exc:

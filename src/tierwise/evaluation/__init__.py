@@ -11,7 +11,9 @@ report = evaluate("data/routerbench_subset", train="data/routerbench_subset")
 Modules: :mod:`~tierwise.evaluation.dataset` (the neutral form), :mod:`~.loaders` (one per
 source format), :mod:`~.prices` (costing results recorded without one, a priced default
 ladder), :mod:`~.checks` (validators for benchmark answers), :mod:`~.strategies`,
-:mod:`~.learned` (the TF-IDF + logistic-regression router), :mod:`~.verifier` (the learned
+:mod:`~.learned` (the TF-IDF + logistic-regression router), :mod:`~.live` (both used by the
+live cascade: :func:`load_learned`), :mod:`~.export` (the ledger as recorded results, shadow
+answers included), :mod:`~.verifier` (the learned
 response verifier, a cascade validator) with :mod:`~.verifier_features` and
 :mod:`~.verifier_train`, :mod:`~.calibration` (cross-validated calibration, the vectorised
 cascade simulation), :mod:`~.folds` (train and replay one fold), :mod:`~.metrics` (CIs, APGR,
@@ -29,6 +31,7 @@ from tierwise.evaluation.loaders import detect_format, dump_rows, load_dataset
 
 if TYPE_CHECKING:
     from tierwise.evaluation.learned import LearnedRouter
+    from tierwise.evaluation.live import LearnedModels, load_learned
     from tierwise.evaluation.report import EvalReport, evaluate
     from tierwise.evaluation.verifier import ResponseVerifier
 
@@ -37,6 +40,7 @@ __all__ = [
     "DatasetError",
     "EvalReport",
     "Ladder",
+    "LearnedModels",
     "LearnedRouter",
     "ModelResult",
     "ResponseVerifier",
@@ -45,6 +49,7 @@ __all__ = [
     "dump_rows",
     "evaluate",
     "load_dataset",
+    "load_learned",
 ]
 
 _LAZY = {
@@ -52,6 +57,8 @@ _LAZY = {
     "evaluate": "tierwise.evaluation.report",
     "LearnedRouter": "tierwise.evaluation.learned",
     "ResponseVerifier": "tierwise.evaluation.verifier",
+    "LearnedModels": "tierwise.evaluation.live",
+    "load_learned": "tierwise.evaluation.live",
 }
 
 

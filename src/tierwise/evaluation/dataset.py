@@ -40,6 +40,23 @@ class ModelResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Served:
+    """What the policy in force did with a row's task when it ran live (ledger exports only).
+
+    ``tiers`` are the ladder tiers its run tried, in order; ``tier``/``model`` the answer it
+    delivered (``None`` when every tier failed); ``score`` that answer's (0 when none, or when
+    someone flagged it wrong); ``cost_usd`` what the task cost its caller, failed attempts and
+    validator calls included (shadow calls excluded).
+    """
+
+    tier: str | None
+    model: str | None
+    score: float
+    cost_usd: Decimal | None
+    tiers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     """One prompt and every model's recorded result for it.
 
@@ -54,6 +71,7 @@ class Row:
     results: Mapping[str, ModelResult]
     split: str = ""
     source: str = ""
+    served: Served | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from tierwise.evaluation.strategies import (
     StrategyRun,
     oracle,
     perfect_verifier,
+    served_policy,
     single_model,
 )
 
@@ -129,10 +130,31 @@ def _same(a: str | Path, b: str | Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
+def coverage(dataset: Dataset, ladder: Ladder) -> str:
+    """How many rows have a result for every ladder model, and which tiers the others lack."""
+    complete = sum(1 for r in dataset.rows if all(m in r.results for m in ladder.models))
+    lacking = {
+        f"{tier} ({model})": sum(1 for r in dataset.rows if model not in r.results)
+        for tier, model in ladder
+    }
+    missing = ", ".join(f"{name} on {n}" for name, n in lacking.items() if n)
+    text = f"kept {complete} of {len(dataset)} rows with a result for every ladder tier"
+    if missing:
+        text += f"; the others lack {missing}"
+    if dataset.rows and any(r.served is not None for r in dataset.rows) and missing:
+        text += (
+            " (a ledger task has results only for the tiers it tried, unless shadow mode sent "
+            "it to the others: [kinds.NAME] shadow = 0.05)"
+        )
+    return text
+
+
 def _reportable(dataset: Dataset, ladder: Ladder, notes: list[str]) -> Dataset:
     """The rows every ladder model answered; and, when that loses at most 2% of them, only rows
     every model answered, so that every single model is compared on the same rows."""
     report = dataset.complete_for(ladder.models)
+    if len(report) < len(dataset):
+        notes.append(coverage(dataset, ladder))
     everyone = report.complete_for(dataset.models)
     if len(everyone) < len(report) and len(everyone) >= 0.98 * len(report):
         notes.append(
@@ -283,7 +305,7 @@ def evaluate(
     )
     rows = [r for s in specs for r in s.report]
     if not rows:
-        raise DatasetError(f"{path}: no rows with results for every ladder model")
+        raise DatasetError(f"{path}: no rows to compare strategies on: {coverage(dataset, ladder)}")
 
     results = _replay(
         dataset,
@@ -457,6 +479,9 @@ def _pooled(
     tier_of = dict(zip(ladder.models, ladder.tiers, strict=True))
     ladder_first = sorted(complete, key=lambda m: (m not in tier_of, _position(ladder, m), m))
     runs = [single_model(rows, m, tier_of.get(m)) for m in ladder_first]
+    served = served_policy(rows, ladder)
+    if served is not None:
+        runs.append(served)
     runs.append(oracle(rows, ladder))
     runs.append(perfect_verifier(rows, ladder, dataset.pass_threshold))
     names = list(dict.fromkeys(r.name for res in results for r in res.runs))

@@ -168,6 +168,46 @@ def perfect_verifier(rows: Sequence[Row], ladder: Ladder, threshold: float) -> S
     )
 
 
+#: The name of the strategy read from the ledger's own record of what the live policy did.
+SERVED = "current policy (as served)"
+
+
+def served_policy(rows: Sequence[Row], ladder: Ladder) -> StrategyRun | None:
+    """What the policy in force did with each row's task when it ran live (``served`` in a
+    ledger export): the answer it delivered, at what the task cost its caller. ``None`` when
+    any row lacks that record (benchmark data has none)."""
+    if not rows or any(r.served is None for r in rows):
+        return None
+    traces = []
+    for r in rows:
+        served = r.served
+        assert served is not None
+        steps = []
+        for tier in served.tiers:
+            model = ladder.model(tier) if tier in ladder.tiers else (served.model or tier)
+            if tier == served.tier and served.model is not None:
+                model = served.model
+            found = r.results.get(model)
+            cost = None if found is None or found.cost_usd is None else float(found.cost_usd)
+            score = found.score if found is not None else 0.0
+            steps.append(Step(tier, model, cost, score, tier == served.tier, judged=True))
+        exhausted = served.tier is None
+        last = steps[-1] if steps else None
+        model = served.model or (last.model if last else ladder.models[-1])
+        tier = served.tier or (last.tier if last else ladder.top)
+        cost = None if served.cost_usd is None else float(served.cost_usd)
+        traces.append(
+            Trace(r.prompt_id, r.kind, model, tier, served.score, cost, tuple(steps), exhausted)
+        )
+    return StrategyRun(
+        SERVED,
+        STRATEGY,
+        tuple(traces),
+        note="what the policy in force did live: its answer (scored as exported) at the task's "
+        "cost, failed attempts and validator calls included",
+    )
+
+
 # -- policies ---------------------------------------------------------------------------------
 
 

@@ -223,9 +223,16 @@ class ResponseVerifier:
         fmt = self.formats.get(kind, "text")
         answer = answer_of(response, fmt)
         others = [answer_of(c, fmt) for c in cheaper]
-        dense = [dense_features(answer, response, others, prompt)]
-        x = self._matrix([kind], [prompt], [response_text(kind, answer, response)], dense)
-        z = float((x @ self.coef[index])[0]) + float(self.intercept[index])
+        dense = dense_features(answer, response, others, prompt)
+        # One answer's row by TextFeatures.transform_one (no scikit-learn set-up per call): the
+        # same columns as _matrix's [prompt | response | dense], which a test holds it to.
+        pc, pv = self.prompt_features.transform_one(router_text(kind, prompt))
+        rc, rv = self.response_features.transform_one(response_text(kind, answer, response))
+        w = self.coef[index]
+        split = len(self.prompt_features.vocabulary)
+        tail = split + len(self.response_features.vocabulary)
+        z = float(w[pc] @ pv + w[split + rc] @ rv + w[tail:] @ np.asarray(dense, dtype=float))
+        z += float(self.intercept[index])
         p = 1.0 / (1.0 + math.exp(-z))
         if self.calibrators is not None:
             p = float(self.calibrators[index](np.array([p]))[0])

@@ -34,10 +34,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -92,6 +95,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from tierwise.evaluation.live import load_learned
         from tierwise.gateway.auth import KeyChecker
         from tierwise.gateway.config import is_loopback
         from tierwise.gateway.fleet import FleetGauges
@@ -113,6 +117,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         ledger = open_ledger(cfg.resolved_ledger_url())
         try:
             policy = load_or_last_good(cfg, ledger)
+            learned = load_learned(policy)  # once at start (and on each reload)
         except BaseException:
             ledger.close()
             raise
@@ -147,6 +152,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
                 metrics=GatewayMetrics(kind_label=policy.kind_label),
                 wait_for_ledger=cfg.wait_for_ledger,
                 loopback=loopback,
+                learned=learned,
             )
             state["service"] = service
             app.state.service = service
@@ -350,7 +356,16 @@ def _status(svc: GatewayService, cfg: GatewayConfig) -> dict[str, Any]:
         "host": cfg.host,
         "anonymous": svc.keys.anonymous,
         "ledger": svc.ledger.url,
+        "shadow": {
+            **svc.shadows.state.status(datetime.now(UTC)),
+            "day_budget_usd": _usd(svc.policy.model.budgets.shadow_day_usd),
+            "in_flight": svc.shadows.in_flight,
+        },
     }
+
+
+def _usd(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
 
 
 def _models(svc: GatewayService, dialect: Dialect) -> dict[str, Any]:
@@ -469,6 +484,8 @@ async def _handle(
             entry.error = type(exc).__name__
             return _error(dialect, RequestError("internal gateway error", status=500))
         status = reply.status
+        # Shadow calls run after the last body message is sent, never before.
+        after = None if reply.after is None else BackgroundTask(reply.after)
         if reply.stream is not None:
             streaming = True
             return StreamingResponse(
@@ -476,9 +493,14 @@ async def _handle(
                 status_code=reply.status,
                 headers={**reply.headers, "cache-control": "no-cache"},
                 media_type=_SSE,
+                background=after,
             )
         return Response(
-            reply.body, status_code=reply.status, headers=reply.headers, media_type=_JSON
+            reply.body,
+            status_code=reply.status,
+            headers=reply.headers,
+            media_type=_JSON,
+            background=after,
         )
     finally:
         svc.metrics.in_flight.dec()

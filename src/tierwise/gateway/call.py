@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,6 +15,9 @@ from tierwise.gateway.upstream import UpstreamPool
 from tierwise.task import Task
 
 if TYPE_CHECKING:
+    from tierwise.cascade.result import CascadeResult
+    from tierwise.cascade.seams import LearnedModels
+    from tierwise.cascade.shadow import ShadowState
     from tierwise.gateway.recorder import GroupCommitLedger
     from tierwise.policy import Policy
 
@@ -40,12 +43,28 @@ class Routing:
     dialects: frozenset[Dialect]
 
     @classmethod
-    def build(cls, policy: Policy, pool: UpstreamPool, recorder: GroupCommitLedger) -> Routing:
-        """The routing of *policy* over *pool*, recording through *recorder*."""
+    def build(
+        cls,
+        policy: Policy,
+        pool: UpstreamPool,
+        recorder: GroupCommitLedger,
+        shadow_state: ShadowState | None = None,
+        learned: LearnedModels | None = None,
+    ) -> Routing:
+        """The routing of *policy* over *pool*, recording through *recorder*; *shadow_state*
+        is shared with the routing it replaces (a reload keeps shadowing's pause); *learned*
+        are the saved models the policy uses (:func:`tierwise.evaluation.load_learned`).
+
+        Raises:
+            PolicyError: the policy uses learned models and *learned* is ``None``.
+        """
+        cascade = Cascade(policy, providers=pool, ledger=recorder, learned=learned)
+        if shadow_state is not None:
+            cascade.shadow_state = shadow_state
         return cls(
             policy=policy,
             pool=pool,
-            cascade=Cascade(policy, providers=pool, ledger=recorder),
+            cascade=cascade,
             validator_names=frozenset(policy.model.validators),
             dialects=frozenset(p.dialect for t in policy.ladder for _, p in pool.for_tier(t)),
         )
@@ -77,6 +96,8 @@ class Call:
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The request's log line, filled in as it is served (see :mod:`tierwise.gateway.logs`).
     log: RequestLog | None = None
+    #: The accepted result once the caller has it all (what a shadow run sends again).
+    done: CascadeResult | None = None
 
     def overhead_s(self) -> float:
         """Seconds spent in the gateway so far, upstream waits excluded."""
@@ -93,3 +114,5 @@ class Reply:
     stream: AsyncIterator[bytes] | None = None
     #: The stream writes the request's log line itself when it ends (a live relay does).
     logs_itself: bool = False
+    #: Run once the reply's last byte was sent (shadow calls); never delays the reply.
+    after: Callable[[], Awaitable[None]] | None = None

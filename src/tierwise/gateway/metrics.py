@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 if TYPE_CHECKING:
     from tierwise.cascade.result import AttemptRecord
+    from tierwise.cascade.shadow import ShadowRun
 
 __all__ = ["CONTENT_TYPE", "GatewayMetrics", "escalation_reason"]
 
@@ -86,6 +87,31 @@ class GatewayMetrics:
             registry=r,
         )
         self.in_flight = Gauge("tierwise_gateway_in_flight", "Requests being served.", registry=r)
+        # Shadow calls: their own lines, never in the request counters or spend above.
+        self.shadow_runs = Counter(
+            "tierwise_shadow_runs",
+            "Shadowed requests by kind and status (done, paused, busy, error, nothing_to_try).",
+            ["kind", "status"],
+            registry=r,
+        )
+        self.shadow_attempts = Counter(
+            "tierwise_shadow_attempts",
+            "Shadow calls by kind, tier and outcome (accepted: passed the kind's validators).",
+            ["kind", "tier", "outcome"],
+            registry=r,
+        )
+        self.shadow_cost = Counter(
+            "tierwise_shadow_cost_usd",
+            "Shadow spend in USD (the shadow budget's, no caller's), by kind and tier.",
+            ["kind", "tier"],
+            registry=r,
+        )
+        self.shadow_paused = Gauge(
+            "tierwise_shadow_paused",
+            "1 while shadowing is paused because [budgets] shadow_day_usd is spent for the "
+            "UTC day, else 0.",
+            registry=r,
+        )
 
     def observe_attempts(self, attempts: Sequence[AttemptRecord]) -> None:
         """Count a request's attempts, their cost and tokens, and its escalations."""
@@ -107,6 +133,14 @@ class GatewayMetrics:
             reason = escalation_reason(a)
             if reason is not None:
                 self.escalations.labels(reason).inc()
+
+    def observe_shadow(self, kind: str, run: ShadowRun) -> None:
+        """Count one shadowed request, its shadow calls and their cost."""
+        self.shadow_runs.labels(kind, run.status).inc()
+        for a in run.attempts:
+            self.shadow_attempts.labels(kind, a.tier, a.outcome).inc()
+            if a.cost_usd:
+                self.shadow_cost.labels(kind, a.tier).inc(float(a.cost_usd))
 
     def render(self) -> bytes:
         """The exposition text."""

@@ -34,7 +34,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -46,7 +46,7 @@ from tierwise.ledger import Ledger, Reservation
 if TYPE_CHECKING:
     from tierwise.ledger.rows import Row
     from tierwise.ledger.spool import Spool
-    from tierwise.records import AttemptRecord
+    from tierwise.records import AgreementRecord, AttemptRecord
     from tierwise.task import Decision, Task
 
 __all__ = ["GroupCommitLedger"]
@@ -169,6 +169,11 @@ class GroupCommitLedger:
         row = self.ledger.row_of_attempt(attempt, store_content=store_content)
         self._defer(attempt.task_id, row)
         return 0
+
+    def record_agreements(self, agreements: Sequence[AgreementRecord]) -> None:
+        """Deferred until :meth:`flush` (a shadowed task's verdicts, under its id)."""
+        for agreement in agreements:
+            self._defer(agreement.task_id, self.ledger.row_of_agreement(agreement))
 
     def finish_task(self, task_id: str, **kwargs: Any) -> None:
         """Deferred until :meth:`flush`."""

@@ -59,27 +59,34 @@ class ReloadResult:
 
 def reload_policy(service: GatewayService, config: GatewayConfig) -> ReloadResult:
     """Read the policy file again and serve it, or keep the old one and say why."""
+    from tierwise.evaluation.live import load_learned
+
     previous = service.policy.revision
     try:
         policy = config.load_policy()
+        learned = load_learned(policy)  # the saved models are read again on every reload
     except PolicyError as exc:
         reason = _one_line(exc)
         log.error("policy reload refused, still serving revision %s: %s", previous[:12], reason)
         return ReloadResult(False, previous, previous, reason)
-    if policy.revision == previous:
+    if policy.revision == previous and learned is None:
         log.info("policy reload: the file is unchanged (revision %s)", previous[:12])
         return ReloadResult(True, previous, previous)
-    service.reload(policy)
+    service.reload(policy, learned)
     log.info("policy reloaded: revision %s -> %s", previous[:12], policy.revision[:12])
     return ReloadResult(True, previous, policy.revision)
 
 
 def check_policy(config: GatewayConfig) -> tuple[Policy | None, str | None]:
     """The policy the file holds now, or why it cannot be read (nothing is swapped)."""
+    from tierwise.evaluation.live import load_learned
+
     try:
-        return config.load_policy(), None
+        policy = config.load_policy()
+        load_learned(policy)
     except PolicyError as exc:
         return None, _one_line(exc)
+    return policy, None
 
 
 def load_or_last_good(config: GatewayConfig, ledger: Ledger) -> Policy:

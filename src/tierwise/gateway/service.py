@@ -38,6 +38,7 @@ from tierwise.gateway.call import Call, Reply, Route, Routing
 from tierwise.gateway.dialects import Dialect, RequestError
 from tierwise.gateway.errors import failure_error, ledger_unavailable
 from tierwise.gateway.plan import PLAN_KIND, PLAN_MODEL, serve_plan
+from tierwise.gateway.shadowing import ShadowScheduler
 from tierwise.gateway.translate import (
     anthropic_message_to_openai,
     anthropic_request_to_openai,
@@ -52,6 +53,7 @@ from tierwise.records import AttemptRecord
 from tierwise.task import Message, Task, parse_annotations, parse_attribute
 
 if TYPE_CHECKING:
+    from tierwise.cascade.seams import LearnedModels
     from tierwise.gateway.auth import KeyChecker
     from tierwise.gateway.metrics import GatewayMetrics
     from tierwise.gateway.recorder import GroupCommitLedger
@@ -96,6 +98,7 @@ class GatewayService:
         metrics: GatewayMetrics,
         wait_for_ledger: bool = True,
         loopback: bool = True,
+        learned: LearnedModels | None = None,
     ) -> None:
         #: Whether the gateway is served on loopback only (decided at start).
         self.loopback = loopback
@@ -104,8 +107,10 @@ class GatewayService:
         self.recorder = recorder
         self.keys = keys
         self.metrics = metrics
+        #: Shadow calls after answers (:mod:`tierwise.gateway.shadowing`).
+        self.shadows = ShadowScheduler(metrics, recorder, self.request_builder)
         #: The policy in force and what it builds; replaced as one value by :meth:`reload`.
-        self.routing = Routing.build(policy, pool, recorder)
+        self.routing = Routing.build(policy, pool, recorder, self.shadows.state, learned)
 
     @property
     def policy(self) -> Policy:
@@ -122,13 +127,14 @@ class GatewayService:
         """The cascade of the policy in force."""
         return self.routing.cascade
 
-    def reload(self, policy: Policy) -> Routing:
-        """Serve *policy* from now on (requests under way finish with the one they started).
+    def reload(self, policy: Policy, learned: LearnedModels | None = None) -> Routing:
+        """Serve *policy* (with the saved *learned* models it uses) from now on; requests under
+        way finish with the one they started.
 
         The upstream transport is shared; nothing is closed. Returns the new routing.
         """
         pool = UpstreamPool(policy, self.pool.transport, self.pool.env)
-        routing = Routing.build(policy, pool, self.recorder)
+        routing = Routing.build(policy, pool, self.recorder, self.shadows.state, learned)
         self.routing = routing  # one assignment: the swap is atomic on the event loop
         self.metrics.kind_label = policy.kind_label
         return routing
@@ -387,8 +393,11 @@ class GatewayService:
         if call.route == "plan":
             return await serve_plan(self, call)
         if self.wants_live_stream(call):
-            return await self._serve_live(call)
-        return await self._serve_whole(call)
+            reply = await self._serve_live(call)
+        else:
+            reply = await self._serve_whole(call)
+        reply.after = self.shadows.after(call)
+        return reply
 
     async def _serve_whole(self, call: Call) -> Reply:
         from tierwise.gateway.sse import anthropic_stream, openai_stream
@@ -410,6 +419,7 @@ class GatewayService:
         overhead = call.overhead_s()
         self.observe(call, result.attempts, overhead)
         await self.commit(task.id)
+        call.done = result
         completion = result.completion
         assert completion is not None
         reply = completion.raw

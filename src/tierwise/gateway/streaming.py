@@ -158,6 +158,7 @@ async def relay(
         overhead = call.overhead_s()
         service.observe(call, result.attempts, overhead)
         await _commit_quietly(service.commit, task_id)
+        call.done = result  # the relay ended well: its task may be shadowed once sent
         yield trailer(
             task_id, result.tier, result.model, len(result.attempts), result.cost_usd, overhead
         )

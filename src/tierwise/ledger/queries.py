@@ -25,6 +25,7 @@ from tierwise.ledger.schema import (
     reservations,
     tasks,
 )
+from tierwise.ledger.shadow import shadow_spend
 
 _WASTED = ("rejected", "error")
 _USAGE = (
@@ -208,7 +209,7 @@ def stats(
         where.append(t.role == role)
     wasted = sa.func.sum(sa.case((a.outcome.in_(_WASTED), a.cost_pusd), else_=0))
 
-    # attempts, spend and waste per (kind, tier)
+    # attempts, spend and waste per (kind, tier); shadow calls have their own line (below)
     per_tier_rows = conn.execute(
         sa.select(
             a.kind,
@@ -222,7 +223,7 @@ def stats(
             sa.func.sum(sa.case((a.outcome == "error", 1), else_=0)),
         )
         .select_from(joined)
-        .where(*where)
+        .where(*where, a.role != "shadow")
         .group_by(a.kind, a.tier)
     ).all()
 
@@ -374,6 +375,8 @@ def stats(
         "by_kind": dict(sorted(by_kind.items())),
         "by_tier": dict(sorted(by_tier.items(), key=lambda kv: (kv[1]["tier_index"], kv[0]))),
         "by_kind_tier": by_kind_tier,
+        # shadow calls: paid from the shadow budget, in none of the figures above
+        "shadow": shadow_spend(conn, since=since, until=until, kind=kind),
     }
 
 
@@ -385,10 +388,10 @@ def integrity_problems(conn: sa.Connection, *, stale_before: datetime | None = N
 
     Checks storage integrity and foreign keys (SQLite), that each finished task's cost equals
     the sum of its attempts' costs (within one pico-dollar of rounding per attempt) and its
-    attempt count the number of attempt rows, that ``escalated_from`` names an attempt of the
-    same task, that every budget counter's held amount equals its open reservations, that no
-    reservation is still held for a task that has finished, and (with *stale_before*) that no
-    task created before then is still ``running``.
+    attempt count the number of attempt rows (shadow calls are not the task's), that
+    ``escalated_from`` names an attempt of the same task, that every budget counter's held
+    amount equals its open reservations, that no reservation is still held for a task that has
+    finished, and (with *stale_before*) that no task created before then is still ``running``.
     """
     problems: list[str] = []
     if conn.dialect.name == "sqlite":
@@ -404,6 +407,7 @@ def integrity_problems(conn: sa.Connection, *, stale_before: datetime | None = N
             sa.func.count().label("n"),
             sa.func.sum(a.cost_pusd).label("cost"),
         )
+        .where(a.role != "shadow")  # shadow calls join the task's rows, not its cost or count
         .group_by(a.task_id)
         .subquery()
     )

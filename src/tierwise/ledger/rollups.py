@@ -151,13 +151,15 @@ def aggregate(
         e["tier_tasks"] += _int(row[15])
         e["tier_escalated"] += _int(row[11])
 
-    validator = a.role.in_(sorted(SIDE_ROLES))  # side calls: validators' and the judge's
+    validator = a.role.in_(sorted(SIDE_ROLES - {"shadow"}))  # validators' and the judge's
+    # Shadow calls are rolled up on lines of their own (role "shadow"), not their task's.
+    role = sa.case((a.role == "shadow", "shadow"), else_=t.role)
     attempt_rows = conn.execute(
         sa.select(
             day,
             t.kind,
             a.tier,
-            t.role,
+            role,
             sa.func.min(a.tier_index),
             sa.func.count(),
             sa.func.sum(sa.case((a.outcome == "accepted", 1), else_=0)),
@@ -171,7 +173,7 @@ def aggregate(
         )
         .select_from(attempts.join(tasks, a.task_id == t.id))
         .where(*where)
-        .group_by(day, t.kind, a.tier, t.role)
+        .group_by(day, t.kind, a.tier, role)
     ).all()
     names: tuple[str, ...] = ("attempts", "accepted", "rejected", "errors", "cost_pusd")
     names += ("wasted_pusd", "validator_attempts", "validator_cost_pusd", *_TOKENS)
@@ -234,6 +236,9 @@ def daily(
 ) -> list[dict[str, Any]]:
     """Totals per (day, kind, tier, role) from rollups and live rows, ordered by those keys.
 
+    Shadow calls are on lines of their own (role ``shadow``), with the live traffic they
+    shadowed: ``role="live"`` includes them.
+
     Money comes back as ``Decimal`` USD under ``*_usd`` names (``cost_usd``, ``wasted_usd``,
     ``task_cost_usd``, ``validator_cost_usd``).
     """
@@ -250,7 +255,8 @@ def daily(
         rolled_where.append(r.kind == kind)
         live_where.append(t.kind == kind)
     if role is not None:
-        rolled_where.append(r.role == role)
+        # the shadow calls of a role's tasks come with them, on lines of their own
+        rolled_where.append(r.role.in_((role, "shadow")) if role == "live" else r.role == role)
         live_where.append(t.role == role)
     totals = _rolled_up(conn, rolled_where)
     _merge(totals, aggregate(conn, live_where))

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ROW_OPS", "Row", "RowOp"]
 
-RowOp = Literal["task", "attempt", "finish", "settle", "release"]
-#: Every kind of row, in the order a task's rows are written.
-ROW_OPS: tuple[str, ...] = ("task", "attempt", "finish", "settle", "release")
+RowOp = Literal["task", "attempt", "finish", "settle", "release", "agreement"]
+#: Every kind of row, in the order a task's rows are written (a shadowed task's agreement
+#: verdicts come after its end).
+ROW_OPS: tuple[str, ...] = ("task", "attempt", "finish", "settle", "release", "agreement")
 
 #: Columns holding an aware UTC datetime (encoded as ISO 8601 text in JSON).
 _TIMES = frozenset({"created_at", "started_at", "recorded_at", "finished_at"})

@@ -349,6 +349,42 @@ feedback = sa.Table(
 )
 
 
+def _answer_columns(side: str) -> list[sa.Column[Any]]:
+    """One side of a compared pair: which tier, model and attempt answered, and its verdict."""
+    return [
+        sa.Column(f"{side}_tier", sa.String(64), nullable=False),
+        sa.Column(f"{side}_tier_index", sa.Integer, nullable=False),
+        sa.Column(f"{side}_model", sa.String(255), nullable=False),
+        sa.Column(f"{side}_attempt_no", sa.Integer, nullable=False),
+        sa.Column(f"{side}_role", sa.String(16), nullable=False),  # live | shadow
+        sa.Column(f"{side}_passed", sa.Boolean, nullable=False),
+    ]
+
+
+#: Shadow mode's verdicts (migration 0006): for a shadowed task, every pair of tiers that
+#: answered it, compared when the shadow answer arrived by the kind's answer format — only the
+#: verdict, never the answers, so it exists under ``store_content = false``. ``low`` is the
+#: cheaper tier. ``agree`` is NULL when neither answer had a value of the format. Rows hold no
+#: content and are kept when their task is pruned, so agreement rates outlive pruning.
+shadow_agreements = sa.Table(
+    "shadow_agreements",
+    metadata,
+    _pk(),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(128), nullable=False),
+    *_answer_columns("low"),
+    *_answer_columns("high"),
+    sa.Column("agree", sa.Boolean, nullable=True),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("similarity", sa.Float, nullable=True),
+    _ts("created_at"),
+    sa.Index(None, "kind", "created_at"),
+    sa.Index(None, "task_id"),
+    # a spooled row replayed after a crash is written once
+    sa.UniqueConstraint("task_id", "low_attempt_no", "high_attempt_no"),
+)
+
+
 def _count(name: str) -> sa.Column[Any]:
     return sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
 

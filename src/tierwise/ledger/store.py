@@ -36,6 +36,7 @@ from tierwise.ledger.migrate import migrate
 from tierwise.ledger.redact import Redactor, secret_values, storable
 from tierwise.ledger.rows import Row, RowOp
 from tierwise.ledger.schema import from_pico, policy_revisions, tasks
+from tierwise.ledger.shadow import ShadowBook
 from tierwise.ledger.sql import insert_ignore
 from tierwise.ledger.statements import WriteStatements
 
@@ -104,7 +105,7 @@ def _hour(now: datetime) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0)
 
 
-class Ledger(LedgerCore):
+class Ledger(LedgerCore, ShadowBook):
     """A durable record of tasks and attempts, budget counters and gateway keys.
 
     Build it with :func:`open_ledger`. Thread-safe (each call takes its own pooled
@@ -405,8 +406,9 @@ class Ledger(LedgerCore):
         With *replay* the rows may have been written before — a spool file replayed after a
         crash between the commit and the spool's truncation — and writing them again changes
         nothing: a task already in the ledger keeps its row (its end is written again, the
-        same), attempts are upserted by (task, attempt number), and a reservation already
-        settled or released is left as it is.
+        same), attempts are upserted by (task, attempt number), a shadow agreement verdict by
+        (task, the pair's attempt numbers) is written once, and a reservation already settled or
+        released is left as it is.
 
         Raises:
             LedgerUnavailableError: the database cannot be reached; nothing was written.
@@ -422,6 +424,8 @@ class Ledger(LedgerCore):
                     self._upsert_attempt(values)
                 elif row.op == "finish":
                     self._finish_task(values)
+                elif row.op == "agreement":
+                    self._insert_agreement(dict(values), replay=replay)
                 else:
                     self._close_row(row, replay=replay)
 

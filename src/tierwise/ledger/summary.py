@@ -11,7 +11,8 @@ A :class:`Summary` holds, per UTC hour of creation, exact integer sums (money in
 * **tiers** — attempts per (hour, kind, task role, attempt role, the tier they ran on): calls,
   outcomes, cost, waste and tokens, the tier mix;
 * **sessions** and **keys** — tasks and cost per (hour, session id) and per (hour, gateway key
-  id), replayed tasks left out (they were never spent);
+  id): the tasks' own cost, as ``explain`` shows it — shadow calls are the shadow budget's, on
+  their own line — replayed tasks left out (they were never spent);
 * **latency** — the latencies of resolved counted tasks, direct and escalated apart, sorted, per
   hour: percentiles cannot be summed, but they can be selected exactly from sorted runs
   (:func:`percentile_of`).
@@ -215,7 +216,9 @@ def _read_tasks(
         for i, position in enumerate(summed_at):
             values[position] += int(row[flags + i] or 0)
         if row[3] != "replay":  # replayed rows were never spent
-            cost = int(row[flags + len(summed_at) - len(_MONEY)] or 0)
+            # a session's or key's spend is its tasks' own: shadow calls are the shadow budget's
+            money = flags + len(summed_at) - len(_MONEY)
+            cost = int(row[money] or 0) - int(row[money + _MONEY.index("shadow_pusd")] or 0)
             session = row[7]
             if session is not None:
                 _count_in(summary.sessions, (hour, session), cost)

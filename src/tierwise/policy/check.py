@@ -75,6 +75,7 @@ class _Checker:
         self._kind_typos()
         self._unused_prices()
         self._validators()
+        self._shadow()
         self.issues.extend(self.policy.warnings)
         return sorted(self.issues, key=lambda i: (i.line or 0, i.path))
 
@@ -207,6 +208,22 @@ class _Checker:
         for model_id in self.model.prices:
             if model_id not in used:
                 self.warn(("prices", model_id), f"no tier uses model {model_id!r}")
+
+    def _shadow(self) -> None:
+        """Shadow mode with no budget of its own: its calls would have no spending limit."""
+        if self.model.budgets.shadow_day_usd is not None:
+            return
+        paths: list[KeyPath] = [
+            ("kinds", k, "shadow") for k, v in self.model.kinds.items() if v.shadow
+        ]
+        if self.model.defaults.shadow:
+            paths.insert(0, ("defaults", "shadow"))
+        if paths:
+            self.warn(
+                paths[0],
+                "shadow mode is on but [budgets] shadow_day_usd is not set: shadow calls have "
+                "no spending limit (they never count against callers' budgets)",
+            )
 
     def _validators(self) -> None:
         base = self.policy.base_dir

@@ -65,6 +65,14 @@ class KindConfig:
     budget_usd_day: Decimal | None
     max_tokens: int | None
     description: str | None = None
+    #: Share of the kind's tasks shadowed on the tiers they did not try (0: none).
+    shadow: float = 0.0
+    #: The tiers a shadowed task goes to (``None``: every tier it did not try).
+    shadow_tiers: tuple[str, ...] | None = None
+    #: How two tiers' answers are compared (``auto`` resolved: ``json`` or ``text``).
+    answer: Literal["label", "choice", "json", "number", "text"] = "text"
+    #: ``learned``: the saved learned router proposes the start tier.
+    start: Literal["routed", "learned"] = "routed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +350,40 @@ class Policy:
             budget_usd_day=s.budget_usd_day,
             max_tokens=defaults.max_tokens,
             description=s.description,
+            shadow=s.shadow if s.shadow is not None else defaults.shadow,
+            shadow_tiers=tuple(s.shadow_tiers) if s.shadow_tiers is not None else None,
+            answer=_answer_format(s.answer or defaults.answer, specs),
+            start=s.start or defaults.start,
         )
+
+    @property
+    def learned_uses(self) -> frozenset[str]:
+        """What of the saved learned models (``[learned] path``) the policy uses: ``router``
+        (a kind starts ``learned``) and ``verifier`` (a kind has a ``learned`` validator)."""
+        kinds = [*self._kinds.values(), self._default_kind]
+        uses = set()
+        if any(k.start == "learned" for k in kinds):
+            uses.add("router")
+        if any(v.type == "learned" for k in kinds for v in k.validators) or any(
+            v.type == "learned" for v in self.model.validators.values()
+        ):
+            uses.add("verifier")
+        return frozenset(uses)
+
+    @property
+    def uses_learned(self) -> bool:
+        """Whether the policy needs the saved learned models at all."""
+        return bool(self.learned_uses)
+
+
+def _answer_format(
+    answer: str, specs: list[ValidatorSpec]
+) -> Literal["label", "choice", "json", "number", "text"]:
+    """The answer format of a kind: as set, or ``json`` when a validator parses JSON."""
+    if answer == "auto":
+        return "json" if any(v.type in ("json", "json_schema") for v in specs) else "text"
+    assert answer in ("label", "choice", "json", "number", "text")
+    return answer  # type: ignore[return-value]
 
 
 def policy_revision(model: PolicyModel) -> str:

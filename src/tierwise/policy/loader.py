@@ -34,6 +34,7 @@ from tierwise.policy.locate import (
 from tierwise.policy.prices import price_issues, price_warnings
 from tierwise.policy.schema import (
     AgreementValidatorSpec,
+    LearnedValidatorSpec,
     PolicyModel,
     ValidatorRef,
 )
@@ -485,6 +486,12 @@ def reference_issues(
             elif isinstance(ref, AgreementValidatorSpec):
                 for k, tier_name in enumerate(ref.tiers):
                     check_tier((*path, j, "tiers", k), tier_name)
+            elif isinstance(ref, LearnedValidatorSpec) and model.learned.path is None:
+                error(
+                    (*path, j, "type"),
+                    "a 'learned' validator needs the saved verifier: set [learned] path to the "
+                    "file `tierwise eval --save-router FILE` wrote",
+                )
 
     check_tier(("frontier", "tier"), model.frontier.tier)
     for i, frule in enumerate(model.frontier.rules):
@@ -510,6 +517,28 @@ def reference_issues(
         check_tier(("kinds", kind, "judge_fallback"), settings.judge_fallback, doubt=True)
         if settings.validators is not None:
             check_refs(("kinds", kind, "validators"), settings.validators)
+        for j, tier_name in enumerate(settings.shadow_tiers or ()):
+            check_tier(("kinds", kind, "shadow_tiers", j), tier_name)
+        if settings.start == "learned" and model.learned.path is None:
+            error(
+                ("kinds", kind, "start"),
+                "start = 'learned' needs the saved router: set [learned] path to the file "
+                "`tierwise eval --save-router FILE` wrote",
+            )
+    if model.defaults.start == "learned" and model.learned.path is None:
+        error(
+            ("defaults", "start"),
+            "start = 'learned' needs the saved router: set [learned] path to the file "
+            "`tierwise eval --save-router FILE` wrote",
+        )
+    if model.learned.path is None:
+        for name, spec in model.validators.items():
+            if isinstance(spec, LearnedValidatorSpec):
+                error(
+                    ("validators", name, "type"),
+                    "a 'learned' validator needs the saved verifier: set [learned] path to the "
+                    "file `tierwise eval --save-router FILE` wrote",
+                )
     for name, spec in model.validators.items():
         if isinstance(spec, AgreementValidatorSpec):
             for j, tier_name in enumerate(spec.tiers):

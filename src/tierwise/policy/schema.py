@@ -190,6 +190,12 @@ class AgreementValidatorSpec(_Strict):
     normalise: Literal["exact", "lower", "choice", "number", "json"] = "lower"
 
 
+class LearnedValidatorSpec(_Strict):
+    """The response verifier saved by ``tierwise eval --save-router`` (``[learned] path``)."""
+
+    type: Literal["learned"]
+
+
 ValidatorSpec = Annotated[
     JsonValidatorSpec
     | JsonSchemaValidatorSpec
@@ -199,7 +205,8 @@ ValidatorSpec = Annotated[
     | NotRefusalValidatorSpec
     | NotTruncatedValidatorSpec
     | CommandValidatorSpec
-    | AgreementValidatorSpec,
+    | AgreementValidatorSpec
+    | LearnedValidatorSpec,
     Field(discriminator="type"),
 ]
 
@@ -213,6 +220,7 @@ VALIDATOR_TYPES: tuple[str, ...] = (
     "not_truncated",
     "command",
     "agreement",
+    "learned",
 )
 
 #: A kind lists validators by name (defined under ``[validators.NAME]``) or inline.
@@ -261,6 +269,13 @@ class Frontier(_Strict):
 
 
 Doubt = str  # "cheap" | "up" | "judge" | a tier name; checked by the loader against the ladder
+#: How two tiers' answers to a kind are compared in shadow mode: ``label`` and ``choice`` exactly
+#: after normalisation, ``json`` as parsed JSON, ``number`` by the final number, ``text`` by
+#: token-set overlap (``[shadow] similarity``); ``auto`` reads ``json`` for a kind with a
+#: ``json``/``json_schema`` validator and ``text`` otherwise.
+AnswerFormat = Literal["auto", "label", "choice", "json", "number", "text"]
+#: Where a kind's tasks start: where the rules put them, or where the saved learned router says.
+Start = Literal["routed", "learned"]
 
 
 class KindSettings(_Strict):
@@ -274,6 +289,12 @@ class KindSettings(_Strict):
     stream: Literal["buffer", "passthrough"] | None = None
     budget_usd_day: Decimal | None = Field(default=None, gt=0)
     description: str | None = None
+    #: Share of the kind's tasks also sent to the tiers they did not try (shadow mode).
+    shadow: float | None = Field(default=None, ge=0, le=1)
+    #: The tiers a shadowed task is sent to (default: every tier it did not try).
+    shadow_tiers: list[str] | None = None
+    answer: AnswerFormat | None = None
+    start: Start | None = None
 
 
 class Defaults(_Strict):
@@ -285,6 +306,9 @@ class Defaults(_Strict):
     validators: list[ValidatorRef] = Field(default_factory=list)
     stream: Literal["buffer", "passthrough"] = "buffer"
     max_tokens: int = Field(default=1024, gt=0)
+    shadow: float = Field(default=0.0, ge=0, le=1)
+    answer: AnswerFormat = "auto"
+    start: Start = "routed"
 
 
 class Budgets(_Strict):
@@ -302,6 +326,8 @@ class Budgets(_Strict):
     session_usd: Decimal | None = Field(default=None, gt=0)
     kind_day_usd: Decimal | None = Field(default=None, gt=0)
     climb: Literal["per_attempt", "reserve_ladder", "fit"] = "per_attempt"
+    #: Shadow calls per UTC day, their own scope (never the caller's key, kind or session).
+    shadow_day_usd: Decimal | None = Field(default=None, gt=0)
 
 
 class Fleet(_Strict):
@@ -363,6 +389,23 @@ class PlanSettings(_Strict):
     prompt_failure_rates: bool = False
 
 
+class ShadowSettings(_Strict):
+    """Shadow mode: a share of a kind's tasks (``[kinds.X] shadow``) is also sent, after the
+    caller has its answer, to the tiers it did not try, to measure agreement between tiers."""
+
+    #: Token-set overlap (Jaccard) at or above which two free-text answers agree.
+    similarity: float = Field(default=0.6, gt=0, le=1)
+    #: Shadow runs a gateway process keeps in flight; more are skipped (and counted).
+    max_in_flight: int = Field(default=4, ge=1, le=256)
+
+
+class LearnedSettings(_Strict):
+    """The router and response verifier saved by ``tierwise eval --save-router``, used live by
+    ``[kinds.X] start = "learned"`` and validators of type ``learned``."""
+
+    path: str | None = None  # relative to the policy file
+
+
 class PolicyModel(_Strict):
     """The whole policy file."""
 
@@ -381,3 +424,5 @@ class PolicyModel(_Strict):
     passthrough: Passthrough = Field(default_factory=Passthrough)
     judge: Judge = Field(default_factory=Judge)
     plan: PlanSettings = Field(default_factory=PlanSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    learned: LearnedSettings = Field(default_factory=LearnedSettings)

@@ -91,6 +91,8 @@ def explain_task(ledger: Ledger, task_id: str) -> dict[str, Any]:
         key = next((k.name for k in ledger.list_api_keys(include_revoked=True)
                     if k.id == task["key_id"]), None)  # fmt: skip
     decision = dict(task["decision"])
+    own = [a for a in attempts if a["role"] != "shadow"]
+    shadow = [a for a in attempts if a["role"] == "shadow"]
     return {
         "task_id": full,
         "kind": task["kind"],
@@ -113,11 +115,14 @@ def explain_task(ledger: Ledger, task_id: str) -> dict[str, Any]:
         },
         "decision": decision,
         "attempts": attempts,
-        "attempts_cost_usd": sum((a["cost_usd"] for a in attempts), Decimal(0)),
+        # shadow calls are the shadow budget's: not the task's cost, on a line of their own
+        "attempts_cost_usd": sum((a["cost_usd"] for a in own), Decimal(0)),
         "wasted_usd": sum(
-            (a["cost_usd"] for a in attempts if a["outcome"] in ("rejected", "error", "partial")),
+            (a["cost_usd"] for a in own if a["outcome"] in ("rejected", "error", "partial")),
             Decimal(0),
         ),
+        "shadow_cost_usd": sum((a["cost_usd"] for a in shadow), Decimal(0)),
+        "agreements": ledger.agreements_of(full),
         "handoffs": handoffs,
         "feedback": _feedback(ledger, full),
     }
@@ -203,6 +208,18 @@ def render_explanation(data: dict[str, Any]) -> str:
         f"  total ${data['attempts_cost_usd']}, of which ${data['wasted_usd']} on attempts "
         "that were thrown away"
     )
+    if data["shadow_cost_usd"] or data["agreements"]:
+        lines.append(
+            f"  shadow calls ${data['shadow_cost_usd']} (the shadow budget's, not the task's)"
+        )
+        for p in data["agreements"]:
+            said = {True: "agree", False: "differ", None: "nothing to compare"}[p["agree"]]
+            passed = "/".join(
+                "pass" if ok else "fail" for ok in (p["low_passed"], p["high_passed"])
+            )
+            lines.append(
+                f"      {p['low_tier']} vs {p['high_tier']}: {said} ({p['method']}; {passed})"
+            )
     if data["handoffs"]:
         lines.append("")
         lines.append("passed up on each climb")

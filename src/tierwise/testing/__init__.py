@@ -69,6 +69,7 @@ TOML scripts (``python -m tierwise.testing --port 8700 --script FILE.toml`` serv
 
 from __future__ import annotations
 
+from tierwise.testing.arrival import TimedReply, timed_post
 from tierwise.testing.clock import FakeClock
 from tierwise.testing.policies import TEST_KEY_ENV, upstream_policy, upstream_policy_text
 from tierwise.testing.script import (
@@ -104,6 +105,7 @@ __all__ = [
     "Reply",
     "Script",
     "TLSFiles",
+    "TimedReply",
     "ToolCall",
     "When",
     "count_tokens",
@@ -114,6 +116,7 @@ __all__ = [
     "output_tokens",
     "parse_script",
     "request_texts",
+    "timed_post",
     "upstream_policy",
     "upstream_policy_text",
 ]

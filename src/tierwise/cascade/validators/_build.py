@@ -28,6 +28,7 @@ from tierwise.policy.schema import (
     ConfidenceValidatorSpec,
     JsonSchemaValidatorSpec,
     JsonValidatorSpec,
+    LearnedValidatorSpec,
     NotRefusalValidatorSpec,
     NotTruncatedValidatorSpec,
     PythonValidatorSpec,
@@ -108,4 +109,10 @@ def build_validator(
         )
     if isinstance(spec, AgreementValidatorSpec):
         return AgreementValidator(label, spec.tiers, spec.normalise)
+    if isinstance(spec, LearnedValidatorSpec):
+        raise _error(
+            where,
+            "a 'learned' validator is the saved response verifier: the cascade builds it from "
+            "[learned] path (Cascade(policy, learned=tierwise.evaluation.load_learned(policy)))",
+        )
     raise _error(where, f"unknown validator type {getattr(spec, 'type', spec)!r}")

@@ -6,6 +6,10 @@ One JSON object per line::
      "results": {"claude-haiku-4-5": {"score": 1, "response": "...", "cost_usd": "0.00031",
                                       "input_tokens": 812, "output_tokens": 95}}}
 
+A record may also carry ``served`` (what the live policy did: the tiers it tried, the tier and
+model it answered with, that answer's score and the task's cost), which ``tierwise eval``
+reports as the strategy "current policy (as served)".
+
 An optional first line ``{"tierwise_eval": 1, ...}`` names the set and may give ``ladder``
 (``{"cheap": MODEL, ...}`` bottom first), ``formats`` (kind → ``choice``/``code``/``number``/
 ``text``) and ``pass_threshold``. :func:`dump_rows` writes the format (``tierwise ledger
@@ -20,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from tierwise.evaluation.dataset import Dataset, DatasetError, Ladder, ModelResult, Row
+from tierwise.evaluation.dataset import Dataset, DatasetError, Ladder, ModelResult, Row, Served
 from tierwise.evaluation.loaders._util import (
     decimal_or_none,
     estimate_tokens,
@@ -129,6 +133,29 @@ def _row(rec: dict[str, Any], file_split: str, where: str) -> Row:
         results=out,
         split=str(rec.get("split") or file_split),
         source=str(rec.get("source") or ""),
+        served=_served(rec.get("served"), where),
+    )
+
+
+def _served(spec: object, where: str) -> Served | None:
+    """The optional ``served`` object: what the live policy did (``tierwise ledger export``)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not isinstance(spec.get("score"), int | float):
+        raise DatasetError(f"{where}: 'served' needs an object with a numeric 'score'")
+    score = float(spec["score"])
+    if not 0 <= score <= 1:
+        raise DatasetError(f"{where}: served.score is {score}; expected 0..1")
+    tiers = spec.get("tiers") or []
+    if not isinstance(tiers, list):
+        raise DatasetError(f"{where}: served.tiers must be a list of tier names")
+    tier, model = spec.get("tier"), spec.get("model")
+    return Served(
+        tier=None if tier is None else str(tier),
+        model=None if model is None else str(model),
+        score=score,
+        cost_usd=decimal_or_none(spec.get("cost_usd")),
+        tiers=tuple(str(t) for t in tiers),
     )
 
 
@@ -177,6 +204,15 @@ def row_to_json(row: Row) -> dict[str, Any]:
     if row.source:
         rec["source"] = row.source
     rec["results"] = results
+    if row.served is not None:
+        served = row.served
+        rec["served"] = {
+            "tier": served.tier,
+            "model": served.model,
+            "score": served.score,
+            "tiers": list(served.tiers),
+            **({} if served.cost_usd is None else {"cost_usd": _plain(served.cost_usd)}),
+        }
     return rec
 
 

@@ -1,11 +1,10 @@
 """Report facts: the kept hourly summary of finished tasks that ``tierwise report`` reads.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2027-01-10
 
-Self-contained (five new tables and their indexes, nothing else changed), so it can be
-re-chained when other migrations land beside it (0006 is taken by another change). The tables
+Self-contained (five new tables and their indexes, nothing else changed). The tables
 are a cache of what the rows say: dropping them loses nothing, the next report rebuilds them.
 """
 
@@ -15,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
