@@ -14,7 +14,9 @@ kept hourly summary (:mod:`tierwise.ledger.summary_store`), which is exactly wha
 
 *Sessions* are the ``session_id`` a task carries — ``Task(session=...)`` in the library, the
 ``x-tierwise-session`` header at the gateway; average cost per session is the spend of tasks
-that carry one ÷ the distinct sessions among them (tasks without a session are counted beside).
+that carry one ÷ the distinct sessions among them. A session's and a gateway key's spend is
+their tasks' own, as ``tierwise explain`` shows it: shadow calls are the shadow budget's and
+stay on their own line.
 
 The **routing efficiency ratio** is the share of resolved counted tasks (live traffic on the
 ladder, accepted or failed on every tier) that were accepted on their first attempt and that
