@@ -22,6 +22,8 @@ _COMMAND_MODULES = (
     "serve",
     "keys",
     "explain",
+    "report",
+    "advise",
     "eval",
     "plan",
     "learn",
