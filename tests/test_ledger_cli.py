@@ -72,6 +72,27 @@ def test_stats_table_has_a_row_per_kind_and_tier(filled: str) -> None:
     assert "50.0%" in out and "$0.220000" in out
 
 
+def test_stats_table_counts_tasks_that_failed_on_every_tier(ledger_url: str) -> None:
+    with open_ledger(ledger_url) as book:
+        record_task(book, kind="extract", outcomes=["rejected", "rejected", "rejected"])
+        record_task(book, kind="extract", outcomes=["accepted"])
+        record_task(book, kind="classify", outcomes=["accepted"])
+    wide = CliRunner().invoke(
+        build_app(), ["ledger", "stats", "--ledger", ledger_url], env={"COLUMNS": "160"}
+    )
+    code, out = wide.exit_code, wide.stdout
+    assert code == 0
+    header = next(line for line in out.splitlines() if "exhausted" in line)
+    column = header.index("exhausted") + len("exhausted")  # right-aligned under its header
+
+    def cell(line: str) -> str:
+        return line[:column].split()[-1]
+
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    assert cell(rows["extract"]) == "1" and cell(rows["classify"]) == "0"
+    assert cell(rows["all"]) == "1"
+
+
 def test_stats_since_a_future_time_is_empty(filled: str) -> None:
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     code, _, err = invoke("ledger", "stats", "-l", str(filled), "--since", tomorrow)

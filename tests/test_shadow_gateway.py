@@ -41,6 +41,11 @@ KIND = """
 doubt = "cheap"
 validators = [{ type = "json" }]
 shadow = 1.0
+
+# Every task is to be shadowed: on a loaded machine a shadow run can outlast the next request,
+# and the default limit of 4 runs at once would skip some as busy (tested on its own elsewhere).
+[shadow]
+max_in_flight = 256
 """
 
 

@@ -24,6 +24,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -329,7 +330,7 @@ class DemoReport:
     red_line: float
     kinds: dict[str, KindSummary]
     reasons: Counter[tuple[str, str, str]]
-    ledger_path: Path
+    ledger_path: Path | str
     results: list[CascadeResult]
 
     @property
@@ -392,15 +393,17 @@ def escalated_by_definition(trail: Sequence[AttemptRecord], result: CascadeResul
 def run_demo(
     policy: Policy,
     tasks: Iterable[Task],
-    ledger_path: Path,
+    ledger_path: Path | str,
     *,
     progress: Callable[[int], None] | None = None,
+    now: Callable[[], datetime] | None = None,
 ) -> DemoReport:
     """Run *tasks* through the cascade on simulated models, then again on the strongest tier.
 
-    The tierwise run is recorded in the SQLite ledger at *ledger_path*; the strongest-tier run
-    is only for comparison and is kept in memory. ``progress(n)`` is called after each task of
-    either run (2 × len(tasks) calls in all).
+    The tierwise run is recorded in the ledger at *ledger_path* (a SQLite file, or any ledger
+    URL), its timestamps from *now* when given (a fake clock: a run "a week later"); the
+    strongest-tier run is only for comparison and is kept in memory. ``progress(n)`` is called
+    after each task of either run (2 × len(tasks) calls in all).
     """
     from tierwise.cascade import Cascade
     from tierwise.errors import EscalationExhaustedError
@@ -417,7 +420,11 @@ def run_demo(
     attempts = escalated = failed = 0
     with FakeUpstream(demo_scripts(policy), default=None) as upstream:
         local = served_by(policy, upstream, api_key_env="TIERWISE_DEMO_KEY")
-        with open_ledger(ledger_path) as ledger, Cascade(local, ledger=ledger, env=env) as cascade:
+        stamp = now or (lambda: datetime.now(UTC))
+        with (
+            open_ledger(ledger_path, now=now) as ledger,
+            Cascade(local, ledger=ledger, env=env, now=stamp) as cascade,
+        ):
             for task in batch:
                 summary = kinds.setdefault(task.kind, KindSummary())
                 summary.tasks += 1

@@ -23,6 +23,8 @@ _COMMAND_MODULES = (
     "dashboard",
     "keys",
     "explain",
+    "report",
+    "advise",
     "eval",
     "plan",
     "learn",

@@ -51,7 +51,7 @@ def _pct(share: Decimal, places: int | None = None) -> str:
     return f"{value.normalize():f}%"
 
 
-def _number(text: str, option: str, *, integral: bool = False) -> Decimal:
+def parse_number(text: str, option: str, *, integral: bool = False) -> Decimal:
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
@@ -226,15 +226,15 @@ def register(app: typer.Typer) -> None:
                 mixes.append(parse_mix(text))
             except ValueError as exc:
                 fail(str(exc))
-        share = _number(cache_read_share, "--cache-read-share")
+        share = parse_number(cache_read_share, "--cache-read-share")
         if share > 1:
             fail(f"bad --cache-read-share {cache_read_share!r}: expected a share between 0 and 1")
         workload = Workload(
-            tasks_per_day=_number(tasks_per_day, "--tasks-per-day"),
+            tasks_per_day=parse_number(tasks_per_day, "--tasks-per-day"),
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cache_read_share=share,
-            days_per_month=_number(days_per_month, "--days-per-month"),
+            days_per_month=parse_number(days_per_month, "--days-per-month"),
             batch=batch,
         )
         tiers = resolve_tiers(

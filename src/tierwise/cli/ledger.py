@@ -202,6 +202,12 @@ def register(app: typer.Typer) -> None:
         table.add_column("tasks", justify="right", footer=str(data["tasks"]))
         table.add_column("attempts", justify="right", footer=str(data["attempts"]))
         table.add_column("escal.", justify="right", footer=_pct(data["escalation_rate"]))
+        # tasks that failed on every tier: part of the escalation rate, and worth seeing apart
+        table.add_column(
+            "exhausted",
+            justify="right",
+            footer=str(data["outcomes"].get("exhausted", 0)),
+        )
         for col, key in (("spend", "spend_usd"), ("wasted", "wasted_usd")):
             table.add_column(col, justify="right", no_wrap=True, footer=_usd(data[key]))
         table.add_column(
@@ -217,6 +223,7 @@ def register(app: typer.Typer) -> None:
                 str(entry["tasks"]),
                 str(entry["attempts"]),
                 _pct(entry["escalation_rate"]),
+                str(entry["outcomes"].get("exhausted", 0)),
                 _usd(entry["spend_usd"]),
                 _usd(entry["wasted_usd"]),
                 _seconds(entry["latency_p50_s"]),
@@ -229,6 +236,7 @@ def register(app: typer.Typer) -> None:
                     str(row["tasks"]),
                     str(row["attempts"]),
                     _pct(row["escalation_rate"]),
+                    "",
                     _usd(row["spend_usd"]),
                     _usd(row["wasted_usd"]),
                     "",

@@ -122,7 +122,15 @@ def load_report(
         ValueError: an empty window.
         LedgerError: the ledger could not be read.
     """
-    raise NotImplementedError("the weekly report (issue 14) has not landed yet")
+    from tierwise.reports.html import day_chart, escalation_chart, mix_chart
+    from tierwise.reports.weekly import weekly_report
+
+    report = weekly_report(ledger, policy, since=since, until=until)
+    charts = Charts(
+        days=day_chart(report), tier_mix=mix_chart(report), escalation=escalation_chart(report)
+    )
+    changes = {p.id: dict(p.change) for p in report.proposals}
+    return Loaded(report.as_dict(), charts, changes)
 
 
 def apply_proposal(ledger: Ledger, policy: Policy, proposal_id: int, actor: str) -> PolicyChange:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from tierwise.ledger.plans import PlannedSubtask, SubtaskEnd
+    from tierwise.ledger.summary_store import SummaryProgress, WindowSummary
 
 
 def _utcnow() -> datetime:
@@ -349,6 +350,37 @@ class LedgerCore:
         """
         with self._read() as conn:
             return _rollups.daily(conn, since=since, until=until, kind=kind, role=role)
+
+    def report_summary(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        now: datetime | None = None,
+        keep: bool = True,
+        from_rows: bool = False,
+        progress: SummaryProgress | None = None,
+    ) -> WindowSummary:
+        """The summed facts of the tasks created in [since, until), for reports.
+
+        Ended hours come from the kept summary, summarised first when they are not kept yet
+        (*keep*; a ledger that cannot be written falls back to the rows); the window's partial
+        edges, the hour still going on and tasks still running come from the rows. *now*
+        (default: the ledger's clock) says which hours have ended; *from_rows* ignores the kept
+        summary. See :mod:`tierwise.ledger.summary_store`.
+        """
+        from tierwise.ledger.summary_store import window_summary
+
+        return window_summary(
+            self._read,
+            self._write,
+            since,
+            until,
+            now=now or self._now(),
+            keep=keep,
+            from_rows=from_rows,
+            progress=progress,
+        )
 
     # -- feedback ------------------------------------------------------------------------------
 

@@ -252,7 +252,7 @@ api_keys = sa.Table(
     sa.Index(None, "prefix"),
 )
 
-#: A signed-in dashboard session (migration 0009): the browser holds a random secret in an
+#: A signed-in dashboard session (migration 0008): the browser holds a random secret in an
 #: HttpOnly cookie; only its SHA-256 is kept here, with the admin key that signed in (its id,
 #: never the key). A session ends at ``expires_at``, when signed out (the row is deleted) or when
 #: its key is revoked. Kept in the ledger so every gateway worker and replica accepts it.
@@ -447,4 +447,128 @@ daily_rollups = sa.Table(
     _count("tier_tasks"),
     _count("tier_escalated"),
     sa.Index(None, "day", "kind"),
+)
+
+
+# -- the kept summary the weekly report reads (tierwise.ledger.summary) ----------------------------
+#
+# One UTC hour at a time, of the tasks *created* in it that had finished when it was summarised:
+# exact integer sums (pico-USD money) per group, so that a week's report adds up a few thousand
+# rows instead of classifying a million attempts. Rows are additive (readers SUM). An hour is
+# summarised once it has ended; ``report_hours`` says which are, how many tasks they held then
+# (a later count that differs — rows replayed from a gateway's spool — makes the hour stale),
+# which of them were still running (computed from the rows at every read) and the latencies the
+# percentiles need, sorted, as little-endian float64 arrays.
+
+#: The summed columns of ``report_facts``, in the order :mod:`tierwise.ledger.summary` keeps them.
+REPORT_FACT_SUMS: tuple[str, ...] = (
+    "tasks",
+    "accepted",
+    "exhausted",
+    "budget",
+    "error",
+    "running",
+    "resolved",
+    "escalated",
+    "direct",
+    "first_try",
+    "checked",
+    "fallbacks",
+    "attempts",
+    "own_attempts",
+    "validator_attempts",
+    "cost_pusd",
+    "wasted_pusd",
+    "validator_pusd",
+    "probe_pusd",
+    "shadow_pusd",
+    # a task's own work, for estimates: the input buckets of its first own attempt and the
+    # output of its accepted one (else of that first attempt)
+    "work_input_tokens",
+    "work_cache_write_5m_tokens",
+    "work_cache_write_1h_tokens",
+    "work_cache_read_tokens",
+    "work_output_tokens",
+)
+#: The summed columns of ``report_tiers``.
+REPORT_TIER_SUMS: tuple[str, ...] = (
+    "calls",
+    "accepted",
+    "rejected",
+    "errors",
+    "cost_pusd",
+    "wasted_pusd",
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+)
+
+report_hours = sa.Table(
+    "report_hours",
+    metadata,
+    sa.Column("hour", UTCDateTime(), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    _count("tasks"),
+    sa.Column("pending_json", sa.Text, nullable=False),
+    _count("direct_n"),
+    sa.Column("direct_latency", sa.LargeBinary, nullable=False),
+    _count("escalated_n"),
+    sa.Column("escalated_latency", sa.LargeBinary, nullable=False),
+    _ts("summarised_at"),
+)
+
+#: Tasks per (hour, kind, task role, starting tier), classified by
+#: :func:`tierwise.ledger.escalation.task_facts`.
+report_facts = sa.Table(
+    "report_facts",
+    metadata,
+    _pk(),
+    _ts("hour"),
+    sa.Column("kind", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("start_tier", sa.String(64), nullable=False),
+    sa.Column("start_index", sa.Integer, nullable=False),
+    *(_count(name) for name in REPORT_FACT_SUMS),
+    sa.Index(None, "hour"),
+)
+
+#: Attempts per (hour, kind, task role, attempt role, the tier they ran on).
+report_tiers = sa.Table(
+    "report_tiers",
+    metadata,
+    _pk(),
+    _ts("hour"),
+    sa.Column("kind", sa.String(128), nullable=False),
+    sa.Column("task_role", sa.String(16), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("tier_index", sa.Integer, nullable=False),
+    *(_count(name) for name in REPORT_TIER_SUMS),
+    sa.Index(None, "hour"),
+)
+
+#: Tasks and their cost per (hour, session), replayed tasks left out.
+report_sessions = sa.Table(
+    "report_sessions",
+    metadata,
+    _pk(),
+    _ts("hour"),
+    sa.Column("session_id", sa.String(255), nullable=False),
+    _count("tasks"),
+    _count("cost_pusd"),
+    sa.Index(None, "hour"),
+)
+
+#: Tasks and their cost per (hour, gateway key id; empty without a key), replayed tasks left out.
+report_keys = sa.Table(
+    "report_keys",
+    metadata,
+    _pk(),
+    _ts("hour"),
+    sa.Column("key_id", sa.Integer, nullable=True),
+    _count("tasks"),
+    _count("cost_pusd"),
+    sa.Index(None, "hour"),
 )

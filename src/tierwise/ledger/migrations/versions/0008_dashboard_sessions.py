@@ -1,7 +1,7 @@
 """Dashboard sessions: a signed-in admin's browser session, kept as a hash of its secret.
 
-Revision ID: 0009
-Revises: 0006 (0007 report facts and 0008 learning are being merged beside it; re-chained then)
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-05
 
 Self-contained (one table and its index), so it can be renumbered or re-chained.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
