@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from typer.testing import CliRunner
@@ -195,7 +196,9 @@ def _shown(text: str, value: Any) -> bool:
     if isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT.*", value):
         return text == f"{datetime.fromisoformat(value):%Y-%m-%d %H:%M}"
     if isinstance(value, str) and not re.fullmatch(r"-?\d+(\.\d+)?", value):
-        return text == value  # a name: kind, tier, model, key, session, day
+        return text == value.strip()  # a name (kind, tier, model, key, session, day) or text
+    if isinstance(value, list):
+        return text == ", ".join(str(v) for v in value)
     text = text.replace(",", "")
     if isinstance(value, bool | int):
         return text == str(value)
@@ -208,6 +211,8 @@ def _shown(text: str, value: Any) -> bool:
         return abs(Decimal(m.group(1)) - Decimal(str(value)) * 100) <= Decimal(5) / 10 ** (
             places + 1
         )
+    if isinstance(value, float) and re.fullmatch(r"-?[\d.]+(e[-+]\d+)?", text):
+        return abs(float(text) - value) <= abs(value) * 5e-4  # four significant digits
     if m := re.fullmatch(r"(\d+) ms", text):
         return abs(int(m.group(1)) - float(value) * 1000) <= 0.5
     if m := re.fullmatch(r"(\d+\.\d\d) s", text):
@@ -228,7 +233,7 @@ def test_every_figure_on_the_page_is_the_one_report_json_gives(
 ) -> None:
     server, ledger, policy, _ = demo
     since, until = _window()
-    browser.get(f"{server.base_url}/dashboard?since={since}&until={until}")
+    browser.get(f"{server.base_url}/dashboard?{urlencode({'since': since, 'until': until})}")
     data = _report_json(ledger, policy, since, until)
     history = _history(ledger, policy)
     figures = _figures(browser)
@@ -297,9 +302,17 @@ def test_the_page_asks_nothing_of_any_origin_but_the_gateway(
 
 
 def _click(driver: Any, testid: str) -> None:
+    """Click a button that submits a form, and wait until the page it leads to has loaded."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
 
+    page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]').click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
 
 
 def _text_of(driver: Any, testid: str) -> str:

@@ -79,7 +79,7 @@ _HEADERS = {
     ),
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",  # "no-referrer" would make a form's Origin "null"
     "cache-control": "no-store",
 }
 
@@ -176,13 +176,15 @@ def _cookie(secret: str, max_age: int, secure: bool) -> str:
 
 
 def _same_site(request: Request) -> bool:
-    """Whether a POST came from this dashboard's own pages (what a browser says about it)."""
+    """Whether a POST came from this dashboard's own pages, as the browser tells it: by
+    ``Sec-Fetch-Site`` (which no page can set), else by ``Origin``. A client that sends
+    neither is no browser; the session's CSRF token still decides for it."""
     fetched = request.headers.get("sec-fetch-site")
-    if fetched is not None and fetched not in ("same-origin", "none"):
-        return False
+    if fetched is not None:
+        return fetched in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None:
-        return True  # not a browser, or an old one: the CSRF token still decides
+        return True
     return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 

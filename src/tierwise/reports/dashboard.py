@@ -16,6 +16,7 @@ names, key names, session ids, proposal reasons) is escaped.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,6 +26,9 @@ from typing import Any
 from tierwise.reports.render import money, pct, seconds
 
 __all__ = ["Charts", "Viewer", "Window", "render_dashboard", "render_message", "render_sign_in"]
+
+#: A timestamp as the report and the learner write them (shown to the minute).
+_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d)?")
 
 #: Where the dashboard is served; its forms post below it.
 DASHBOARD_PATH = "/dashboard"
@@ -407,10 +411,19 @@ def _evidence(change: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
         here = f"{path}.{key}"
         if isinstance(value, Mapping):
             out += [(f"{key}.{label}", fig) for label, fig in _evidence(value, here)]
+        elif isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+            for i, item in enumerate(value):
+                out += [
+                    (f"{key}.{i}.{label}", fig) for label, fig in _evidence(item, f"{here}.{i}")
+                ]
         elif isinstance(value, list):
             out.append((str(key), _fig(here, value, ", ".join(str(v) for v in value))))
+        elif isinstance(value, str) and _ISO.fullmatch(value):
+            out.append((str(key), _time(change, str(key), here)))
         elif isinstance(value, str) and "\n" in value:  # a TOML patch: keep its lines
             out.append((str(key), f"<pre>{_fig(here, value, value)}</pre>"))
+        elif isinstance(value, float):  # a rate or a duration: four significant digits
+            out.append((str(key), _fig(here, value, f"{value:.4g}")))
         else:
             out.append((str(key), _fig(here, value, "-" if value is None else str(value))))
     return out
