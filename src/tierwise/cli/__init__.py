@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "run",
     "ledger",
     "serve",
+    "dashboard",
     "keys",
     "explain",
     "report",

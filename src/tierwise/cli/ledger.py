@@ -3,13 +3,15 @@ migrations, pruning into daily rollups."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import typer
 
+from tierwise.analytics.when import is_age
+from tierwise.analytics.when import parse_age as parse_age  # re-exported: other commands
+from tierwise.analytics.when import parse_when as parse_when  # import them from here
 from tierwise.cli._common import (
     EXIT_INVALID,
     JsonOption,
@@ -26,41 +28,7 @@ LEDGER_HELP = "Ledger URL or path. Default: $TIERWISE_LEDGER, else ./tierwise-le
 LedgerOption = typer.Option(None, "--ledger", "-l", help=LEDGER_HELP, show_default=False)
 SINCE_HELP = "Only what started at or after this: a date/time (2025-06-01) or an age (7d, 12h)."
 
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _ROLES = ("live", "probe", "shadow", "replay", "all")
-
-
-def parse_when(text: str, *, now: datetime | None = None) -> datetime:
-    """An aware UTC datetime from an ISO date/time or an age like ``7d`` (``s m h d w``).
-
-    Raises:
-        ValueError: neither form matches.
-    """
-    match = _AGE.match(text)
-    if match:
-        amount, unit = float(match.group(1)), match.group(2).lower()
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"expected a date (2025-06-01), a date-time (2025-06-01T12:00) or an age "
-            f"(7d, 12h, 30m), got {text!r}"
-        ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
-def parse_age(text: str) -> timedelta:
-    """A duration from an age like ``14d``, ``12h``, ``2w`` (``s m h d w``).
-
-    Raises:
-        ValueError: not an age, or zero.
-    """
-    match = _AGE.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"expected an age like 14d, 12h or 2w, got {text!r}")
-    return timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
 
 
 def _when_or_exit(text: str | None, flag: str) -> datetime | None:
@@ -92,7 +60,7 @@ def parse_day(text: str, *, now: datetime | None = None) -> date:
     Raises:
         ValueError: neither form matches, or a time of day was given.
     """
-    if _AGE.match(text):
+    if is_age(text):
         return parse_when(text, now=now).date()
     try:
         return date.fromisoformat(text.strip())

@@ -14,6 +14,8 @@ Endpoints:
   undo a change or lift an override (admin key; see :mod:`tierwise.gateway.learning`). Every
   worker follows the policy changes in force in the ledger within ``changes_poll_s``.
 * ``POST /v1/tierwise/feedback`` — flag a task's output (see :mod:`tierwise.gateway.feedback`).
+* ``/dashboard`` — the weekly report as a page, admin sign-in and applying learning proposals
+  (see :mod:`tierwise.gateway.dashboard`).
 
 Status codes, in the caller's error shape: 400 malformed JSON / wrong types / missing fields /
 bad ``x-tierwise-*`` headers (the message names the field); 401 missing or wrong key; 404
@@ -54,6 +56,7 @@ from starlette.routing import Route
 from tierwise.errors import LedgerError
 from tierwise.gateway.call import Call
 from tierwise.gateway.config import GatewayConfig
+from tierwise.gateway.dashboard import DashboardContext, dashboard_routes
 from tierwise.gateway.dialects import Dialect, RequestError, error_body
 from tierwise.gateway.logs import RequestLog
 from tierwise.gateway.schema import parse_request
@@ -279,8 +282,21 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
 
         return await handle_learn(service(), request, "learn/revert")
 
+    def dashboard() -> DashboardContext:
+        from tierwise.gateway.learning import follow_once
+
+        svc = service()
+        return DashboardContext(
+            svc.ledger,
+            lambda: svc.routing.policy,
+            svc.keys,
+            svc.loopback,
+            changed=lambda: follow_once(svc.ledger, svc.cascade),
+        )
+
     return Starlette(
         routes=[
+            *dashboard_routes(dashboard),
             Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/chat/completions", chat, methods=["POST"]),

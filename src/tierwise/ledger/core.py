@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -27,6 +27,7 @@ from tierwise.ledger import keys as _keys
 from tierwise.ledger import plans as _plans
 from tierwise.ledger import queries as _queries
 from tierwise.ledger import rollups as _rollups
+from tierwise.ledger import sessions as _sessions
 from tierwise.ledger.engine import READ_OPTION, LedgerSettings, display_url, reason, unavailable
 from tierwise.ledger.feedback import Feedback
 from tierwise.ledger.keys import ApiKey
@@ -464,6 +465,25 @@ class LedgerCore:
         """Revoke the active key called *name*; ``False`` when there is none."""
         with self._write() as tx:
             return _keys.revoke(tx.conn, name, self._now())
+
+    def open_dashboard_session(self, key: ApiKey, ttl: timedelta) -> str:
+        """Open a dashboard session for an active admin *key*; returns its secret (the cookie).
+
+        Raises:
+            ValueError: the key is not an active admin key, or *ttl* is not positive.
+        """
+        with self._write() as tx:
+            return _sessions.open_session(tx.conn, key, self._now(), ttl)
+
+    def dashboard_session(self, secret: str) -> ApiKey | None:
+        """The admin key of the live dashboard session *secret*, else ``None``."""
+        with self._read() as conn:
+            return _sessions.lookup(conn, secret, self._now())
+
+    def close_dashboard_session(self, secret: str) -> bool:
+        """Sign a dashboard session out; ``False`` when there was none."""
+        with self._write() as tx:
+            return _sessions.close(tx.conn, secret)
 
     # -- plans (plan-execute-review) ------------------------------------------------------------
 

@@ -57,7 +57,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _row_to_key(row: sa.Row[tuple[object, ...]]) -> ApiKey:
+def row_to_key(row: sa.Row[tuple[object, ...]]) -> ApiKey:
     m = row._mapping
     budget = m["budget_pusd_day"]
     return ApiKey(
@@ -110,7 +110,7 @@ def verify(conn: sa.Connection, secret: str) -> ApiKey | None:
     found: ApiKey | None = None
     for row in rows:  # compare every candidate: the time taken does not depend on which matched
         if hmac.compare_digest(str(row._mapping["secret_sha256"]), digest):
-            found = _row_to_key(row)
+            found = row_to_key(row)
     return found
 
 
@@ -119,7 +119,7 @@ def listing(conn: sa.Connection, include_revoked: bool) -> list[ApiKey]:
     stmt = sa.select(api_keys).order_by(api_keys.c.id)
     if not include_revoked:
         stmt = stmt.where(api_keys.c.revoked_at.is_(None))
-    return [_row_to_key(r) for r in conn.execute(stmt).all()]
+    return [row_to_key(r) for r in conn.execute(stmt).all()]
 
 
 def revoke(conn: sa.Connection, name: str, now: datetime) -> bool:

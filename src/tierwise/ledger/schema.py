@@ -252,6 +252,20 @@ api_keys = sa.Table(
     sa.Index(None, "prefix"),
 )
 
+#: A signed-in dashboard session (migration 0008): the browser holds a random secret in an
+#: HttpOnly cookie; only its SHA-256 is kept here, with the admin key that signed in (its id,
+#: never the key). A session ends at ``expires_at``, when signed out (the row is deleted) or when
+#: its key is revoked. Kept in the ledger so every gateway worker and replica accepts it.
+dashboard_sessions = sa.Table(
+    "dashboard_sessions",
+    metadata,
+    sa.Column("id_sha256", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.Integer, sa.ForeignKey("api_keys.id"), nullable=False),
+    _ts("created_at"),
+    _ts("expires_at"),
+    sa.Index(None, "expires_at"),
+)
+
 policy_changes = sa.Table(
     "policy_changes",
     metadata,

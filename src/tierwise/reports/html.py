@@ -19,7 +19,7 @@ from tierwise.reports.render import money, pct, seconds
 if TYPE_CHECKING:
     from tierwise.reports.weekly import Spender, WeeklyReport
 
-__all__ = ["render_html"]
+__all__ = ["day_chart", "escalation_chart", "mix_chart", "render_html"]
 
 #: Tier colours, bottom tier first (then repeated); concrete-model calls are grey.
 _COLOURS = ("#4e9a6f", "#e0a030", "#c0504d", "#6a5acd", "#2f8fbf", "#8c6d46")
@@ -58,7 +58,8 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence
     return "".join(out)
 
 
-def _day_chart(report: WeeklyReport) -> str:
+def day_chart(report: WeeklyReport) -> str:
+    """Spend per UTC day as an inline SVG bar chart (days the window cuts drawn lighter)."""
     days = report.days
     if not days:
         return "<p>No tasks in this window.</p>"
@@ -98,7 +99,8 @@ def _colour(tier: str, index: int) -> str:
     return _PASSTHROUGH if index < 0 else _COLOURS[index % len(_COLOURS)]
 
 
-def _mix_chart(report: WeeklyReport) -> str:
+def mix_chart(report: WeeklyReport) -> str:
+    """The tier mix of live calls, by calls and by money, as inline SVG stacked bars."""
     mix = report.tier_mix
     if not mix:
         return "<p>No live calls in this window.</p>"
@@ -139,7 +141,8 @@ def _mix_chart(report: WeeklyReport) -> str:
     return "".join(parts)
 
 
-def _escalation_chart(report: WeeklyReport) -> str:
+def escalation_chart(report: WeeklyReport) -> str:
+    """Escalation per kind as inline SVG bars, with the red line drawn across."""
     kinds = [(k, t) for k, t in report.kinds.items() if t.resolved]
     if not kinds:
         return "<p>No resolved tasks in this window.</p>"
@@ -218,7 +221,7 @@ def render_html(report: WeeklyReport) -> str:
         ),
         "</div>",
         "<h2>Spend per day (UTC)</h2>",
-        _day_chart(r),
+        day_chart(r),
         "<h2>Spend by line</h2>",
         _table(
             ["line", "spend"],
@@ -233,7 +236,7 @@ def render_html(report: WeeklyReport) -> str:
             numeric=(1,),
         ),
         "<h2>Tier mix of live traffic</h2>",
-        _mix_chart(r),
+        mix_chart(r),
         _table(
             ["tier", "calls", "share", "money", "share"],
             [
@@ -249,7 +252,7 @@ def render_html(report: WeeklyReport) -> str:
             numeric=(1, 2, 3, 4),
         ),
         "<h2>Escalation per kind</h2>",
-        _escalation_chart(r),
+        escalation_chart(r),
         f"<p>Fleet: {_e(pct(f.escalation.value))} ({f.escalated} of {f.resolved} resolved). "
         f"Latency of direct tasks p50 {_e(seconds(f.latency_direct.p50_s))}, p95 "
         f"{_e(seconds(f.latency_direct.p95_s))}; of escalated tasks p50 "
