@@ -120,6 +120,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         from tierwise.gateway.recorder import GroupCommitLedger
         from tierwise.gateway.reload import load_or_last_good
         from tierwise.gateway.schema import request_adapter
+        from tierwise.gateway.summaries import keep_forever
         from tierwise.gateway.upstream import UpstreamPool
         from tierwise.ledger import open_ledger
         from tierwise.ledger.spool import Spool, ledger_identity
@@ -179,13 +180,17 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             follower = asyncio.ensure_future(
                 follow_forever(lambda: state.get("service"), cfg.changes_poll_s)
             )
+            background = [follower]
+            if cfg.summary_every_s > 0:  # reports then read kept sums, not a week of rows
+                background.append(asyncio.ensure_future(keep_forever(ledger, cfg.summary_every_s)))
             try:
                 yield
             finally:
                 hangup()
-                follower.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await follower
+                for task in background:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
             state.pop("service", None)
             recorder.close()

@@ -69,6 +69,8 @@ class GatewayConfig:
             503, before any upstream call, when the database was found down.
         changes_poll_s: how often each worker reads the policy changes in force from the
             ledger (:mod:`tierwise.gateway.learning`): a change is served within this time.
+        summary_every_s: how often each worker keeps the weekly report's summary of the last
+            day's ended hours (:mod:`tierwise.gateway.summaries`); 0 turns it off.
     """
 
     policy: Policy | None = None
@@ -90,6 +92,7 @@ class GatewayConfig:
     spool_dir: str | None = None
     ledger_check_s: float = 1.0
     changes_poll_s: float = 2.0
+    summary_every_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.upstream_ca_file is not None and not Path(self.upstream_ca_file).is_file():
@@ -104,6 +107,8 @@ class GatewayConfig:
             raise ValueError(f"key_cache_s must not be negative, got {self.key_cache_s}")
         if self.ledger_check_s < 0:
             raise ValueError(f"ledger_check_s must not be negative, got {self.ledger_check_s}")
+        if self.summary_every_s < 0:
+            raise ValueError(f"summary_every_s must be >= 0, got {self.summary_every_s}")
         if self.changes_poll_s <= 0:
             raise ValueError(f"changes_poll_s must be positive, got {self.changes_poll_s}")
 
@@ -171,6 +176,7 @@ class GatewayConfig:
                 "spool_dir": self.spool_dir,
                 "ledger_check_s": self.ledger_check_s,
                 "changes_poll_s": self.changes_poll_s,
+                "summary_every_s": self.summary_every_s,
             }
         )
 
