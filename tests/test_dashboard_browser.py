@@ -303,13 +303,23 @@ def test_the_page_asks_nothing_of_any_origin_but_the_gateway(
 
 def _click(driver: Any, testid: str) -> None:
     """Click a button that submits a form, and wait until the page it leads to has loaded."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]').click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+
+    def left(_: Any) -> bool:
+        # The old page's root is gone. Mid-navigation Chromium reports that either as a stale
+        # element or as "node does not belong to the document": both mean the page was left.
+        try:
+            page.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    WebDriverWait(driver, 30).until(left)
     WebDriverWait(driver, 30).until(
         lambda d: d.execute_script("return document.readyState") == "complete"
     )
