@@ -30,7 +30,8 @@ def render_advice(advice: Advice) -> str:
     if advice.source == "ledger" and advice.since is not None and advice.until is not None:
         lines.append(
             f"from the ledger: tasks created {advice.since:%Y-%m-%d %H:%M} to "
-            f"{advice.until:%Y-%m-%d %H:%M} UTC ({advice.days:g} days with history): "
+            f"{advice.until:%Y-%m-%d %H:%M} UTC ({advice.days:g} "
+            f"day{'' if advice.days == 1 else 's'} with history): "
             f"{advice.tasks:,} tasks, {money(advice.spend_usd)} spent, "
             f"{money(advice.monthly_usd)} a month"
         )

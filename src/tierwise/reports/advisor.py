@@ -205,7 +205,8 @@ def advise(
     notes = []
     if tasks and covered < 7:
         notes.append(
-            f"only {covered:g} days of history: monthly figures are extrapolated from them"
+            f"only {covered:g} day{'' if covered == 1 else 's'} of history: monthly figures "
+            "are extrapolated from them"
         )
     if not tasks:
         notes.append("no tasks in this window: describe the workload instead (--workload FILE)")
