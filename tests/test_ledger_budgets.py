@@ -391,3 +391,41 @@ def test_a_read_only_ledger_still_opens_with_expired_reservations(
     ):
         assert book.stats()["held"]["expired"] == 1
     assert "could not release expired reservations" in caplog.text
+
+
+@pytest.mark.postgres
+def test_a_counter_another_writer_creates_during_the_first_hold_is_held_against(
+    postgres_databases: Callable[[], str],
+) -> None:
+    """The first requests of a new scope (a new UTC day) race to create its counter: a hold
+    that found no row, while another writer created and committed the row, must hold again
+    rather than refuse with the other's hold as the reason (seen as a spurious 429)."""
+    from dataclasses import replace
+
+    from tierwise.ledger import budgets as _budgets
+
+    url = postgres_databases()
+    limits = {"key-day:9:2026-11-30": Decimal(1)}
+    with open_ledger(url) as book, open_ledger(url) as other:
+        book.release(book.reserve("warm-up", {"warm:x": Decimal(1)}, Decimal("0.1")))
+        dialect = book.engine.dialect
+        real = _budgets._compiled[dialect]
+        raced: list[Reservation] = []
+
+        class _RacedHold:
+            """The real hold; on its first run, another writer creates the counter meanwhile."""
+
+            def run(self, cursor: object, params: dict[str, object]) -> object:
+                found = real.hold.run(cursor, params)
+                if not raced:
+                    raced.append(other.reserve("other", limits, Decimal("0.000356")))
+                return found
+
+        _budgets._compiled[dialect] = replace(real, hold=_RacedHold())
+        try:
+            mine = book.reserve("mine", limits, Decimal("0.000356"))
+        finally:
+            _budgets._compiled[dialect] = real
+        assert raced and mine.id is not None
+        state = book.budget("key-day:9:2026-11-30")
+        assert state is not None and state.held_usd == Decimal("0.000712")

@@ -185,17 +185,19 @@ def _reserve(
         params = {"b_scope": scope, "b_amount": amount, "b_limit": limit, "b_now": now}
         if sql.hold.run(cursor, params).rowcount == 1:
             continue
+        # Either the limit refuses, or this scope had no counter when the hold ran: create it
+        # (unless it exists by now) and hold again. Always again: another writer may have
+        # created the counter between the hold and this point (the first requests of a new
+        # UTC day, all at once), and a hold that found no row says nothing about the limit.
+        insert_ignore(
+            conn,
+            budget_counters,
+            ["scope"],
+            {"scope": scope, "spent_pusd": 0, "held_pusd": 0, "updated_at": now},
+        )
+        if sql.hold.run(cursor, params).rowcount == 1:
+            continue
         found = state(conn, scope)
-        if found is None:  # first use of this scope: create its counter, then hold
-            insert_ignore(
-                conn,
-                budget_counters,
-                ["scope"],
-                {"scope": scope, "spent_pusd": 0, "held_pusd": 0, "updated_at": now},
-            )
-            if sql.hold.run(cursor, params).rowcount == 1:
-                continue
-            found = state(conn, scope)
         used = found.used_usd if found is not None else Decimal(0)
         raise BudgetExceededError(scope, Decimal(limits[scope]), used, Decimal(amount_usd))
     values = {
