@@ -54,6 +54,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tierwise.errors import LedgerError
+from tierwise.gateway.bodies import read_limited
 from tierwise.gateway.call import Call
 from tierwise.gateway.config import GatewayConfig
 from tierwise.gateway.dashboard import DashboardContext, dashboard_routes
@@ -460,35 +461,13 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The whole body, refused past *limit* bytes or when it has not arrived in *timeout_s*."""
     try:
         with anyio.fail_after(timeout_s):
-            return await _read_limited(request, limit)
+            return await read_limited(request, limit)
     except TimeoutError:
         raise RequestError(
             f"the request body did not arrive within {timeout_s:g} s",
             status=408,
             headers={"connection": "close"},
         ) from None
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(
-            f"the request body is {declared} bytes; this gateway accepts at most {limit}",
-            status=413,
-            headers={"connection": "close"},
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(
-                f"the request body exceeds this gateway's limit of {limit} bytes",
-                status=413,
-                headers={"connection": "close"},
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _prepare(

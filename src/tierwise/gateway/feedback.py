@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierwise.errors import LedgerError
+from tierwise.gateway.bodies import read_limited
 from tierwise.gateway.dialects import RequestError, error_body
 from tierwise.ledger.feedback import FLAGS, MAX_NOTE_CHARS
 
@@ -44,7 +45,7 @@ async def handle_feedback(svc: GatewayService, request: Request) -> Response:
 
     try:
         key = svc.keys.authenticate(request.headers)
-        body = _parse(await _read(request))
+        body = _parse(await read_limited(request, MAX_BODY_BYTES))
         stored = await anyio.to_thread.run_sync(_record, svc.ledger, key, body)
     except RequestError as exc:
         payload = error_body("openai", exc.status, exc.message, param=exc.param, code=exc.code)
@@ -58,20 +59,6 @@ async def handle_feedback(svc: GatewayService, request: Request) -> Response:
             media_type="application/json",
         )
     return Response(json.dumps(stored.as_dict()).encode(), media_type="application/json")
-
-
-async def _read(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise RequestError(f"a feedback body is at most {MAX_BODY_BYTES} bytes", status=413)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise RequestError(f"a feedback body is at most {MAX_BODY_BYTES} bytes", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse(raw: bytes) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierwise.errors import LedgerError, PolicyChangeError, TierwiseError
+from tierwise.gateway.bodies import read_limited
 from tierwise.gateway.dialects import RequestError, error_body
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ async def handle_learn(svc: GatewayService, request: Request, route: str) -> Res
 
     try:
         key = svc.keys.authorize_admin(request.headers)
-        body = _parse(await _read(request), route)
+        body = _parse(await read_limited(request, _MAX_BODY), route)
         actor = "admin" if key is None else f"key:{key.name}"
         done = await anyio.to_thread.run_sync(_change, svc, route, body, actor)
     except RequestError as exc:
@@ -114,20 +115,6 @@ def _change(svc: GatewayService, route: str, body: dict[str, Any], actor: str) -
         raise RequestError("the ledger could not be reached; nothing changed", status=503) from None
     follow_once(svc.ledger, svc.cascade)  # this worker at once; the others at their next poll
     return {"change": change.as_dict(), "revision": svc.policy.revision}
-
-
-async def _read(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > _MAX_BODY:
-        raise RequestError(f"the body is at most {_MAX_BODY} bytes", status=413)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > _MAX_BODY:
-            raise RequestError(f"the body is at most {_MAX_BODY} bytes", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse(raw: bytes, route: str) -> dict[str, Any]:
