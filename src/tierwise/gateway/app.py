@@ -39,7 +39,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -470,11 +469,22 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
         ) from None
 
 
+def _header_map(request: Request) -> dict[str, str]:
+    """The request's headers as one plain dict, read once (the first of repeated names wins,
+    as with Starlette's ``Headers.get``); every later lookup is a dict lookup, not a scan."""
+    out: dict[str, str] = {}
+    for name, value in request.scope["headers"]:
+        key = name.decode("latin-1")  # ASGI servers send names lower-cased
+        if key not in out:
+            out[key] = value.decode("latin-1")
+    return out
+
+
 def _prepare(
     svc: GatewayService,
     dialect: Dialect,
     raw: bytes,
-    headers: Headers,
+    headers: Mapping[str, str],
     key: ApiKey | None,
     started: float,
     upstream: list[float],
@@ -496,10 +506,10 @@ async def _handle(
     svc.metrics.in_flight.inc()
     try:
         try:
-            key = svc.keys.authenticate(request.headers)
+            headers = _header_map(request)
+            key = svc.keys.authenticate(headers)
             entry.key = None if key is None else key.name
             raw = await _read_body(request, cfg.max_body_bytes, cfg.body_timeout_s)
-            headers = request.headers
             if len(raw) > _PARSE_INLINE_BYTES:  # decoding a big body must not stall the loop
                 call = await anyio.to_thread.run_sync(
                     _prepare, svc, dialect, raw, headers, key, started, upstream
@@ -539,7 +549,7 @@ async def _handle(
         )
     finally:
         svc.metrics.in_flight.dec()
-        svc.metrics.requests.labels(dialect, route, str(status)).inc()
+        svc.metrics.request_count(dialect, route, str(status)).inc()
         if not streaming:  # a stream's line is written when the stream ends
             overhead = None if call is None else call.overhead_s()
             entry.write(status, time.perf_counter() - started, overhead)

@@ -34,6 +34,27 @@ _LATENCY_BUCKETS = (
 )
 
 
+class _Children:
+    """A labelled metric's children, each looked up once.
+
+    ``Counter.labels`` checks and joins its values under a lock on every call; the gateway asks
+    for the same few children on every request, so a dict keyed by the values answers instead
+    (prometheus keeps every child it made anyway: this holds no more than the metric does).
+    """
+
+    __slots__ = ("_cache", "_metric")
+
+    def __init__(self, metric: Counter) -> None:
+        self._metric = metric
+        self._cache: dict[tuple[str, ...], Counter] = {}
+
+    def __call__(self, *values: str) -> Counter:
+        child = self._cache.get(values)
+        if child is None:
+            child = self._cache[values] = self._metric.labels(*values)
+        return child
+
+
 def escalation_reason(attempt: AttemptRecord) -> str | None:
     """Why an attempt made the task climb: the failing validator's name or the error class."""
     if attempt.outcome == "rejected":
@@ -106,6 +127,11 @@ class GatewayMetrics:
             ["kind", "tier"],
             registry=r,
         )
+        self.request_count = _Children(self.requests)
+        self._attempt_count = _Children(self.attempts)
+        self._cost_sum = _Children(self.cost)
+        self._token_count = _Children(self.tokens)
+        self._escalation_count = _Children(self.escalations)
         self.shadow_paused = Gauge(
             "tierwise_shadow_paused",
             "1 while shadowing is paused because [budgets] shadow_day_usd is spent for the "
@@ -117,9 +143,9 @@ class GatewayMetrics:
         """Count a request's attempts, their cost and tokens, and its escalations."""
         for a in attempts:
             kind = self.kind_label(a.kind)
-            self.attempts.labels(kind, a.tier, a.outcome).inc()
+            self._attempt_count(kind, a.tier, a.outcome).inc()
             if a.cost_usd:
-                self.cost.labels(kind, a.tier).inc(float(a.cost_usd))
+                self._cost_sum(kind, a.tier).inc(float(a.cost_usd))
             u = a.usage
             for bucket, value in (
                 ("input", u.input_tokens),
@@ -129,11 +155,11 @@ class GatewayMetrics:
                 ("output", u.output_tokens),
             ):
                 if value:
-                    self.tokens.labels(bucket).inc(value)
+                    self._token_count(bucket).inc(value)
             # a failed probe (one tier below the floor) is no climb: the task carries on
             reason = escalation_reason(a) if a.role != "probe" else None
             if reason is not None:
-                self.escalations.labels(reason).inc()
+                self._escalation_count(reason).inc()
 
     def observe_shadow(self, kind: str, run: ShadowRun) -> None:
         """Count one shadowed request, its shadow calls and their cost."""
