@@ -9,11 +9,15 @@ target and given as a ratio to direct.
 
 With ``--baseline GIT_REF`` another tierwise gateway runs from that commit (checked out into a
 temporary git worktree, imported through ``PYTHONPATH``), interleaved with the others, so a
-change can be compared with what it replaced under the same load. With ``--nowait`` a second
-tierwise gateway runs with ``--no-wait-for-ledger`` (answers before
-its ledger commit is on disk), to show what the durable commit costs. The gateways run pinned
-to one core (``taskset -c 1``), the load generator and the fake upstream
-to the other (``taskset -c 0``). The tierwise gateway runs as shipped: the cascade, a durable
+change can be compared with what it replaced under the same load. The baseline runs with its
+own declared dependencies: a package this tree declares and the baseline's ``pyproject.toml``
+did not (``httptools``, say, which uvicorn would otherwise pick up for the old code too) is
+hidden from the baseline's process by a ``sitecustomize`` on its ``PYTHONPATH``, so the
+comparison is with what that commit shipped. With ``--nowait`` a second tierwise gateway runs
+with ``--no-wait-for-ledger`` (answers before its ledger commit is on disk), to show what the
+durable commit costs. The gateways run pinned to one core (``taskset -c 1``), the load
+generator and the fake upstream to the other (``taskset -c 0``). The tierwise gateway runs as
+shipped: the cascade, a durable
 SQLite ledger (WAL, synchronous=FULL, group commit), metrics. LiteLLM 1.109.1 is installed by
 this script into ``/tmp/litellm-venv`` (never part of CI) and run with ``LITELLM_MASTER_KEY``
 and ``LITELLM_LOCAL_MODEL_COST_MAP=True``.
@@ -85,6 +89,67 @@ def wait_http(port: int, path: str, timeout_s: float, proc: subprocess.Popen[byt
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = log.open("wb")
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _name(requirement: str) -> str:
+    import re
+
+    return re.split(r"[\s<>=!~\[;(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def declared(pyproject: Path) -> set[str]:
+    """The names of the runtime dependencies a ``pyproject.toml`` declares."""
+    import tomllib
+
+    return {_name(d) for d in tomllib.loads(pyproject.read_text())["project"]["dependencies"]}
+
+
+def installed_closure(names: set[str]) -> set[str]:
+    """*names* and everything they require, as installed here (extras' requirements left out)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            reqs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        todo.extend(_name(r) for r in reqs if "extra ==" not in r and "extra==" not in r)
+    return seen
+
+
+def hide_undeclared(tree: Path, into: Path) -> list[str]:
+    """Write a ``sitecustomize.py`` into *into* hiding the modules of packages this repository
+    declares and *tree* (an older checkout) did not; returns the hidden module names."""
+    from importlib.metadata import packages_distributions
+
+    repo = Path(__file__).resolve().parent.parent
+    extra = installed_closure(declared(repo / "pyproject.toml")) - installed_closure(
+        declared(tree / "pyproject.toml")
+    )
+    modules = sorted(
+        module
+        for module, dists in packages_distributions().items()
+        if any(d.lower().replace("_", "-") in extra for d in dists)
+    )
+    into.mkdir(parents=True, exist_ok=True)
+    (into / "sitecustomize.py").write_text(
+        "import sys\n"
+        f"HIDDEN = {set(modules)!r}\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] in HIDDEN:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (not a dependency "
+        "of the baseline)', name=name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
+    return modules
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -359,7 +424,7 @@ validators = []
         stack.callback(stop, upstream)
         wait_http(up_port, "/v1/models", 30, upstream)
 
-        def serve(port: int, name: str, *extra: str, src: Path | None = None) -> float:
+        def serve(port: int, name: str, *extra: str, src: str | None = None) -> float:
             proc = start(
                 [
                     *taskset(gw_core),
@@ -377,7 +442,7 @@ validators = []
                     "warning",
                     *extra,
                 ],
-                env if src is None else {**env, "PYTHONPATH": str(src)},
+                env if src is None else {**env, "PYTHONPATH": src},
                 work / f"{name}.log",
             )
             stack.callback(stop, proc)
@@ -395,7 +460,10 @@ validators = []
             subprocess.run([*git, "add", "--detach", str(tree), args.baseline], check=True)
             stack.callback(subprocess.run, [*git, "remove", "--force", str(tree)], check=False)
             bl_port = free_port()
-            serve(bl_port, "baseline", src=tree / "src")
+            hidden = hide_undeclared(tree, work / "baseline-site")
+            if hidden:
+                print(f"hidden from {args.baseline} (not its dependencies): {', '.join(hidden)}")
+            serve(bl_port, "baseline", src=f"{work / 'baseline-site'}{os.pathsep}{tree / 'src'}")
             name = f"tw-{args.baseline}"
             targets.append(Target(name, bl_port, "/v1/chat/completions", "tierwise/bench"))
         if args.nowait:
