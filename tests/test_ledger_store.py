@@ -96,6 +96,22 @@ def test_the_pool_size_comes_from_the_url(postgres_url: str) -> None:
         assert "pool_size" not in str(book.engine.url)  # not passed on to the driver
 
 
+def test_back_to_back_transactions_reuse_the_connection_just_returned(ledger: Ledger) -> None:
+    """Once the pool holds two connections, one thread's next transactions still get the one it
+    just used (last in, first out): alternating made each SQLite connection re-read every page
+    the other had written, about 30 reads per gateway request."""
+    first, second = ledger.engine.connect(), ledger.engine.connect()  # two at once: both pooled
+    first_dbapi = first.connection.dbapi_connection
+    first.close()
+    second.close()
+    used = []
+    for _ in range(4):
+        with ledger.engine.connect() as conn:
+            used.append(conn.connection.dbapi_connection)
+    assert first_dbapi is not None and used[0] is not first_dbapi  # the last one returned
+    assert all(c is used[0] for c in used)
+
+
 def test_writes_take_the_write_lock_at_begin(tmp_path: Path, sqlite_ledger: Ledger) -> None:
     """A write transaction holds the lock from BEGIN, so another writer cannot start at all."""
     ledger = sqlite_ledger
