@@ -315,8 +315,22 @@ def test_the_gateway_uses_the_lean_client_unless_a_proxy_is_configured(
 
 @pytest.mark.parametrize(
     "headers",
-    [{"x-note": "a\r\nx-injected: 1"}, {"x-note": "caf\u00e9 \u2615"}, {"bad name": "v"}],
-    ids=["crlf-in-value", "non-ascii-value", "space-in-name"],
+    [
+        {"x-note": "a\r\nx-injected: 1"},
+        {"x-note": "a\nx-injected: 1"},
+        {"x-note": "a\x00b"},
+        {"x-note": "caf\u00e9 \u2615"},
+        {"bad name": "v"},
+        {"transfer-encoding": "gzip"},
+    ],
+    ids=[
+        "crlf-in-value",
+        "lf-in-value",
+        "nul-in-value",
+        "non-latin-1-value",
+        "space-in-name",
+        "non-chunked-transfer-encoding",
+    ],
 )
 async def test_a_header_that_cannot_be_sent_is_a_transport_error(
     up: Upstream, headers: dict[str, str]
