@@ -278,3 +278,70 @@ def test_verifier_calibration_records_every_scheme_and_survives_json() -> None:
     np.testing.assert_allclose(again.probabilities_for(unseen), verifier.probabilities_for(unseen))
     assert again.settings == verifier.settings and again.groups == verifier.groups
     assert [again.setting(r.kind) for r in unseen] == [verifier.setting(r.kind) for r in unseen]
+
+
+def _table(groups: list[list[tuple[float, float]]], top_cost: float) -> Table:
+    """A one-fold table with the given (quality sum, cost sum) per setting and group; ten rows
+    and *top_cost* of top-tier cost per group."""
+    n_settings = max(len(g) for g in groups)
+    quality = np.zeros((n_settings, 1, len(groups)))
+    cost = np.full((n_settings, 1, len(groups)), 1e9)  # missing settings: never affordable
+    for g, points in enumerate(groups):
+        for s, (q, c) in enumerate(points):
+            quality[s, 0, g], cost[s, 0, g] = q, c
+    ones = np.ones((1, len(groups)))
+    settings = tuple((0, (float(s),)) for s in range(n_settings))
+    return Table(settings, quality, cost, ones * 10.0, ones * top_cost, ones * 10.0)
+
+
+def test_a_cost_budget_is_spent_where_it_buys_the_most_quality() -> None:
+    """Per source, a budget is a knapsack: one price of cost for every source can stop far
+    under the budget (here at 10 of 45), and what is left goes to the best quality per dollar
+    that still fits — never over the budget."""
+    # Source A: nothing, or 10 quality for 40. Source B: 3 for 10, or 6 for 30.
+    table = _table([[(0.0, 0.0), (10.0, 40.0)], [(0.0, 0.0), (3.0, 10.0), (6.0, 30.0)]], 56.25)
+    goal = Objective(max_cost_share=0.4)  # mean top cost 5.625 × 20 rows × 0.4 = 45 to spend
+    choice = choose_per_group(table, np.ones(1, dtype=bool), goal)
+    assert choice.cost * 20 <= 45 + 1e-9
+    assert choice.per_group == (0, 2)
+    assert choice.quality * 20 == pytest.approx(6.0)
+
+
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 20), st.integers(0, 40)), min_size=1, max_size=5),
+        min_size=1,
+        max_size=3,
+    ),
+    st.floats(0.05, 1.0),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_filled_budget_leaves_no_affordable_better_setting(
+    groups: list[list[tuple[int, int]]], share: float
+) -> None:
+    """Within the budget, and no source could still move to a better setting that fits."""
+    points = [[(0.0, 0.0)] + [(float(q), float(c)) for q, c in g] for g in groups]
+    table = _table(points, 100.0)
+    budget = share * 100.0 * len(points)
+    q_all, c_all = table.quality[:, 0, :], table.cost[:, 0, :]
+    choice = choose_per_group(table, np.ones(1, dtype=bool), Objective(max_cost_share=share))
+    spent = sum(c_all[s, g] for g, s in enumerate(choice.per_group))
+    assert spent <= budget + 1e-6
+    for g, s in enumerate(choice.per_group):
+        fits = spent - c_all[s, g] + c_all[:, g] <= budget - 1e-6
+        assert not ((q_all[:, g] > q_all[s, g]) & fits).any(), (g, s, choice.per_group)
+
+
+def test_under_a_budget_schemes_are_judged_by_held_out_quality_at_that_budget() -> None:
+    """A scheme whose curve is higher on average but worse at the budget loses there; one that
+    overshoots the budget on held-out rows loses to one within it; without a budget the curve
+    decides."""
+    from tierwise.evaluation.verifier_train import SchemeResult, merit
+
+    flat = SchemeResult("shared", area=0.85, quality=0.86, cost=0.40, top_quality=0.88, top_cost=1)
+    curvy = SchemeResult("per source", 0.86, 0.85, 0.39, 0.88, 1.0)
+    dear = SchemeResult("per source", 0.86, 0.87, 0.43, 0.88, 1.0)
+    budget = Objective(max_cost_share=0.4)
+    assert merit(flat, budget) > merit(curvy, budget)
+    assert merit(flat, budget) > merit(dear, budget)
+    assert merit(curvy, Objective()) > merit(flat, Objective())

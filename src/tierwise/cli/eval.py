@@ -234,6 +234,7 @@ def _models(console: Console, report: EvalReport) -> None:
     ):
         table.add_column(col)
     schemes: dict[str, list[str]] = {}
+    budget: float | None = None
     for fold in report.router.get("folds", []):
         router = fold.get("router")
         if router and router.get("calibration"):
@@ -253,15 +254,46 @@ def _models(console: Console, report: EvalReport) -> None:
                 setting = f"{scheme}: " + "/".join(f"{t:.3f}" for t in ver["thresholds"])
             cells = calibration_cells(cal, ver.get("dev"))
             table.add_row(str(fold["fold"]), "verifier", setting, *cells)
+            budget = (cal.get("objective") or {}).get("max_cost_share")
             for scheme in cal.get("schemes", []):
-                schemes.setdefault(scheme["name"], []).append(f"{scheme['area']:.3f}")
+                schemes.setdefault(scheme["name"], []).append(
+                    _at_budget(scheme) if budget is not None else f"{scheme['area']:.3f}"
+                )
     console.print(table)
     if schemes:
+        judged = (
+            "held-out quality and cost share at the budget"
+            if budget is not None
+            else "mean held-out quality over 10–100% of the top tier's cost"
+        )
         console.print(
-            "verifier schemes, mean held-out quality over 10–100% of the top tier's cost (per "
-            "fold; a richer one is kept only when it beats 'shared' by more than 0.002): "
+            f"verifier schemes, {judged} (per fold; a richer one is kept only when it beats "
+            "'shared' by more than 0.002): "
             + "; ".join(f"{name} {' '.join(v)}" for name, v in schemes.items())
         )
+    tried = [(f["fold"], f["ladders"]) for f in report.router.get("folds", []) if f.get("ladders")]
+    if tried:
+        won = [lad for _, lad in tried if lad.get("kept")]
+        chosen = "; ".join(
+            f"{kind}: {' → '.join(m.rsplit('/', 1)[-1] for m in models)}"
+            for kind, models in (won[0]["by_kind"].items() if won else [])
+        )
+        console.print(
+            f"ladder per source, kept in {len(won)} of {len(tried)} folds (held-out on training "
+            "folds, vs the verifier's scheme): "
+            + "; ".join(
+                f"fold {n} {_at_budget(lad['held_out'])} vs {_at_budget(lad['baseline'])}"
+                + ("" if lad.get("kept") else " (not kept)")
+                for n, lad in tried
+            )
+            + (f"; e.g. {chosen}" if chosen else "")
+        )
+
+
+def _at_budget(scheme: dict[str, Any]) -> str:
+    """A scheme's held-out quality and cost share, as ``0.862@39%``."""
+    share = scheme["cost"] / scheme["top_cost"] if scheme.get("top_cost") else 0.0
+    return f"{scheme['quality']:.3f}@{share:.0%}"
 
 
 class Progress:

@@ -407,7 +407,41 @@ def choose_per_group(table: Table, folds: BoolArray, objective: Objective) -> Ch
     q = q_all[picks, cols].sum(axis=1) / n
     c = c_all[picks, cols].sum(axis=1) / n
     i = objective.pick_index(q, c, top_q, top_c)
-    return Choice(tuple(int(p) for p in picks[i]), float(q[i]), float(c[i]))
+    chosen = [int(p) for p in picks[i]]
+    if objective.max_cost_share is not None:
+        chosen = fill_budget(q_all, c_all, chosen, objective.max_cost_share * top_c * n)
+    q_sum = sum(float(q_all[s, g]) for g, s in enumerate(chosen))
+    c_sum = sum(float(c_all[s, g]) for g, s in enumerate(chosen))
+    return Choice(tuple(chosen), q_sum / n, c_sum / n)
+
+
+def fill_budget(
+    quality: FloatArray, cost: FloatArray, chosen: Sequence[int], budget: float
+) -> list[int]:
+    """Spend what a per-group choice leaves of *budget* (sums, not means): while some group's
+    dearer setting on its cost–quality frontier still fits, move the group whose move buys the
+    most quality per dollar. The Lagrangian choice alone stops at the last price of cost whose
+    total fits, which can leave several points of the budget unspent (a knapsack's greedy fill).
+    """
+    picks = list(chosen)
+    spent = sum(float(cost[s, g]) for g, s in enumerate(picks))
+    while True:
+        best: tuple[float, int, int] | None = None
+        for g, s in enumerate(picks):
+            dq = quality[:, g] - quality[s, g]
+            dc = cost[:, g] - cost[s, g]
+            ok = (dq > 1e-12) & (spent + dc <= budget + 1e-12)
+            if not ok.any():
+                continue
+            rate = np.where(ok, dq / np.maximum(dc, 1e-12), -np.inf)
+            j = int(rate.argmax())
+            if best is None or rate[j] > best[0]:
+                best = (float(rate[j]), g, j)
+        if best is None:
+            return picks
+        _, g, j = best
+        spent += float(cost[j, g] - cost[picks[g], g])
+        picks[g] = j
 
 
 def cross_fit(
@@ -525,6 +559,7 @@ __all__ = [
     "choose_shared",
     "cross_fit",
     "curve_area",
+    "fill_budget",
     "folds_for",
     "held_out_curve",
     "kfold",

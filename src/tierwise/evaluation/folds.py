@@ -14,7 +14,7 @@ the cascades, the verifier cascade and the router through the real cascade.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from tierwise.cascade import Scorer
     from tierwise.cascade.validators import Validator
     from tierwise.evaluation.calibration import Objective
+    from tierwise.evaluation.ladders import SourceLadders
     from tierwise.evaluation.learned import LearnedRouter
     from tierwise.evaluation.verifier import ResponseVerifier
     from tierwise.policy import Policy
@@ -120,6 +121,7 @@ class FoldResult:
     router: LearnedRouter | None = None
     verifier: ResponseVerifier | None = None
     notes: list[str] = field(default_factory=list)
+    ladders: SourceLadders | None = None
 
 
 def train_models(
@@ -169,6 +171,36 @@ def train_models(
     return router, verifier, notes
 
 
+def train_ladders(
+    spec: FoldSpec,
+    dataset: Dataset,
+    ladder: Ladder,
+    verifier: ResponseVerifier | None,
+    objective: Objective,
+    seed: int,
+    progress: Progress | None,
+) -> SourceLadders | None:
+    """A ladder per source for *spec*'s training rows when it beats *verifier* on held-out
+    training folds (:func:`~tierwise.evaluation.ladders.fit_source_ladders`); else ``None``."""
+    if verifier is None or len({r.source or r.kind for r in spec.train}) < 2:
+        return None
+    from tierwise.evaluation.ladders import fit_source_ladders
+
+    step(progress, f"{spec.label}trying a ladder per source")
+    kinds = {r.kind for r in dataset.rows}
+    found = fit_source_ladders(
+        list(spec.train),
+        ladder,
+        {k: dataset.format_of(k) for k in kinds},
+        verifier,
+        threshold=dataset.pass_threshold,
+        objective=objective,
+        seed=seed,
+    )
+    done(progress)
+    return found
+
+
 def step(progress: Progress | None, label: str, total: int = 1) -> None:
     if progress is not None:
         progress.start(label, total)
@@ -189,10 +221,12 @@ def run_fold(
     router: LearnedRouter | None,
     verifier: ResponseVerifier | None,
     progress: Progress | None,
+    ladders: SourceLadders | None = None,
 ) -> FoldResult:
-    """Replay every cascade strategy on *spec*'s report rows with this fold's models."""
+    """Replay every cascade strategy on *spec*'s report rows with this fold's models (and the
+    verifier cascade on a ladder per source when *ladders* won on training folds)."""
     kinds = {r.kind for r in dataset.rows}
-    result = FoldResult(spec, router=router, verifier=verifier)
+    result = FoldResult(spec, router=router, verifier=verifier, ladders=ladders)
     has_responses = dataset.has_responses(ladder.models)
     for plan in plans(dataset, ladder, policy, spec.train, router, has_responses, kinds, verifier):
         step(progress, f"{spec.label}{plan.name}", len(spec.report))
@@ -208,6 +242,18 @@ def run_fold(
                 note=plan.note,
             )
         )
+    if ladders is not None:
+        from tierwise.evaluation.ladders import VERIFIER_LADDERS, replay_source_ladders
+
+        plain = next((r for r in result.runs if r.name == VERIFIER_CASCADE), None)
+        if ladders.kept or plain is None:
+            step(progress, f"{spec.label}{VERIFIER_LADDERS}", len(spec.report))
+            result.runs.append(replay_source_ladders(ladders, dataset, replayer, spec.report))
+        else:
+            # Lost on training folds: every kind stays on the run's ladder, which is exactly
+            # the verifier cascade just replayed.
+            note = "no ladder per source in this fold (it lost on training folds): the run's"
+            result.runs.append(replace(plain, name=VERIFIER_LADDERS, note=note + " ladder"))
     return result
 
 
@@ -389,6 +435,14 @@ def fold_info(result: FoldResult, ladder: Ladder) -> dict[str, Any]:
             "calibration": v.calibration.as_dict() if v.calibration else None,
             "dev": dev_point(run, rows, ladder) if run is not None else None,
         }
+    if result.ladders is not None:
+        from tierwise.evaluation.ladders import VERIFIER_LADDERS
+
+        run = by_name.get(VERIFIER_LADDERS)
+        info["ladders"] = {
+            **result.ladders.as_dict(),
+            "dev": dev_point(run, rows, ladder) if run is not None else None,
+        }
     return info
 
 
@@ -405,5 +459,6 @@ __all__ = [
     "run_fold",
     "scores_for",
     "split",
+    "train_ladders",
     "train_models",
 ]

@@ -37,6 +37,7 @@ from tierwise.evaluation.folds import (
     scores_for,
     split,
     step,
+    train_ladders,
     train_models,
 )
 from tierwise.evaluation.metrics import Summary, fold_figures, summarize
@@ -443,11 +444,15 @@ def _replay(
             )
             for spec in specs:
                 router, verifier = loaded
+                ladders = None
                 if router is None:
                     router, verifier, fold_notes = train_models(
                         spec, dataset, ladder, objective, seed, progress
                     )
                     notes.extend(fold_notes)
+                    ladders = train_ladders(
+                        spec, dataset, ladder, verifier, objective, seed, progress
+                    )
                 results.append(
                     run_fold(
                         spec,
@@ -458,6 +463,7 @@ def _replay(
                         router=router,
                         verifier=verifier,
                         progress=progress,
+                        ladders=ladders,
                     )
                 )
     finally:

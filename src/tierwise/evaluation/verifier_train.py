@@ -13,6 +13,11 @@ was not chosen on (:func:`~tierwise.evaluation.calibration.cross_fit`):
 * ``shared, isotonic`` and ``per source, isotonic``: the same on probabilities passed through an
   isotonic map per tier (fitted on out-of-fold probabilities).
 
+Schemes are judged by :func:`merit`: under a cost budget, held-out quality at that budget; else
+the mean quality of the held-out cost–quality curve. Per source, a budget is spent as a
+knapsack (:func:`~tierwise.evaluation.calibration.choose_per_group`): each source's setting at
+an equal price of cost, then what is left filled where it buys the most.
+
 With explicit *calibration* rows the old way is kept: fit on the rows, shared thresholds chosen
 on the calibration rows.
 """
@@ -55,8 +60,8 @@ from tierwise.evaluation.learned import (
 from tierwise.evaluation.verifier import ResponseVerifier
 from tierwise.evaluation.verifier_features import AGREEMENT, DENSE, FeatureCache, tier_features
 
-#: A richer scheme is kept only when its held-out curve's mean quality beats the simplest
-#: scheme's by more than this.
+#: A richer scheme is kept only when its :func:`merit` beats the simplest scheme's by more
+#: than this.
 KEEP_MARGIN = 0.002
 
 
@@ -135,6 +140,27 @@ class VerifierCalibration:
         known["thresholds"] = tuple(known.get("thresholds", ()))
         known["schemes"] = tuple(SchemeResult(**s) for s in known.get("schemes", ()))
         return cls(**known)
+
+
+#: How far over its budget a scheme's held-out cost may land and still count as within it
+#: (share of the top tier's cost): held-out folds never land exactly on the budget.
+BUDGET_SLACK = 0.01
+
+
+def merit(result: SchemeResult, objective: Objective) -> float:
+    """What a scheme is judged by, on rows it was not chosen on.
+
+    With a cost budget, its held-out quality at that budget — a scheme that spends the budget
+    where it buys the most (thresholds per source, a knapsack across sources) should win
+    there, not on average over every budget; one whose held-out cost overshoots the budget by
+    more than :data:`BUDGET_SLACK` loses to any that does not. Without one, the mean quality of
+    its held-out cost–quality curve (:attr:`SchemeResult.area`).
+    """
+    share = objective.max_cost_share
+    if share is None:
+        return result.area
+    over = result.top_cost > 0 and result.cost > (share + BUDGET_SLACK) * result.top_cost
+    return result.quality - (1.0 if over else 0.0)
 
 
 def _usable(ladder: Ladder) -> Callable[[Row], bool]:
@@ -370,10 +396,12 @@ def _calibrate(
         points, _ = held_out_curve(table_for, k, chooser)
         q, cost, tq, tc = cross_fit(table_for, k, chooser(objective))
         results.append(SchemeResult(name, curve_area(points), q, cost, tq, tc))
-    # The simplest scheme stays unless a richer one's held-out curve is clearly higher.
+    # The simplest scheme stays unless a richer one is clearly better where it will be used.
     kept = results[0]
     for r in results[1:]:
-        if r.area > max(kept.area, results[0].area + KEEP_MARGIN):
+        if merit(r, objective) > max(
+            merit(kept, objective), merit(results[0], objective) + KEEP_MARGIN
+        ):
             kept = r
     _, table_for, chooser = next(c for c in candidates if c[0] == kept.name)
     final_table = table_for(-1)
@@ -414,9 +442,11 @@ def _calibrate(
 
 
 __all__ = [
+    "BUDGET_SLACK",
     "KEEP_MARGIN",
     "Design",
     "SchemeResult",
     "VerifierCalibration",
+    "merit",
     "train_verifier",
 ]
