@@ -238,3 +238,47 @@ def test_a_postgres_migration_waits_for_the_advisory_lock(postgres_url: str, raw
     assert opened.wait(timeout=60) and not errors, errors
     worker.join()
     assert raw_sql(postgres_url, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
+
+
+def _plan_index_where(url: str, raw_sql: Raw) -> dict[str, str | None]:
+    """The WHERE clause of each table's plan index (None for a full index)."""
+    if url.startswith("sqlite"):
+        rows = raw_sql(
+            url,
+            "SELECT name, sql FROM sqlite_master WHERE name IN "
+            "('ix_tasks_plan_id', 'ix_attempts_plan_id')",
+        )
+    else:
+        rows = raw_sql(
+            url,
+            "SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN "
+            "('ix_tasks_plan_id', 'ix_attempts_plan_id')",
+        )
+    return {name: (sql.partition(" WHERE ")[2] or None) for name, sql in rows}
+
+
+def test_plan_indexes_leave_out_rows_outside_a_plan_and_come_back_whole_on_downgrade(
+    ledger_url: str, raw_sql: Raw, downgrade: Callable[[str, str], None]
+) -> None:
+    """Migration 0009: most rows have no plan, so the plan indexes cover only rows in one."""
+    open_ledger(ledger_url).close()
+    where = _plan_index_where(ledger_url, raw_sql)
+    assert set(where) == {"ix_tasks_plan_id", "ix_attempts_plan_id"}
+    assert all(
+        w is not None and "plan_id IS NOT NULL" in w.replace("(", "").replace(")", "")
+        for w in where.values()
+    ), where
+    downgrade(ledger_url, "0008")
+    assert _plan_index_where(ledger_url, raw_sql) == {
+        "ix_tasks_plan_id": None,
+        "ix_attempts_plan_id": None,
+    }
+    open_ledger(ledger_url).close()  # upgrades again
+    assert all(w is not None for w in _plan_index_where(ledger_url, raw_sql).values())
+
+
+def test_a_plan_lookup_uses_the_partial_index(tmp_path: Path, raw_sql: Raw) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).close()
+    plan = raw_sql(url, "EXPLAIN QUERY PLAN SELECT id FROM attempts WHERE plan_id = :p", p="x")
+    assert "ix_attempts_plan_id" in " ".join(str(part) for row in plan for part in row)

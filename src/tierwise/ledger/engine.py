@@ -47,7 +47,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from tierwise.errors import LedgerError
 
 #: The newest migration shipped with this version (a test checks it against Alembic's head).
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 #: Execution option marking a connection as read-only: it opens with a deferred BEGIN.
 READ_OPTION = "tierwise_read"
