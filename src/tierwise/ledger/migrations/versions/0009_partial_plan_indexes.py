@@ -21,16 +21,19 @@ branch_labels = None
 depends_on = None
 
 _TABLES = ("tasks", "attempts")
-_WHERE = {
-    "sqlite_where": sa.text("plan_id IS NOT NULL"),
-    "postgresql_where": sa.text("plan_id IS NOT NULL"),
-}
+_WHERE = "plan_id IS NOT NULL"
 
 
 def upgrade() -> None:
     for table in _TABLES:
         op.drop_index(f"ix_{table}_plan_id", table)
-        op.create_index(f"ix_{table}_plan_id", table, ["plan_id"], **_WHERE)
+        op.create_index(
+            f"ix_{table}_plan_id",
+            table,
+            ["plan_id"],
+            sqlite_where=sa.text(_WHERE),
+            postgresql_where=sa.text(_WHERE),
+        )
 
 
 def downgrade() -> None:
