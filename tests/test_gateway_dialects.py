@@ -18,7 +18,7 @@ from tierwise.gateway.dialects import (
     neutral_stop_reason,
     openai_usage_to_anthropic,
 )
-from tierwise.gateway.schema import parse_request
+from tierwise.gateway.schema import MAX_DEPTH, parse_request
 from tierwise.gateway.sse import (
     AnthropicCollector,
     AnthropicToOpenAIStream,
@@ -458,3 +458,17 @@ def test_sse_decoder_is_independent_of_chunking(cuts: list[int], crlf: bool) -> 
     split = [(e.event, e.data) for e in _decode_all(chunks)]
     assert split == whole
     assert len(whole) == 9  # the comment is not an event
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH - 1, MAX_DEPTH])
+def test_nesting_is_refused_exactly_past_the_limit(levels: int) -> None:
+    """Objects *levels* deep in an unknown field, inside the body's own object."""
+    inner: Any = {}
+    for _ in range(levels - 1):
+        inner = {"a": inner}
+    raw = json.dumps({**ANTHROPIC_OK, "brand_new_field": inner}).encode()
+    if levels + 1 <= MAX_DEPTH:
+        assert parse_request("anthropic", raw)["brand_new_field"] == inner
+    else:
+        with pytest.raises(RequestError, match="nests deeper"):
+            parse_request("anthropic", raw)
