@@ -1,12 +1,17 @@
-"""Reading a request body with a size limit: one reader for every route that takes a body."""
+"""Reading a request body: one size-limited reader and one small-JSON-object check for the
+gateway's own routes (feedback, the learner's admin routes)."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
 
 from starlette.requests import Request
 
 from tierwise.gateway.dialects import RequestError
 
-__all__ = ["read_limited"]
+__all__ = ["json_object", "read_limited"]
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -33,3 +38,22 @@ async def read_limited(request: Request, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def json_object(raw: bytes, fields: Sequence[str], example: str) -> dict[str, Any]:
+    """*raw* as a JSON object holding no field but *fields*; a 400 naming the problem otherwise.
+
+    *example* is a good body, quoted in the errors. The fields' values are the caller's to check.
+    """
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError(f"the body is not JSON: expected {example}") from None
+    if not isinstance(body, dict):
+        raise RequestError(f"the body must be a JSON object: {example}")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise RequestError(
+            f"unknown field {unknown[0]!r}; expected {', '.join(fields)}", param=unknown[0]
+        )
+    return body

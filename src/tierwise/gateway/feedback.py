@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierwise.errors import LedgerError
-from tierwise.gateway.bodies import read_limited
+from tierwise.gateway.bodies import json_object, read_limited
 from tierwise.gateway.dialects import RequestError, error_body
 from tierwise.ledger.feedback import FLAGS, MAX_NOTE_CHARS
 
@@ -63,17 +63,7 @@ async def handle_feedback(svc: GatewayService, request: Request) -> Response:
 
 def _parse(raw: bytes) -> dict[str, Any]:
     """The body as a dict of checked fields; a 400 that names the field otherwise."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise RequestError('the body is not JSON: expected {"task_id": ..., "flag": ...}') from None
-    if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object with task_id and flag")
-    unknown = sorted(set(body) - set(_FIELDS))
-    if unknown:
-        raise RequestError(
-            f"unknown field {unknown[0]!r}; expected {', '.join(_FIELDS)}", param=unknown[0]
-        )
+    body = json_object(raw, _FIELDS, '{"task_id": "...", "flag": "wrong"}')
     task_id = body.get("task_id")
     if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 64:
         raise RequestError("task_id: expected the task's id (x-tierwise-task-id)", param="task_id")

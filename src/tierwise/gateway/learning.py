@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierwise.errors import LedgerError, PolicyChangeError, TierwiseError
-from tierwise.gateway.bodies import read_limited
+from tierwise.gateway.bodies import json_object, read_limited
 from tierwise.gateway.dialects import RequestError, error_body
 
 if TYPE_CHECKING:
@@ -118,18 +118,7 @@ def _change(svc: GatewayService, route: str, body: dict[str, Any], actor: str) -
 
 
 def _parse(raw: bytes, route: str) -> dict[str, Any]:
-    fields = _FIELDS[route]
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise RequestError('the body is not JSON: expected {"id": 12}') from None
-    if not isinstance(body, dict):
-        raise RequestError('the body must be a JSON object: {"id": 12}')
-    unknown = sorted(set(body) - set(fields))
-    if unknown:
-        raise RequestError(
-            f"unknown field {unknown[0]!r}; expected {', '.join(fields)}", param=unknown[0]
-        )
+    body = json_object(raw, _FIELDS[route], '{"id": 12}')
     change_id = body.get("id")
     if not isinstance(change_id, int) or isinstance(change_id, bool) or change_id < 1:
         raise RequestError(

@@ -127,17 +127,18 @@ class GatewayMetrics:
             ["kind", "tier"],
             registry=r,
         )
-        self.request_count = _Children(self.requests)
-        self._attempt_count = _Children(self.attempts)
-        self._cost_sum = _Children(self.cost)
-        self._token_count = _Children(self.tokens)
-        self._escalation_count = _Children(self.escalations)
         self.shadow_paused = Gauge(
             "tierwise_shadow_paused",
             "1 while shadowing is paused because [budgets] shadow_day_usd is spent for the "
             "UTC day, else 0.",
             registry=r,
         )
+        # the per-request counters' children, looked up once (see _Children)
+        self.request_count = _Children(self.requests)
+        self._attempt_count = _Children(self.attempts)
+        self._cost_sum = _Children(self.cost)
+        self._token_count = _Children(self.tokens)
+        self._escalation_count = _Children(self.escalations)
 
     def observe_attempts(self, attempts: Sequence[AttemptRecord]) -> None:
         """Count a request's attempts, their cost and tokens, and its escalations."""
