@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from tierwise.ledger.queries import attempt_dict
 from tierwise.ledger.schema import attempts, from_pico, plan_subtasks, plans, to_pico
+from tierwise.ledger.sql import window_filters
 
 __all__ = [
     "PLAN_STATUSES",
@@ -270,11 +271,7 @@ def calibration_rows(
         )
         .exists()
     )
-    where = []
-    if since is not None:
-        where.append(p.created_at >= since)
-    if until is not None:
-        where.append(p.created_at < until)
+    where = window_filters(p.created_at, since, until)
     stmt = (
         sa.select(
             s.plan_id,

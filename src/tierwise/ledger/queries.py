@@ -26,6 +26,7 @@ from tierwise.ledger.schema import (
     tasks,
 )
 from tierwise.ledger.shadow import shadow_spend
+from tierwise.ledger.sql import window_filters
 
 _WASTED = ("rejected", "error")
 _USAGE = (
@@ -85,15 +86,7 @@ def task_dict(row: sa.Row[Any]) -> dict[str, Any]:
 def _attempt_filters(
     since: datetime | None, until: datetime | None, kind: str | None
 ) -> list[sa.ColumnElement[bool]]:
-    a = attempts.c
-    where: list[sa.ColumnElement[bool]] = []
-    if since is not None:
-        where.append(a.started_at >= since)
-    if until is not None:
-        where.append(a.started_at < until)
-    if kind is not None:
-        where.append(a.kind == kind)
-    return where
+    return window_filters(attempts.c.started_at, since, until, attempts.c.kind, kind)
 
 
 def tail(
@@ -228,13 +221,7 @@ def stats(
     ).all()
 
     # escalation per (kind, starting tier), by the one definition (tierwise.ledger.escalation)
-    task_where: list[sa.ColumnElement[bool]] = []
-    if since is not None:
-        task_where.append(t.created_at >= since)
-    if until is not None:
-        task_where.append(t.created_at < until)
-    if kind is not None:
-        task_where.append(t.kind == kind)
+    task_where = window_filters(t.created_at, since, until, t.kind, kind)
     if role is not None:
         task_where.append(t.role == role)
     windowed = since is not None or until is not None

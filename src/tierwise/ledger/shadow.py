@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from tierwise.ledger.rows import Row
 from tierwise.ledger.schema import attempts, feedback, from_pico, shadow_agreements, tasks
-from tierwise.ledger.sql import insert_ignore
+from tierwise.ledger.sql import insert_ignore, window_filters
 
 if TYPE_CHECKING:
     from tierwise.ledger.core import Tx
@@ -115,11 +115,7 @@ def shadow_answer_numbers(
 ) -> set[tuple[str, int]]:
     """(task id, attempt number) of every shadow answer compared (validator calls excluded)."""
     s = shadow_agreements.c
-    where: list[sa.ColumnElement[bool]] = []
-    if since is not None:
-        where.append(s.created_at >= since)
-    if kind is not None:
-        where.append(s.kind == kind)
+    where = window_filters(s.created_at, since, None, s.kind, kind)
     found: set[tuple[str, int]] = set()
     for side in ("low", "high"):
         stmt = sa.select(s.task_id, s[f"{side}_attempt_no"]).where(
@@ -145,13 +141,7 @@ def agreement(
     right), ``low_right``/``high_right`` (of ``decided``) and ``flagged``.
     """
     s = shadow_agreements.c
-    where: list[sa.ColumnElement[bool]] = []
-    if since is not None:
-        where.append(s.created_at >= since)
-    if until is not None:
-        where.append(s.created_at < until)
-    if kind is not None:
-        where.append(s.kind == kind)
+    where = window_filters(s.created_at, since, until, s.kind, kind)
     rows = conn.execute(
         sa.select(
             s.task_id,
@@ -274,13 +264,7 @@ def shadow_spend(
     """Shadow calls in [since, until): ``attempts``, ``spend_usd``, and both per kind and tier
     under ``by_kind_tier`` — spend that no caller's budget paid and no escalation counts."""
     a = attempts.c
-    where: list[sa.ColumnElement[bool]] = [a.role == "shadow"]
-    if since is not None:
-        where.append(a.started_at >= since)
-    if until is not None:
-        where.append(a.started_at < until)
-    if kind is not None:
-        where.append(a.kind == kind)
+    where = [a.role == "shadow", *window_filters(a.started_at, since, until, a.kind, kind)]
     rows = conn.execute(
         sa.select(
             a.kind,

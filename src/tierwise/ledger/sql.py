@@ -75,3 +75,21 @@ def upsert(
     """``INSERT … ON CONFLICT (keys) DO UPDATE SET`` the *update* columns from *values*."""
     stmt = _upsert(conn.dialect.name, table, tuple(keys), tuple(update), returning)
     return conn.execute(stmt, dict(values))
+
+
+def window_filters(
+    at: sa.ColumnElement[Any],
+    since: Any | None,
+    until: Any | None,
+    kind_column: sa.ColumnElement[Any] | None = None,
+    kind: str | None = None,
+) -> list[sa.ColumnElement[bool]]:
+    """``since <= at < until`` (an end open when ``None``), and ``kind_column == kind`` if given."""
+    where: list[sa.ColumnElement[bool]] = []
+    if since is not None:
+        where.append(at >= since)
+    if until is not None:
+        where.append(at < until)
+    if kind is not None and kind_column is not None:
+        where.append(kind_column == kind)
+    return where
