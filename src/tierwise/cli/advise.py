@@ -159,21 +159,12 @@ def _from_workload(
     policy: Path | None,
 ) -> Advice:
     """The advice for a workload given on the command line (exits 2 on bad input)."""
-    from tierwise.cli.cost import parse_at, parse_number, resolve_tiers
-    from tierwise.pricing import Workload
+    from tierwise.cli.cost import parse_at, resolve_tiers, workload_from_options
     from tierwise.reports.advisor import advise_workload
     from tierwise.reports.workload import WorkloadError, load_workload
 
-    share = parse_number(cache_read_share, "--cache-read-share")
-    if share > 1:
-        fail(f"bad --cache-read-share {cache_read_share!r}: expected a share between 0 and 1")
-    described = Workload(
-        tasks_per_day=parse_number(tasks_per_day, "--tasks-per-day"),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_share=share,
-        days_per_month=parse_number(days_per_month, "--days-per-month"),
-        batch=batch,
+    described = workload_from_options(
+        tasks_per_day, input_tokens, output_tokens, cache_read_share, days_per_month, batch
     )
     tiers = resolve_tiers(
         tier_models=tier, explicit_prices=price, mix_tiers=[], policy_path=policy, at=parse_at(at)

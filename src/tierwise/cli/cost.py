@@ -13,7 +13,7 @@ from tierwise.cli._common import JsonOption, PolicyOption, fail, load_policy_or_
 
 if TYPE_CHECKING:
     from tierwise.policy import Policy
-    from tierwise.pricing import ModelPrices, PriceCatalog, Projection
+    from tierwise.pricing import ModelPrices, PriceCatalog, Projection, Workload
 
 AT_HELP = "Catalog date (YYYY-MM-DD or ISO datetime, UTC). Default: today."
 
@@ -67,6 +67,30 @@ def _tier_model(text: str) -> tuple[str, str]:
     if not sep or not name or not model:
         fail(f"bad --tier {text!r}: expected TIER=MODEL, e.g. cheap=claude-haiku-4-5")
     return name, model
+
+
+def workload_from_options(
+    tasks_per_day: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_share: str,
+    days_per_month: str,
+    batch: bool,
+) -> Workload:
+    """The workload the ``cost`` and ``advise`` options describe (exits 2 on a bad number)."""
+    from tierwise.pricing import Workload
+
+    share = parse_number(cache_read_share, "--cache-read-share")
+    if share > 1:
+        fail(f"bad --cache-read-share {cache_read_share!r}: expected a share between 0 and 1")
+    return Workload(
+        tasks_per_day=parse_number(tasks_per_day, "--tasks-per-day"),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_share=share,
+        days_per_month=parse_number(days_per_month, "--days-per-month"),
+        batch=batch,
+    )
 
 
 def resolve_tiers(
@@ -218,7 +242,7 @@ def register(app: typer.Typer) -> None:
               --price strong=15:75 \\
               --mix cheap=0.8,mid=0.15,strong=0.05
         """
-        from tierwise.pricing import Workload, parse_mix, project
+        from tierwise.pricing import parse_mix, project
 
         mixes = []
         for text in mix:
@@ -226,16 +250,8 @@ def register(app: typer.Typer) -> None:
                 mixes.append(parse_mix(text))
             except ValueError as exc:
                 fail(str(exc))
-        share = parse_number(cache_read_share, "--cache-read-share")
-        if share > 1:
-            fail(f"bad --cache-read-share {cache_read_share!r}: expected a share between 0 and 1")
-        workload = Workload(
-            tasks_per_day=parse_number(tasks_per_day, "--tasks-per-day"),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cache_read_share=share,
-            days_per_month=parse_number(days_per_month, "--days-per-month"),
-            batch=batch,
+        workload = workload_from_options(
+            tasks_per_day, input_tokens, output_tokens, cache_read_share, days_per_month, batch
         )
         tiers = resolve_tiers(
             tier_models=tier,
