@@ -19,7 +19,10 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
     The 413 closes the connection: the rest of an oversized body is never read.
     """
-    declared = request.headers.get("content-length")
+    # straight from the ASGI scope: the gateway's request path has read its headers once already
+    declared = next(
+        (v.decode("latin-1") for k, v in request.scope["headers"] if k == b"content-length"), None
+    )
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(
             f"the request body is {declared} bytes; this route accepts at most {limit}",

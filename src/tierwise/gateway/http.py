@@ -519,7 +519,7 @@ class FastTransport:
                             raise _StaleConnection(
                                 "the upstream closed the connection without answering"
                             )
-                        reading.eof()
+                        reading.eof()  # raises: no whole head has arrived
                     received = True
                     reading.feed(data)
             return _LeanResponse(self, conn, reading, timeout_s)
