@@ -57,7 +57,8 @@ from tierwise.gateway.bodies import read_limited
 from tierwise.gateway.call import Call
 from tierwise.gateway.config import GatewayConfig
 from tierwise.gateway.dashboard import DashboardContext, dashboard_routes
-from tierwise.gateway.dialects import Dialect, RequestError, error_body
+from tierwise.gateway.dialects import Dialect, RequestError
+from tierwise.gateway.errors import error_response
 from tierwise.gateway.logs import RequestLog
 from tierwise.gateway.schema import parse_request
 from tierwise.gateway.service import AUTO_MODEL, GatewayService
@@ -215,7 +216,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         try:
             svc.keys.authenticate(request.headers)
         except RequestError as exc:
-            return _error(dialect, exc)
+            return error_response(dialect, exc)
         return Response(json.dumps(_models(svc, dialect)).encode(), media_type=_JSON)
 
     async def healthz(request: Request) -> Response:
@@ -240,7 +241,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             else:  # reachable from elsewhere: spend and traffic are for admins only
                 svc.keys.authorize_admin(request.headers)
         except RequestError as exc:
-            return _error("openai", exc)
+            return error_response("openai", exc)
         await anyio.to_thread.run_sync(fleet["gauges"].refresh)  # a ledger read, cached
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
@@ -251,7 +252,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         try:
             svc.keys.authorize_admin(request.headers)
         except RequestError as exc:
-            return _error("openai", exc)
+            return error_response("openai", exc)
         if cfg.workers > 1:  # the supervisor restarts every worker; each reads the file
             policy, problem = check_policy(cfg)
             if policy is None:
@@ -269,7 +270,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         try:
             svc.keys.authorize_admin(request.headers)
         except RequestError as exc:
-            return _error("openai", exc)
+            return error_response("openai", exc)
         return Response(json.dumps(_status(svc, cfg)).encode(), media_type=_JSON)
 
     async def feedback(request: Request) -> Response:
@@ -444,18 +445,6 @@ def _models(svc: GatewayService, dialect: Dialect) -> dict[str, Any]:
     }
 
 
-def _error(dialect: Dialect, exc: RequestError) -> Response:
-    body = error_body(dialect, exc.status, exc.message, param=exc.param, code=exc.code)
-    headers = dict(exc.headers)
-    if exc.status == 401:
-        headers.setdefault("www-authenticate", "Bearer")
-    if exc.status in (400, 401, 404, 413):
-        headers.setdefault("x-should-retry", "false")
-    return Response(
-        json.dumps(body).encode(), status_code=exc.status, headers=headers, media_type=_JSON
-    )
-
-
 async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The whole body, refused past *limit* bytes or when it has not arrived in *timeout_s*."""
     try:
@@ -523,11 +512,11 @@ async def _handle(
         except RequestError as exc:
             status = exc.status
             entry.error = entry.error or exc.code or _ERROR_NAMES.get(status, "request_error")
-            return _error(dialect, exc)
+            return error_response(dialect, exc)
         except Exception as exc:
             log.exception("unexpected error serving %s", request.url.path)
             entry.error = type(exc).__name__
-            return _error(dialect, RequestError("internal gateway error", status=500))
+            return error_response(dialect, RequestError("internal gateway error", status=500))
         status = reply.status
         # Shadow calls run after the last body message is sent, never before.
         after = None if reply.after is None else BackgroundTask(reply.after)

@@ -35,8 +35,10 @@ unreachable ledger (``true``: the caller should back off and try again).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from tierwise.errors import (
     BudgetExceededError,
@@ -48,10 +50,19 @@ from tierwise.errors import (
     TierwiseError,
     UnknownModelError,
 )
-from tierwise.gateway.dialects import RequestError
+from tierwise.gateway.dialects import Dialect, RequestError, error_body
 from tierwise.records import SIDE_ROLES, AttemptRecord
 
-__all__ = ["failure_error", "ledger_unavailable", "trail_headers", "upstream_status"]
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
+__all__ = [
+    "error_response",
+    "failure_error",
+    "ledger_unavailable",
+    "trail_headers",
+    "upstream_status",
+]
 
 #: Upstream statuses that mean "the gateway's problem", not the caller's: never passed through.
 _NOT_PASSED = frozenset({401, 403, 408, 429})
@@ -175,4 +186,22 @@ def ledger_unavailable(task_id: str | None = None) -> RequestError:
         status=503,
         code="ledger_unavailable",
         headers=headers,
+    )
+
+
+def error_response(dialect: Dialect, exc: RequestError) -> Response:
+    """*exc* as the caller's dialect of error JSON, with the headers SDK clients act on."""
+    from starlette.responses import Response
+
+    body = error_body(dialect, exc.status, exc.message, param=exc.param, code=exc.code)
+    headers = dict(exc.headers)
+    if exc.status == 401:
+        headers.setdefault("www-authenticate", "Bearer")
+    if exc.status in (400, 401, 404, 413):
+        headers.setdefault("x-should-retry", "false")
+    return Response(
+        json.dumps(body).encode(),
+        status_code=exc.status,
+        headers=headers,
+        media_type="application/json",
     )

@@ -23,7 +23,8 @@ from starlette.responses import Response
 
 from tierwise.errors import LedgerError
 from tierwise.gateway.bodies import json_object, read_limited
-from tierwise.gateway.dialects import RequestError, error_body
+from tierwise.gateway.dialects import RequestError
+from tierwise.gateway.errors import error_response
 from tierwise.ledger.feedback import FLAGS, MAX_NOTE_CHARS
 
 if TYPE_CHECKING:
@@ -48,16 +49,7 @@ async def handle_feedback(svc: GatewayService, request: Request) -> Response:
         body = _parse(await read_limited(request, MAX_BODY_BYTES))
         stored = await anyio.to_thread.run_sync(_record, svc.ledger, key, body)
     except RequestError as exc:
-        payload = error_body("openai", exc.status, exc.message, param=exc.param, code=exc.code)
-        headers = dict(exc.headers)
-        if exc.status == 401:
-            headers.setdefault("www-authenticate", "Bearer")
-        return Response(
-            json.dumps(payload).encode(),
-            status_code=exc.status,
-            headers=headers,
-            media_type="application/json",
-        )
+        return error_response("openai", exc)
     return Response(json.dumps(stored.as_dict()).encode(), media_type="application/json")
 
 

@@ -31,7 +31,8 @@ from starlette.responses import Response
 
 from tierwise.errors import LedgerError, PolicyChangeError, TierwiseError
 from tierwise.gateway.bodies import json_object, read_limited
-from tierwise.gateway.dialects import RequestError, error_body
+from tierwise.gateway.dialects import RequestError
+from tierwise.gateway.errors import error_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -85,16 +86,7 @@ async def handle_learn(svc: GatewayService, request: Request, route: str) -> Res
         actor = "admin" if key is None else f"key:{key.name}"
         done = await anyio.to_thread.run_sync(_change, svc, route, body, actor)
     except RequestError as exc:
-        payload = error_body("openai", exc.status, exc.message, param=exc.param, code=exc.code)
-        headers = dict(exc.headers)
-        if exc.status == 401:
-            headers.setdefault("www-authenticate", "Bearer")
-        return Response(
-            json.dumps(payload).encode(),
-            status_code=exc.status,
-            headers=headers,
-            media_type="application/json",
-        )
+        return error_response("openai", exc)
     return Response(json.dumps(done).encode(), media_type="application/json")
 
 
