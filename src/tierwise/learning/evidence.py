@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from tierwise.analytics import Rate
 from tierwise.analytics.redline import red_line
 from tierwise.ledger.escalation import task_facts
-from tierwise.ledger.schema import attempts, feedback, from_pico, tasks
+from tierwise.ledger.schema import TOKEN_COLUMNS, attempts, feedback, from_pico, tasks
 from tierwise.pricing import Usage
 
 if TYPE_CHECKING:
@@ -50,13 +50,6 @@ __all__ = ["Counts", "Evidence", "FloorEvidence", "KindEvidence", "ProbeEvidence
 _LATE = ("wrong", "needed_frontier")
 #: The gateway's own kinds that no floor routes: concrete-model calls and plan-execute-review.
 _UNMOVABLE = frozenset({"passthrough", "plan-execute"})
-_TOKENS = (
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +344,7 @@ def _on_floor(
             sa.func.count(sa.distinct(f.task_id)),
             sa.func.sum(a.cost_pusd),
             sa.func.sum(a.latency_s),
-            *(sa.func.sum(sa.case((accepted, a[name]), else_=0)) for name in _TOKENS),
+            *(sa.func.sum(sa.case((accepted, a[name]), else_=0)) for name in TOKEN_COLUMNS),
         )
         .select_from(on_tier)
         .where(*ran)

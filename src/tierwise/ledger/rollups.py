@@ -43,6 +43,7 @@ import sqlalchemy as sa
 
 from tierwise.ledger.escalation import task_facts
 from tierwise.ledger.schema import (
+    TOKEN_COLUMNS,
     attempts,
     budget_counters,
     daily_rollups,
@@ -66,13 +67,6 @@ Key = tuple[date, str, str, str]  # day, kind, tier, role
 
 _TASK_OUTCOMES = ("accepted", "exhausted", "budget", "error", "running")
 _WASTED = ("rejected", "error")
-_TOKENS = (
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
-)
 #: every additive column of daily_rollups
 TOTALS: tuple[str, ...] = tuple(
     c.name
@@ -169,14 +163,14 @@ def aggregate(
             sa.func.sum(sa.case((a.outcome.in_(_WASTED), a.cost_pusd), else_=0)),
             sa.func.sum(sa.case((validator, 1), else_=0)),
             sa.func.sum(sa.case((validator, a.cost_pusd), else_=0)),
-            *(sa.func.sum(a[name]) for name in _TOKENS),
+            *(sa.func.sum(a[name]) for name in TOKEN_COLUMNS),
         )
         .select_from(attempts.join(tasks, a.task_id == t.id))
         .where(*where)
         .group_by(day, t.kind, a.tier, role)
     ).all()
     names: tuple[str, ...] = ("attempts", "accepted", "rejected", "errors", "cost_pusd")
-    names += ("wasted_pusd", "validator_attempts", "validator_cost_pusd", *_TOKENS)
+    names += ("wasted_pusd", "validator_attempts", "validator_cost_pusd", *TOKEN_COLUMNS)
     for row in attempt_rows:
         e = entry(row[0:4], row[4])
         for i, name in enumerate(names):

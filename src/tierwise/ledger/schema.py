@@ -182,6 +182,15 @@ tasks = sa.Table(
     sa.Index(None, "plan_id", **_ONLY_IN_A_PLAN),
 )
 
+#: An attempt's usage columns, one per billing bucket (as in :class:`tierwise.records.Usage`).
+TOKEN_COLUMNS: tuple[str, ...] = (
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+)
+
 attempts = sa.Table(
     "attempts",
     metadata,
@@ -506,11 +515,7 @@ REPORT_TIER_SUMS: tuple[str, ...] = (
     "errors",
     "cost_pusd",
     "wasted_pusd",
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
+    *TOKEN_COLUMNS,
 )
 
 report_hours = sa.Table(

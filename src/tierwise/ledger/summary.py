@@ -38,7 +38,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from tierwise.ledger.escalation import WASTED, task_facts
-from tierwise.ledger.schema import REPORT_FACT_SUMS, REPORT_TIER_SUMS, attempts, tasks
+from tierwise.ledger.schema import (
+    REPORT_FACT_SUMS,
+    REPORT_TIER_SUMS,
+    TOKEN_COLUMNS,
+    attempts,
+    tasks,
+)
 
 __all__ = [
     "FACT",
@@ -68,13 +74,6 @@ SessionKey = tuple[datetime | None, str]
 #: (hour, gateway key id; ``None`` for tasks made without a key)
 KeyKey = tuple[datetime | None, int | None]
 
-_TOKENS = (
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
-)
 _OUTCOMES = ("accepted", "exhausted", "budget", "error", "running")
 _FLAGS = ("resolved", "escalated", "direct", "first_try", "checked")
 _COUNTS = ("fallbacks", "attempts", "own_attempts", "validator_attempts")
@@ -258,7 +257,7 @@ def _read_attempts(
             a.tier_index,
             a.outcome,
             a.cost_pusd,
-            *(a[name] for name in _TOKENS),
+            *(a[name] for name in TOKEN_COLUMNS),
         )
         .select_from(attempts.join(tasks, a.task_id == t.id))
         .where(*where)
