@@ -377,13 +377,7 @@ class ChangeBook:
             before = current.revision(file_revision)
             new_id = self._insert_in(tx.conn, kind, change, reason, "applied", actor, at)
             after = changes_revision(file_revision, (*current.ids, new_id))
-            c = policy_changes.c
-            tx.conn.execute(
-                sa.update(policy_changes)
-                .where(c.id == new_id)
-                .values(decided_at=at, policy_revision_before=before, policy_revision_after=after)
-            )
-            row = tx.conn.execute(sa.select(policy_changes).where(c.id == new_id)).one()
+            row = self._decided(tx.conn, new_id, at, before, after)
         return _row(row)
 
     def revert_change(
@@ -447,12 +441,7 @@ class ChangeBook:
             }
             note = reason or f"revert #{change_id}"
             new_id = self._insert_in(tx.conn, found.kind, undo, note, "applied", actor, at)
-            tx.conn.execute(
-                sa.update(policy_changes)
-                .where(c.id == new_id)
-                .values(decided_at=at, policy_revision_before=before, policy_revision_after=after)
-            )
-            row = tx.conn.execute(sa.select(policy_changes).where(c.id == new_id)).one()
+            row = self._decided(tx.conn, new_id, at, before, after)
         return _row(row)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -499,6 +488,19 @@ class ChangeBook:
         key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
+
+    @staticmethod
+    def _decided(
+        conn: sa.Connection, change_id: int, at: datetime, before: str, after: str
+    ) -> sa.Row[Any]:
+        """Stamp an applied change with its time and the revisions around it; the row."""
+        c = policy_changes.c
+        conn.execute(
+            sa.update(policy_changes)
+            .where(c.id == change_id)
+            .values(decided_at=at, policy_revision_before=before, policy_revision_after=after)
+        )
+        return conn.execute(sa.select(policy_changes).where(c.id == change_id)).one()
 
     @staticmethod
     def _locked(conn: sa.Connection, change_id: int) -> PolicyChange:
