@@ -20,10 +20,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from html import escape
 from typing import Any
 
 from tierwise.reports.dashboard_style import STYLE
+from tierwise.reports.html import escape_html as _e
+from tierwise.reports.html import html_table as _table
 from tierwise.reports.render import money, pct, seconds
 
 __all__ = ["Charts", "Viewer", "Window", "render_dashboard", "render_message", "render_sign_in"]
@@ -66,10 +67,6 @@ class Window:
     notes: Sequence[str] = field(default_factory=tuple)
 
 
-def _e(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
 def _fig(path: str, value: Any, text: str, css: str = "") -> str:
     """One figure: its JSON path as ``data-testid``, its JSON value as ``data-value``."""
     cls = f' class="{css}"' if css else ""
@@ -110,19 +107,6 @@ def _time(data: Mapping[str, Any], key: str, path: str) -> str:
     value = data.get(key)
     shown = "-" if value is None else f"{datetime.fromisoformat(value):%Y-%m-%d %H:%M}"
     return _fig(path, value, shown)
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int]) -> str:
-    """A table of already-escaped cells; *numeric* columns are right-aligned."""
-
-    def cell(tag: str, i: int, text: str) -> str:
-        return f'<{tag} class="n">{text}</{tag}>' if i in numeric else f"<{tag}>{text}</{tag}>"
-
-    out = ["<table><tr>", *(cell("th", i, _e(h)) for i, h in enumerate(head)), "</tr>"]
-    for row in rows:
-        out += ["<tr>", *(cell("td", i, c) for i, c in enumerate(row)), "</tr>"]
-    out.append("</table>")
-    return "".join(out)
 
 
 def _card(label: str, figure: str, note: str) -> str:

@@ -19,7 +19,14 @@ from tierwise.reports.render import money, pct, seconds
 if TYPE_CHECKING:
     from tierwise.reports.weekly import Spender, WeeklyReport
 
-__all__ = ["day_chart", "escalation_chart", "mix_chart", "render_html"]
+__all__ = [
+    "day_chart",
+    "escalation_chart",
+    "escape_html",
+    "html_table",
+    "mix_chart",
+    "render_html",
+]
 
 #: Tier colours, bottom tier first (then repeated); concrete-model calls are grey.
 _COLOURS = ("#4e9a6f", "#e0a030", "#c0504d", "#6a5acd", "#2f8fbf", "#8c6d46")
@@ -41,11 +48,12 @@ svg text{font:12px system-ui,sans-serif;fill:#333}
 """
 
 
-def _e(value: object) -> str:
+def escape_html(value: object) -> str:
+    """*value* as text safe inside HTML elements and quoted attributes."""
     return escape(str(value), quote=True)
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int]) -> str:
+def html_table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int]) -> str:
     """A table of already-escaped cells; *numeric* columns are right-aligned."""
 
     def cell(tag: str, i: int, text: str) -> str:
@@ -56,6 +64,9 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence
         out += ["<tr>", *(cell("td", i, c) for i, c in enumerate(row)), "</tr>"]
     out.append("</table>")
     return "".join(out)
+
+
+_e, _table = escape_html, html_table  # short names for the markup below
 
 
 def day_chart(report: WeeklyReport) -> str:
