@@ -149,16 +149,9 @@ def main() -> None:
         tables["4-tier"],
         lambda t, on: choose_per_group(t, on, goal),
     )
-    # Every source may take any setting of any ladder: settings stacked along the first axis.
+    # Every source may take any setting of any ladder.
     parts = [tables[n] for n in ladders]
-    stacked = Table(
-        tuple(s for t in parts for s in t.settings),
-        np.concatenate([t.quality for t in parts]),
-        np.concatenate([t.cost for t in parts]),
-        parts[0].top_quality,
-        parts[0].top_cost,
-        parts[0].rows,
-    )
+    stacked = Table.stack(parts)
     report(
         "knapsack per source, ladder per source",
         stacked,

@@ -288,6 +288,20 @@ class Table:
     cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
+    def stack(cls, tables: Sequence[Table]) -> Table:
+        """Tables of the same rows (and top tier), their settings stacked along one axis: any
+        group may then take any setting of any of them (a ladder per source, say)."""
+        first = tables[0]
+        return cls(
+            tuple(s for t in tables for s in t.settings),
+            np.concatenate([t.quality for t in tables]),
+            np.concatenate([t.cost for t in tables]),
+            first.top_quality,
+            first.top_cost,
+            first.rows,
+        )
+
+    @classmethod
     def build(
         cls,
         arrays: CascadeArrays,

@@ -173,15 +173,7 @@ def fit_source_ladders(
         [table] = Table.build(final.arrays(good, oof), settings, fold, [(group, len(names))], k)
         tables.append(table)
         finals.append(final)
-    # Every source may take any setting of any ladder: the settings stacked along one axis.
-    stacked = Table(
-        tuple(s for t in tables for s in t.settings),
-        np.concatenate([t.quality for t in tables]),
-        np.concatenate([t.cost for t in tables]),
-        tables[0].top_quality,
-        tables[0].top_cost,
-        tables[0].rows,
-    )
+    stacked = Table.stack(tables)  # every source may take any setting of any ladder
 
     def chooser(goal: Objective) -> Any:
         return lambda t, on: choose_per_group(t, on, goal)
