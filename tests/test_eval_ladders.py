@@ -3,13 +3,13 @@ there, replayed through the real cascade on each source's own ladder."""
 
 from __future__ import annotations
 
-import json
 import random
 from decimal import Decimal
 from pathlib import Path
 
 from tierwise.evaluation.dataset import Ladder, ModelResult, Row
 from tierwise.evaluation.ladders import VERIFIER_LADDERS, candidate_models, two_tier
+from tierwise.evaluation.loaders.jsonl import dump_rows
 from tierwise.evaluation.report import evaluate
 
 TWO = Ladder(("cheap", "strong"), ("small", "big"))
@@ -43,23 +43,8 @@ def rows(n: int, seed: int, prefix: str, *, side: bool = True) -> list[Row]:
 
 def write(folder: Path, data: list[Row]) -> Path:
     folder.mkdir()
-    header = {
-        "tierwise_eval": 1,
-        "ladder": dict(TWO),
-        "formats": {"alpha": "number", "beta": "number"},
-    }
-    lines = [json.dumps(header)]
-    for r in data:
-        results = {
-            m: {"score": res.score, "response": res.response, "cost_usd": str(res.cost_usd)}
-            for m, res in r.results.items()
-        }
-        lines.append(
-            json.dumps(
-                {"prompt_id": r.prompt_id, "prompt": r.prompt, "kind": r.kind, "results": results}
-            )
-        )
-    (folder / "logs.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with (folder / "logs.jsonl").open("w", encoding="utf-8") as out:
+        dump_rows(data, out, ladder=dict(TWO), formats={"alpha": "number", "beta": "number"})
     return folder
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tierwise.evaluation.dataset import Dataset, DatasetError, Ladder, ModelResult, Row
+from tierwise.evaluation.loaders.jsonl import dump_rows
 from tierwise.evaluation.report import evaluate
 from tierwise.evaluation.strategies import Replayer, eval_policy
 from tierwise.evaluation.verifier import ResponseVerifier, answer_of
@@ -190,19 +191,8 @@ def test_in_the_cascade_it_escalates_and_asks_cheaper_tiers_as_priced_validator_
 
 
 def _write_jsonl(path: Path, rows: list[Row]) -> None:
-    header = {"tierwise_eval": 1, "ladder": dict(TWO), "formats": {"math": "number"}}
-    lines = [json.dumps(header)]
-    for r in rows:
-        results = {
-            m: {"score": res.score, "response": res.response, "cost_usd": str(res.cost_usd)}
-            for m, res in r.results.items()
-        }
-        lines.append(
-            json.dumps(
-                {"prompt_id": r.prompt_id, "prompt": r.prompt, "kind": r.kind, "results": results}
-            )
-        )
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with path.open("w", encoding="utf-8") as out:
+        dump_rows(rows, out, ladder=dict(TWO), formats={"math": "number"})
 
 
 def test_evaluate_runs_the_verifier_cascade_and_saves_it_with_the_router(tmp_path: Path) -> None:
