@@ -176,8 +176,10 @@ def _row(name: str, seconds: float, base: float) -> str:
     return f"{name:50s} {seconds * 1000:9.1f} ms  {seconds / base:5.2f}x"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+def cli(doc: str | None, run: Callable[[str, argparse.Namespace], None]) -> None:
+    """Parse ``--attempts``, ``--ledger``, ``--rounds``, ``--postgres`` and call *run* with the
+    ledger URL (a new SQLite file, the given URL, or a database on a throwaway cluster)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n", 1)[0])
     parser.add_argument("--attempts", type=int, default=1_000_000)
     parser.add_argument(
         "--ledger", help="a ledger URL (default: a new SQLite file); reused if already filled"
@@ -196,19 +198,29 @@ def main() -> None:
     run(args.ledger or str(Path(tempfile.mkdtemp(prefix="tierwise-bench-")) / "ledger.db"), args)
 
 
+def filled(ledger: Ledger, n_attempts: int, fill: Callable[[Ledger, int, int], int]) -> None:
+    """Fill *ledger* to *n_attempts* attempts unless it holds them (a reused ``--ledger``);
+    on PostgreSQL, ANALYZE as autovacuum would within a minute of a bulk load."""
+    with ledger.reading() as conn:
+        present = conn.execute(sa.select(sa.func.count()).select_from(attempts)).scalar_one()
+    if present < n_attempts:
+        print(f"filling {ledger.url} ({ledger.backend}) with {n_attempts:,} attempts")
+        t0 = time.perf_counter()
+        fill(ledger, n_attempts - present, present)
+        print(f"  in {time.perf_counter() - t0:.1f} s")
+    if ledger.backend == "postgresql":
+        with ledger.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+
+
+def main() -> None:
+    cli(__doc__, run)
+
+
 def run(url: str, args: argparse.Namespace) -> None:
     """Fill the ledger at *url* (unless it holds enough attempts) and time the three reads."""
     with open_ledger(url, now=lambda: NOW) as ledger:
-        with ledger.reading() as conn:
-            present = conn.execute(sa.select(sa.func.count()).select_from(attempts)).scalar_one()
-        if present < args.attempts:
-            print(f"filling {ledger.url} ({ledger.backend}) with {args.attempts:,} attempts")
-            t0 = time.perf_counter()
-            fill(ledger, args.attempts - present, seed=present)
-            print(f"  in {time.perf_counter() - t0:.1f} s")
-        if ledger.backend == "postgresql":  # what autovacuum does within a minute of a bulk load
-            with ledger.engine.connect() as conn:
-                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+        filled(ledger, args.attempts, fill)
         since, until = NOW - timedelta(days=14), NOW + timedelta(seconds=1)
         t, a = tasks.c, attempts.c
 

@@ -30,9 +30,7 @@ import importlib.util
 import json
 import random
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -125,34 +123,8 @@ def forget(ledger: Ledger) -> None:
             conn.execute(sa.delete(table))
 
 
-def best(fn: Callable[[], WeeklyReport], rounds: int) -> tuple[float, WeeklyReport]:
-    times, result = [], None
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    assert result is not None
-    return min(times), result
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("--attempts", type=int, default=1_000_000)
-    parser.add_argument(
-        "--ledger", help="a ledger URL (default: a new SQLite file); reused if already filled"
-    )
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--postgres", action="store_true", help="on a throwaway PostgreSQL cluster instead"
-    )
-    args = parser.parse_args()
-    if args.postgres:
-        from tierwise.testing.postgres import PostgresCluster
-
-        with PostgresCluster() as cluster:
-            run(cluster.create_database(), args)
-        return
-    run(args.ledger or str(Path(tempfile.mkdtemp(prefix="tierwise-bench-")) / "ledger.db"), args)
+    bench.cli(__doc__, run)
 
 
 def run(url: str, args: argparse.Namespace) -> None:
@@ -160,22 +132,13 @@ def run(url: str, args: argparse.Namespace) -> None:
     now = NOW + timedelta(minutes=10)
     policy = default_policy()
     with open_ledger(url, now=lambda: now) as ledger:
-        with ledger.reading() as conn:
-            present = conn.execute(sa.select(sa.func.count()).select_from(attempts)).scalar_one()
-        if present < args.attempts:
-            print(f"filling {ledger.url} ({ledger.backend}) with {args.attempts:,} attempts")
-            t0 = time.perf_counter()
-            fill(ledger, args.attempts - present, seed=present)
-            print(f"  in {time.perf_counter() - t0:.1f} s")
-        if ledger.backend == "postgresql":  # what autovacuum does within a minute of a bulk load
-            with ledger.engine.connect() as conn:
-                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+        bench.filled(ledger, args.attempts, fill)
         since, until = NOW - WEEK, NOW
 
         def report(**kw: Any) -> WeeklyReport:
             return weekly_report(ledger, policy, since=since, until=until, now=now, **kw)
 
-        rows_s, from_rows = best(lambda: report(from_rows=True), args.rounds)
+        rows_s, from_rows = bench.best(lambda: report(from_rows=True), args.rounds)
         firsts = []
         for _ in range(max(1, args.rounds - 1)):
             forget(ledger)
@@ -183,8 +146,8 @@ def run(url: str, args: argparse.Namespace) -> None:
             report()
             firsts.append(time.perf_counter() - t0)
         first_s = min(firsts)
-        kept_s, kept = best(report, args.rounds)
-        rolling_s, _ = best(
+        kept_s, kept = bench.best(report, args.rounds)
+        rolling_s, _ = bench.best(
             lambda: weekly_report(ledger, policy, now=now - timedelta(minutes=3)), args.rounds
         )
     a, b = from_rows.as_dict(), kept.as_dict()
