@@ -49,6 +49,7 @@ from tierwise.ledger.schema import (
     report_tiers,
     tasks,
 )
+from tierwise.ledger.sql import window_filters
 from tierwise.ledger.summary import Summary, compute, hour_of
 
 if TYPE_CHECKING:
@@ -284,10 +285,6 @@ def _runs(hours: Sequence[datetime]) -> list[list[datetime]]:
     return out
 
 
-def _between(since: datetime, until: datetime) -> list[sa.ColumnElement[bool]]:
-    return [tasks.c.created_at >= since, tasks.c.created_at < until]
-
-
 def window_summary(
     read: ReadTx,
     write: WriteTx,
@@ -307,7 +304,7 @@ def window_summary(
     """
     if from_rows:
         with read() as conn:
-            summary = compute(conn, _between(since, until), by_time=True)
+            summary = compute(conn, window_filters(tasks.c.created_at, since, until), by_time=True)
         return WindowSummary(since, until, summary, from_rows=((since, until),))
     first = hour_of(since) + (HOUR if hour_of(since) < since else timedelta(0))
     hours: list[datetime] = []  # the whole hours of the window that have ended
@@ -334,7 +331,12 @@ def window_summary(
     for run in _runs(missing):
         start, stop = run[0], run[-1] + HOUR
         with read() as conn:
-            part = compute(conn, _between(start, stop), by_time=True, defer_running=True)
+            part = compute(
+                conn,
+                window_filters(tasks.c.created_at, start, stop),
+                by_time=True,
+                defer_running=True,
+            )
         if keep:
             try:
                 with write() as tx:
@@ -356,7 +358,9 @@ def window_summary(
             part.counts.clear()  # counted already, with their hour
             summary.merge(part)
         for start, stop in edges:
-            summary.merge(compute(conn, _between(start, stop), by_time=True))
+            summary.merge(
+                compute(conn, window_filters(tasks.c.created_at, start, stop), by_time=True)
+            )
     result.summary = summary
     result.kept = tuple(sorted(valid | set(summarised)))
     result.summarised = tuple(summarised)
